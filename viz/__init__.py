@@ -1,0 +1,1 @@
+"""Plain results -> plotly figures. No torch, no streamlit."""

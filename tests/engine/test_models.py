@@ -1,0 +1,160 @@
+import math
+
+import pytest
+import torch
+
+from engine.models import (
+    ACTIVATIONS, Centered, Dense, ModelSpec, PARAMETRIZATIONS, build, count_parameters, lr_multipliers,
+)
+
+WIDTH = 512
+
+
+def dense_layers(model):
+    return {name: m for name, m in model.named_modules() if isinstance(m, Dense)}
+
+
+def expected_variance(parametrization, role, fan_in, sigma=1.0):
+    if parametrization == "ntk":
+        return sigma**2
+    if role == "output" and parametrization == "mup":
+        return sigma**2 / fan_in**2
+    if role == "output" and parametrization == "meanfield":
+        return sigma**2
+    return sigma**2 / fan_in
+
+
+@pytest.mark.parametrize("parametrization", PARAMETRIZATIONS)
+def test_init_variance_follows_the_parametrization(parametrization):
+    spec = ModelSpec(width=WIDTH, depth=2, parametrization=parametrization, init_scale=1.5)
+    model = build(spec, (WIDTH,), WIDTH)
+    for layer in dense_layers(model).values():
+        want = expected_variance(parametrization, layer.role, layer.in_features, 1.5)
+        # the sample variance of n Gaussian draws has relative standard error sqrt(2/n)
+        n = layer.weight.numel()
+        assert abs(layer.weight.var().item() / want - 1) < 6 * math.sqrt(2 / n)
+        assert layer.weight.mean().abs().item() < 6 * math.sqrt(want / n)
+
+
+def test_biases_start_at_zero():
+    model = build(ModelSpec(), (2,), 3)
+    assert all(torch.all(m.bias == 0) for m in dense_layers(model).values())
+
+
+@pytest.mark.parametrize("parametrization", ["standard", "ntk", "mup"])
+def test_preactivations_are_order_one_at_any_width(parametrization):
+    # Standard, NTK and muP keep hidden preactivations O(1) as the width grows.
+    x = torch.randn(256, 64)
+    for width in (128, 1024):
+        model = build(ModelSpec(width=width, depth=2, parametrization=parametrization), (64,), 1)
+        h = model.layers.fc2(model.layers.act1(model.layers.fc1(x)))
+        assert 0.2 < h.std().item() < 2.0
+
+
+def test_meanfield_output_shrinks_like_one_over_sqrt_width():
+    x = torch.randn(512, 8)
+    stds = [build(ModelSpec(width=w, parametrization="meanfield", seed=1), (8,), 1)(x).std().item()
+            for w in (64, 4096)]
+    assert stds[1] / stds[0] == pytest.approx(math.sqrt(64 / 4096), rel=0.35)
+
+
+def test_low_rank_init_has_the_requested_rank_and_variance():
+    model = build(ModelSpec(width=256, depth=2, rank=3), (256,), 2)
+    hidden = model.layers.fc2.weight
+    assert torch.linalg.matrix_rank(hidden).item() == 3
+    assert hidden.var().item() == pytest.approx(1 / 256, rel=0.25)
+    assert torch.linalg.matrix_rank(model.layers.out.weight).item() == 2  # readout stays full
+
+
+def test_same_seed_same_weights_and_other_seed_differs():
+    a, b, c = (build(ModelSpec(seed=s), (2,), 2) for s in (0, 0, 1))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not torch.equal(a.layers.fc1.weight, c.layers.fc1.weight)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("kind", ["mlp", "resmlp"])
+def test_mlps_map_inputs_to_outputs(kind, activation):
+    model = build(ModelSpec(kind=kind, activation=activation, width=16, depth=3), (5,), 4)
+    assert model(torch.randn(7, 5)).shape == (7, 4)
+
+
+def test_depth_zero_is_a_linear_model():
+    model = build(ModelSpec(depth=0), (3,), 2)
+    assert count_parameters(model) == 3 * 2 + 2
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 40)])
+def test_cnn_takes_flattened_images_and_signals(shape):
+    model = build(ModelSpec(kind="cnn", width=8, depth=2), shape, 10)
+    assert model(torch.rand(5, math.prod(shape))).shape == (5, 10)
+
+
+def test_cnn_refuses_flat_inputs_with_a_sentence():
+    with pytest.raises(ValueError, match="image-like"):
+        build(ModelSpec(kind="cnn"), (2,), 2)
+
+
+def test_residual_blocks_add_their_input():
+    model = build(ModelSpec(kind="resmlp", width=8, depth=1), (2,), 1)
+    with torch.no_grad():
+        model.blocks[0].fc.weight.zero_()
+    h = torch.randn(4, 8)
+    assert torch.allclose(model.blocks[0](h), h)
+
+
+@pytest.mark.parametrize("bad, field", [
+    (dict(width=0), "width"), (dict(depth=-1), "depth"), (dict(init_scale=-1.0), "init_scale"),
+    (dict(activation="swish"), "activation"), (dict(parametrization="xyz"), "parametrization"),
+    (dict(alpha=0.0), "alpha"), (dict(rank=0), "rank"), (dict(kind="cnn", parametrization="ntk"), "parametrization"),
+])
+def test_invalid_specs_name_the_field_with_a_sentence(bad, field):
+    errors = ModelSpec(**bad).errors()
+    assert field in errors and errors[field].endswith(".")
+    with pytest.raises(ValueError):
+        build(ModelSpec(**bad), (2,), 2)
+
+
+def test_too_large_a_model_is_refused_before_allocation():
+    with pytest.raises(ValueError, match="parameters"):
+        build(ModelSpec(width=8192, depth=64), (2,), 2)
+
+
+def test_centered_is_zero_at_wrap_time_and_moves_after():
+    model = build(ModelSpec(alpha=7.0), (3,), 2)
+    x = torch.randn(10, 3)
+    assert torch.equal(model(x), torch.zeros(10, 2))
+    with torch.no_grad():
+        model.model.layers.out.weight.add_(0.1)
+    assert model(x).abs().max() > 0
+
+
+def test_centered_output_is_alpha_times_the_difference():
+    inner = build(ModelSpec(), (3,), 2)
+    w0 = {k: v.clone() for k, v in inner.state_dict().items()}
+    centered = Centered(inner, alpha=3.0)
+    with torch.no_grad():
+        inner.layers.fc1.weight.mul_(1.1)
+    x = torch.randn(6, 3)
+    reference = build(ModelSpec(), (3,), 2)
+    reference.load_state_dict(w0)
+    assert torch.allclose(centered(x), 3.0 * (inner(x) - reference(x)), atol=1e-6)
+
+
+def test_centered_exposes_only_trainable_weights_as_parameters():
+    model = build(ModelSpec(alpha=2.0), (3,), 2)
+    assert all(name.startswith("model.") for name, _ in model.named_parameters())
+    assert any(name.startswith("w0.") for name in model.state_dict())
+
+
+def test_mup_sgd_learning_rates_follow_the_width():
+    model = build(ModelSpec(width=256, parametrization="mup", base_width=64), (3,), 2)
+    m = lr_multipliers(model, "sgd", base_width=64)
+    assert (m["layers.fc1.weight"], m["layers.fc2.weight"], m["layers.out.weight"]) == (4.0, 1.0, 0.25)
+    m = lr_multipliers(model, "adam", base_width=64)
+    assert (m["layers.fc1.weight"], m["layers.fc2.weight"], m["layers.out.weight"]) == (1.0, 0.25, 0.25)
+
+
+def test_standard_learning_rates_are_untouched():
+    model = build(ModelSpec(width=256), (3,), 2)
+    assert set(lr_multipliers(model, "sgd").values()) == {1.0}

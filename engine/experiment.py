@@ -1,0 +1,297 @@
+"""An experiment: data + model + training settings, as one value.
+
+The same value travels everywhere: the Train page's widgets, the URL's query parameters
+(so a copied link reproduces the experiment), the run store's settings.json, and the
+command line (`python -m engine train model.width=128 ...`). Flat keys name each setting:
+`data`, `data.<option>`, `model.<field>`, `train.<field>`.
+
+`train_job` runs an experiment as a job: it trains, reports live partial results (the
+history, the prediction view, steps per second), and saves the run to the store.
+"""
+from __future__ import annotations
+
+import io
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional, get_args, get_type_hints
+
+import numpy as np
+import torch
+
+from engine import data as datasets
+from engine.models import ModelSpec, build
+from engine.train import Outcome, TrainConfig, Trainer
+from engine.views import prediction_view
+
+REPORT_EVERY_S = 0.25  # at most this often a live report (the page polls about as often)
+
+
+@dataclass
+class Experiment:
+    """What to train and how. `errors()` says what is wrong with it, field by field."""
+
+    data: str = "moons"
+    data_options: dict = field(default_factory=dict)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def errors(self) -> dict[str, str]:
+        """A sentence for each invalid setting, keyed by its flat key."""
+        e = {}
+        if self.data not in datasets.names():
+            e["data"] = f"Unknown dataset '{self.data}'. Choose one of: {', '.join(datasets.names())}."
+        e.update({f"model.{k}": v for k, v in self.model.errors().items()})
+        e.update({f"train.{k}": v for k, v in self.train.errors().items()})
+        return e
+
+    def to_dict(self) -> dict:
+        return {"data": self.data, "data_options": dict(self.data_options),
+                "model": self.model.to_dict(), "train": self.train.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Experiment":
+        return cls(d.get("data", "moons"), dict(d.get("data_options", {})),
+                   ModelSpec.from_dict(d.get("model", {})), TrainConfig.from_dict(d.get("train", {})))
+
+    # -- flat keys (query parameters, command line)
+
+    def to_flat(self) -> dict[str, str]:
+        """Every setting as `key -> text`, the form query parameters take."""
+        flat = {"data": self.data}
+        flat.update({f"data.{k}": _text(v) for k, v in self.data_options.items()})
+        flat.update({f"model.{k}": _text(v) for k, v in self.model.to_dict().items()})
+        flat.update({f"train.{k}": _text(v) for k, v in self.train.to_dict().items()})
+        return flat
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, str]) -> tuple["Experiment", dict[str, str]]:
+        """Parse flat text settings over the defaults.
+
+        Returns the experiment and a sentence for each key that could not be read (unknown
+        keys, text that is not a number); those keys keep their defaults.
+        """
+        errors: dict[str, str] = {}
+        name = flat.get("data", "moons")
+        try:
+            option_defaults = datasets.options(name)
+        except ValueError as exc:
+            option_defaults, errors["data"] = {}, str(exc)
+        data_options = {}
+        model, train = {}, {}
+        for key, text in flat.items():
+            if key == "data":
+                continue
+            section, _, item = key.partition(".")
+            try:
+                if section == "data" and item in option_defaults:
+                    data_options[item] = _parse(text, option_defaults[item])
+                elif section == "model" and item in _hints(ModelSpec):
+                    model[item] = _parse_typed(text, _hints(ModelSpec)[item], getattr(ModelSpec(), item))
+                elif section == "train" and item in _hints(TrainConfig):
+                    train[item] = _parse_typed(text, _hints(TrainConfig)[item], getattr(TrainConfig(), item))
+                else:
+                    errors[key] = f"'{key}' is not a setting of this lab."
+            except ValueError as exc:
+                errors[key] = f"{key}: {exc}"
+        experiment = cls(name, data_options, ModelSpec(**model), TrainConfig(**train))
+        return experiment, errors
+
+
+def _hints(cls) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return ",".join(_text(v) for v in value)
+    return str(value)
+
+
+def _parse_typed(text: str, hint, default):
+    """Read `text` as the type `hint` names (Optional[...] accepts an empty text as None)."""
+    args = [a for a in get_args(hint) if a is not type(None)]
+    if args and type(None) in get_args(hint):
+        if text.strip().lower() in ("", "none"):
+            return None
+        return _parse(text, args[0]())
+    return _parse(text, default)
+
+
+def _parse(text: str, like):
+    """Read `text` as a value of the same type as `like`."""
+    text = str(text).strip()
+    if isinstance(like, bool):
+        if text.lower() in ("true", "1", "yes", "on"):
+            return True
+        if text.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(f"'{text}' is not true or false.")
+    if isinstance(like, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"'{text}' is not a whole number.") from None
+    if isinstance(like, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"'{text}' is not a number.") from None
+    if isinstance(like, (list, tuple)):
+        item = like[0] if like else 0.0
+        parts = [p for p in text.split(",") if p.strip()]
+        return [_parse(p, item) for p in parts]
+    return text
+
+
+# ---------------------------------------------------------------- running
+
+
+def build_experiment(experiment: Experiment, dataset: Optional[datasets.Dataset] = None):
+    """The dataset (unless given) and the freshly initialised model of an experiment.
+
+    Raises ValueError with the sentences of every invalid setting.
+    """
+    errors = experiment.errors()
+    if dataset is not None:
+        errors.pop("data", None)
+    if errors:
+        raise ValueError(" ".join(errors.values()))
+    if dataset is None:
+        dataset = datasets.load(experiment.data, **experiment.data_options)
+    model = build(experiment.model, dataset.input_shape, dataset.n_outputs)
+    return dataset, model
+
+
+class LiveReport:
+    """Sends the job's partial results at most every REPORT_EVERY_S seconds."""
+
+    def __init__(self, ctx, trainer: Trainer, total_steps: int):
+        self.ctx, self.trainer, self.total = ctx, trainer, total_steps
+        self.started = time.perf_counter()
+        self.last = 0.0
+
+    def steps_per_second(self) -> float:
+        elapsed = time.perf_counter() - self.started
+        return self.trainer.step_count / elapsed if elapsed > 0 else 0.0
+
+    def tick(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - self.last < REPORT_EVERY_S:
+            return
+        self.last = now
+        t = self.trainer
+        t.flush()
+        self.ctx.report(
+            progress=t.step_count / self.total,
+            message=f"Step {t.step_count:,} of {self.total:,}",
+            step=t.step_count,
+            steps_per_second=self.steps_per_second(),
+            history=t.history.copy(),
+            view=prediction_view(t.model, t.data),
+        )
+
+
+def train_job(ctx, experiment: Experiment, store=None, name: str = "", device=None,
+              dataset: Optional[datasets.Dataset] = None) -> dict:
+    """Train `experiment` as a job (see `engine.jobs`), saving the run to `store` if given.
+
+    Args:
+        ctx: the job's context (progress reports, stop requests).
+        experiment: what to train.
+        store: a `RunStore`; the run, its checkpoints and metrics are saved there.
+        name: the run's display name (made from the settings when empty).
+        device: where to train (`engine.device.pick()` by default).
+        dataset: the user's own data, used instead of `experiment.data`; its arrays are
+            saved with the run so the run stays reproducible.
+
+    Returns `{"run_id", "status", "step", "message"}`. A stop request ends the run as
+    "stopped" and keeps what was trained; divergence ends it as "diverged" with a sentence.
+    """
+    dataset, model = build_experiment(experiment, dataset)
+    trainer = Trainer(model, dataset, experiment.train, device=device,
+                      base_width=experiment.model.base_width, keep_checkpoints=store is None)
+    run_id = None
+    if store is not None:
+        settings = experiment.to_dict() | {"dataset": dataset.name,
+                                           "input_shape": list(dataset.input_shape),
+                                           "n_outputs": dataset.n_outputs,
+                                           "device": str(trainer.device)}
+        run_id = store.create(name or default_name(experiment, dataset.name), settings)
+        if dataset.name != experiment.data:
+            store.save_artifact(run_id, "dataset", dataset_arrays(dataset), {"name": dataset.name})
+    ctx.report(progress=0.0, message=f"Training on {trainer.device}", run_id=run_id,
+               device=str(trainer.device), dataset=dataset.describe())
+    live = LiveReport(ctx, trainer, experiment.train.steps)
+
+    def on_checkpoint(step: int, state: dict) -> None:
+        if store is not None:
+            store.save_checkpoint(run_id, step, state)
+
+    def should_stop() -> bool:
+        live.tick()
+        return ctx.cancelled
+
+    try:
+        outcome = trainer.run(should_stop=should_stop, on_checkpoint=on_checkpoint)
+    except Exception as exc:  # a failure mid-run still keeps the history so far
+        _save(store, run_id, trainer, Outcome("failed", trainer.step_count, str(exc)))
+        raise
+    live.tick(force=True)
+    _save(store, run_id, trainer, outcome)
+    return {"run_id": run_id, "status": outcome.status, "step": outcome.step, "message": outcome.message}
+
+
+STORE_STATUS = {"done": "done", "stopped": "cancelled", "diverged": "diverged", "failed": "failed"}
+
+
+def _save(store, run_id, trainer: Trainer, outcome: Outcome) -> None:
+    if store is None:
+        return
+    trainer.flush()
+    store.save_metrics(run_id, trainer.history.to_dict())
+    store.finish(run_id, STORE_STATUS[outcome.status], summary=summary(trainer), message=outcome.message)
+
+
+def dataset_arrays(dataset: datasets.Dataset) -> dict:
+    return {k: getattr(dataset, k).cpu().numpy() for k in ("x_train", "y_train", "x_test", "y_test")}
+
+
+def summary(trainer: Trainer) -> dict:
+    h = trainer.history
+    out = {"steps": trainer.step_count}
+    if h.test_loss:
+        out["test_loss"] = h.test_loss[-1]
+        if not math.isnan(h.test_accuracy[-1]):
+            out["test_accuracy"] = h.test_accuracy[-1]
+    return out
+
+
+def default_name(experiment: Experiment, data_name: str) -> str:
+    m = experiment.model
+    return f"{data_name} {m.kind} {m.width}x{m.depth} {m.activation} {experiment.train.optimizer} lr={experiment.train.lr:g}"
+
+
+def load_model(store, run_id: str, step: Optional[int] = None, device="cpu") -> torch.nn.Module:
+    """Rebuild a stored run's model with the weights of a checkpoint (the last by default)."""
+    settings = store.settings(run_id)
+    experiment = Experiment.from_dict(settings)
+    model = build(experiment.model, tuple(settings["input_shape"]), settings["n_outputs"])
+    model.load_state_dict(store.load_checkpoint(run_id, step))
+    return model.to(device)
+
+
+
+def load_dataset(store, run_id: str) -> datasets.Dataset:
+    """The data a stored run was trained on: rebuilt from its settings, or its saved arrays."""
+    settings = store.settings(run_id)
+    saved = store.load_artifact(run_id, "dataset")
+    if saved is None:
+        return datasets.load(settings["data"], **settings.get("data_options", {}))
+    arrays, _ = saved
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)  # the same split, through the same checks as an upload
+    buffer.seek(0)
+    return datasets.from_npz(buffer)

@@ -1,0 +1,127 @@
+"""Runs: open, compare, rename, delete, download and import saved runs."""
+from __future__ import annotations
+
+import time
+from urllib.parse import urlencode
+
+import streamlit as st
+
+from engine.experiment import Experiment, load_dataset, load_model
+from engine.results import History
+from engine.views import prediction_view
+from pages.lab import error_sentence, store
+from viz.predictions import prediction_figure
+from viz.training import compare_curves, training_curves
+
+MAX_COMPARED = 4
+METRICS = {"test_loss": "Test loss", "train_loss": "Train loss (every step)",
+           "test_accuracy": "Test accuracy", "eval_train_loss": "Train loss (evaluated)"}
+
+
+@st.cache_data(max_entries=16, show_spinner="Computing the final predictions…")
+def final_view(run_id: str, _finished: float):
+    """The prediction view of a run's last checkpoint (cached per run and finish time)."""
+    return prediction_view(load_model(store(), run_id), load_dataset(store(), run_id))
+
+
+def chosen_runs(runs) -> list[str]:
+    labels = {r.id: f"{r.name} · {r.status} · {time.strftime('%Y-%m-%d %H:%M', time.localtime(r.created))}"
+              for r in runs}
+    wanted = [i for i in st.query_params.get("runs", "").split(",") if i in labels]
+    chosen = st.multiselect("Runs", list(labels), default=wanted, format_func=labels.get,
+                            placeholder="Choose one run to open, or two to four to compare")
+    if chosen:
+        st.query_params["runs"] = ",".join(chosen)
+    else:
+        st.query_params.pop("runs", None)
+    return chosen
+
+
+def history_of(run_id: str) -> History:
+    try:
+        return History.from_dict(store().metrics(run_id))
+    except ValueError:
+        return History()  # a run still training has no metrics file yet
+
+
+def open_run(run_id: str) -> None:
+    settings = store().settings(run_id)
+    st.subheader(settings["name"])
+    st.caption(f"{settings['status']} · {settings.get('message', '')} · id {run_id}")
+    left, right = st.columns(2)
+    left.plotly_chart(training_curves(history_of(run_id)), key=f"curves-{run_id}", width="stretch")
+    if settings["status"] != "running" and store().checkpoint_steps(run_id):
+        try:
+            view = final_view(run_id, settings.get("finished", 0.0))
+            right.plotly_chart(prediction_figure(view), key=f"view-{run_id}", width="stretch")
+        except ValueError as exc:
+            right.error(error_sentence(exc))
+    manage_run(run_id, settings)
+
+
+def manage_run(run_id: str, settings: dict) -> None:
+    experiment = Experiment.from_dict(settings)
+    with st.expander("Settings"):
+        st.json(experiment.to_dict())
+    cols = st.columns(4)
+    if settings.get("dataset") == settings.get("data"):
+        query = urlencode(experiment.to_flat())
+        cols[0].link_button("Train again with these settings", f"/train?{query}")
+    cols[1].download_button("Download (.zip)", data=store().export_zip(run_id),
+                            file_name=f"run-{run_id}.zip", mime="application/zip")
+    with cols[2].popover("Rename"):
+        new_name = st.text_input("New name", value=settings["name"], key=f"rename-{run_id}")
+        if st.button("Save name", key=f"save-name-{run_id}"):
+            try:
+                store().rename(run_id, new_name)
+                st.rerun()
+            except ValueError as exc:
+                st.error(error_sentence(exc))
+    with cols[3].popover("Delete"):
+        st.write("This removes the run's weights and metrics for good.")
+        if st.button("Delete this run", type="primary", key=f"delete-{run_id}"):
+            store().delete(run_id)
+            st.query_params.pop("runs", None)
+            st.rerun()
+
+
+def compare_runs(run_ids: list[str]) -> None:
+    names = {i: store().settings(i)["name"] for i in run_ids}
+    metric = st.segmented_control("Metric", list(METRICS), format_func=METRICS.get,
+                                  default="test_loss", key="compare-metric") or "test_loss"
+    histories = {f"{names[i]} ({i[-6:]})": history_of(i) for i in run_ids}
+    st.plotly_chart(compare_curves(histories, metric=metric), key="compare", width="stretch")
+    rows = [{"run": names[i], **store().settings(i).get("summary", {})} for i in run_ids]
+    st.dataframe(rows, hide_index=True)
+
+
+def import_run() -> None:
+    with st.expander("Import a run (.zip downloaded from this lab)"):
+        file = st.file_uploader("Run file", type=["zip"], key="import-file")
+        if file is not None and st.button("Import"):
+            try:
+                run_id = store().import_zip(file.getvalue())
+                st.query_params["runs"] = run_id
+                st.rerun()
+            except ValueError as exc:
+                st.error(error_sentence(exc))
+
+
+def runs_page() -> None:
+    st.title("Runs")
+    runs = store().list()
+    if not runs:
+        st.info("No runs yet: train one on the Train page.")
+        import_run()
+        return
+    chosen = chosen_runs(runs)
+    if len(chosen) == 1:
+        open_run(chosen[0])
+    elif 2 <= len(chosen) <= MAX_COMPARED:
+        compare_runs(chosen)
+    elif len(chosen) > MAX_COMPARED:
+        st.warning(f"Choose at most {MAX_COMPARED} runs to compare.")
+    import_run()
+
+
+runs_page()

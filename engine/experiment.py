@@ -93,7 +93,7 @@ class Experiment:
                 else:
                     errors[key] = f"'{key}' is not a setting of this lab."
             except ValueError as exc:
-                errors[key] = f"{key}: {exc}"
+                errors[key] = str(exc)
         experiment = cls(name, data_options, ModelSpec(**model), TrainConfig(**train))
         return experiment, errors
 

@@ -24,7 +24,9 @@ from engine.models import ModelSpec, build
 from engine.train import Outcome, TrainConfig, Trainer
 from engine.views import prediction_view
 
-REPORT_EVERY_S = 0.25  # at most this often a live report (the page polls about as often)
+REPORT_EVERY_S = 0.25  # progress reports at most this often (the page polls about as often)
+VIEW_EVERY_S = 1.0  # live curves and prediction views at most this often...
+VIEW_SHARE = 0.03  # ...and taking at most this share of the training time
 
 
 @dataclass
@@ -166,12 +168,18 @@ def build_experiment(experiment: Experiment, dataset: Optional[datasets.Dataset]
 
 
 class LiveReport:
-    """Sends the job's partial results at most every REPORT_EVERY_S seconds."""
+    """Sends the job's partial results while it trains, cheaply.
+
+    Progress (step, steps per second) goes out every REPORT_EVERY_S seconds. The history and
+    the prediction view cost more, so they go out at most every VIEW_EVERY_S seconds and
+    take at most VIEW_SHARE of the time: a slow view is refreshed less often.
+    """
 
     def __init__(self, ctx, trainer: Trainer, total_steps: int):
         self.ctx, self.trainer, self.total = ctx, trainer, total_steps
         self.started = time.perf_counter()
-        self.last = 0.0
+        self.next_progress = 0.0
+        self.next_view = 0.0
 
     def steps_per_second(self) -> float:
         elapsed = time.perf_counter() - self.started
@@ -179,19 +187,24 @@ class LiveReport:
 
     def tick(self, force: bool = False) -> None:
         now = time.perf_counter()
-        if not force and now - self.last < REPORT_EVERY_S:
-            return
-        self.last = now
+        if force or now >= self.next_view:
+            self.report_view()
+            cost = time.perf_counter() - now
+            self.next_view = now + max(VIEW_EVERY_S, cost / VIEW_SHARE)
+        elif now >= self.next_progress:
+            self.report_progress()
+        self.next_progress = now + REPORT_EVERY_S
+
+    def report_progress(self, **extra) -> None:
+        t = self.trainer
+        self.ctx.report(progress=t.step_count / self.total,
+                        message=f"Step {t.step_count:,} of {self.total:,}",
+                        step=t.step_count, steps_per_second=self.steps_per_second(), **extra)
+
+    def report_view(self) -> None:
         t = self.trainer
         t.flush()
-        self.ctx.report(
-            progress=t.step_count / self.total,
-            message=f"Step {t.step_count:,} of {self.total:,}",
-            step=t.step_count,
-            steps_per_second=self.steps_per_second(),
-            history=t.history.copy(),
-            view=prediction_view(t.model, t.data),
-        )
+        self.report_progress(history=t.history.copy(), view=prediction_view(t.model, t.data))
 
 
 def train_job(ctx, experiment: Experiment, store=None, name: str = "", device=None,

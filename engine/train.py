@@ -54,9 +54,9 @@ class TrainConfig:
     batch_size: int = 64
     steps: int = 1000
     loss: str = "auto"
-    eval_every: int = 50
+    eval_every: int = 100
     checkpoint_every: int = 100
-    eval_samples: int = 2048
+    eval_samples: int = 1024
     seed: int = 0
 
     def errors(self) -> dict[str, str]:

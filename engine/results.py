@@ -107,3 +107,37 @@ class Parity:
 
     target: np.ndarray  # (N,)
     prediction: np.ndarray  # (N,)
+
+
+# ---------------------------------------------------------------- saving any result
+
+def to_arrays(result) -> tuple[dict[str, np.ndarray], dict]:
+    """Split a result dataclass into its numpy arrays and the JSON-friendly rest.
+
+    The pair is what `engine.store.RunStore.save_artifact` takes; `from_arrays` reverses it.
+    Nested dicts of arrays are flattened with '/' in their keys.
+    """
+    arrays, meta = {}, {"type": type(result).__name__, "fields": {}}
+    for f in fields(result):
+        value = getattr(result, f.name)
+        if isinstance(value, np.ndarray):
+            arrays[f.name] = value
+        elif isinstance(value, dict) and value and all(isinstance(v, np.ndarray) for v in value.values()):
+            arrays.update({f"{f.name}/{k}": v for k, v in value.items()})
+            meta["fields"][f.name] = {"$arrays": list(value)}
+        else:
+            meta["fields"][f.name] = value
+    return arrays, meta
+
+
+def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict):
+    """The result `to_arrays` split (cls is its dataclass)."""
+    values = {}
+    for f in fields(cls):
+        if f.name in arrays:
+            values[f.name] = arrays[f.name]
+        elif isinstance(meta["fields"].get(f.name), dict) and "$arrays" in meta["fields"][f.name]:
+            values[f.name] = {k: arrays[f"{f.name}/{k}"] for k in meta["fields"][f.name]["$arrays"]}
+        elif f.name in meta["fields"]:
+            values[f.name] = meta["fields"][f.name]
+    return cls(**values)

@@ -1,6 +1,6 @@
 """Analyses of stored runs, computed once and kept in the run store by their settings.
 
-A lens asks for `cached(store, run_id, kind, settings, compute)`: the first time it calls
+A lens asks for `cached(store, run_id, lens, settings, compute)`: the first time it calls
 `compute(ctx)` (as a job, with progress), saves the result beside the run, and every later
 call with the same settings loads it. Results are the dataclasses of `engine.results`.
 """
@@ -13,33 +13,33 @@ from typing import Callable
 from engine import results
 
 
-def artifact_key(kind: str, settings: dict) -> str:
-    """A file-safe key for one analysis of one run: its kind and a hash of its settings."""
+def artifact_key(lens: str, settings: dict) -> str:
+    """A file-safe key for one analysis of one run: its lens and a hash of its settings."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
-    return f"{kind}-{digest[:16]}"
+    return f"{lens}-{digest[:16]}"
 
 
-def load(store, run_id: str, kind: str, settings: dict):
+def load(store, run_id: str, lens: str, settings: dict):
     """The stored result of this analysis, or None if it has not been computed."""
-    saved = store.load_artifact(run_id, artifact_key(kind, settings))
+    saved = store.load_artifact(run_id, artifact_key(lens, settings))
     if saved is None:
         return None
     arrays, meta = saved
     return results.from_arrays(getattr(results, meta["type"]), arrays, meta)
 
 
-def save(store, run_id: str, kind: str, settings: dict, result) -> None:
+def save(store, run_id: str, lens: str, settings: dict, result) -> None:
     arrays, meta = results.to_arrays(result)
-    store.save_artifact(run_id, artifact_key(kind, settings), arrays, meta | {"settings": settings})
+    store.save_artifact(run_id, artifact_key(lens, settings), arrays, meta | {"settings": settings})
 
 
-def cached(ctx, store, run_id: str, kind: str, settings: dict, compute: Callable):
+def cached(ctx, store, run_id: str, lens: str, settings: dict, compute: Callable):
     """The analysis' result: loaded if stored, else `compute(ctx)`, saved, and returned.
 
     Written to run as a job function (`ctx` is the job's context).
     """
-    result = load(store, run_id, kind, settings)
+    result = load(store, run_id, lens, settings)
     if result is None:
         result = compute(ctx)
-        save(store, run_id, kind, settings, result)
+        save(store, run_id, lens, settings, result)
     return result

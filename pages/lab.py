@@ -41,3 +41,95 @@ def error_sentence(exc: Exception) -> str:
     """What a user reads when something fails: the sentence, never a traceback."""
     text = str(exc).strip()
     return text if text else f"Something went wrong ({type(exc).__name__})."
+
+
+# ---------------------------------------------------------------- picking runs
+
+
+def finished_runs():
+    """Runs that have weights to analyse, newest first."""
+    return [r for r in store().list() if r.status != "running" and store().checkpoint_steps(r.id)]
+
+
+def run_picker(label: str = "Run", *, key: str = "run", multi: bool = False, max_runs: int = 4):
+    """A run (or, with multi, up to `max_runs` runs) chosen from the store; kept in the URL.
+
+    Returns a run id (a list with multi), or None (an empty list) when there is none.
+    """
+    runs = finished_runs()
+    if not runs:
+        st.info("No finished runs yet: train one on the Train page.")
+        return [] if multi else None
+    names = {r.id: f"{r.name} · {r.dataset} · {r.steps:,} steps" for r in runs}
+    wanted = [i for i in st.query_params.get(key, "").split(",") if i in names]
+    if multi:
+        chosen = st.multiselect(label, list(names), default=wanted[:max_runs], format_func=names.get,
+                                max_selections=max_runs, key=f"picker:{key}")
+    else:
+        index = list(names).index(wanted[0]) if wanted else 0
+        chosen = st.selectbox(label, list(names), index=index, format_func=names.get, key=f"picker:{key}")
+    value = ",".join(chosen) if multi else chosen
+    if value:
+        st.query_params[key] = value
+    return chosen
+
+
+def checkpoint_picker(run_id: str, *, key: str = "step", label: str = "Checkpoint (step)") -> int:
+    """A checkpoint of the run (the last by default); kept in the URL."""
+    steps = store().checkpoint_steps(run_id)
+    wanted = st.query_params.get(key, "")
+    initial = int(wanted) if wanted.isdigit() and int(wanted) in steps else steps[-1]
+    if len(steps) == 1:
+        step = steps[0]
+    else:
+        step = st.select_slider(label, steps, value=initial, key=f"picker:{key}:{run_id}")
+    st.query_params[key] = str(step)
+    return step
+
+
+# ---------------------------------------------------------------- analyses as jobs
+
+
+def analysis_result(lens: str, run_id: str, settings: dict, compute, *, label: str = ""):
+    """The result of an analysis of a run: from the store if computed before, else as a job.
+
+    While the job runs this draws a progress bar that polls (only this fragment reruns) and
+    returns None; when it ends the page reruns and the result comes back. A failure shows
+    its sentence. `compute(ctx)` must be an engine function (no numerics in pages).
+    """
+    from engine import analysis  # torch-heavy; imported where used
+
+    stored = analysis.load(store(), run_id, lens, settings)
+    if stored is not None:
+        return stored
+    job_key = f"analysis:{analysis.artifact_key(lens, settings)}:{run_id}"
+    job_id = st.session_state.get(job_key)
+    state = jobs().get(job_id, owner()) if job_id else None
+    if state is None:
+        job_id = jobs().submit(analysis.cached, owner=owner(), kind=lens, label=label or lens,
+                               store=store(), run_id=run_id, lens=lens, settings=settings, compute=compute)
+        st.session_state[job_key] = job_id
+        state = jobs().get(job_id, owner())
+    if state.status == "done":
+        return state.result
+    if state.status in ("failed", "cancelled"):
+        if state.status == "failed":
+            st.error(state.error or "The computation failed.")
+        if st.button("Compute again", key=f"again:{job_key}"):
+            del st.session_state[job_key]
+            st.rerun()
+        return None
+    st.fragment(run_every=POLL_S)(_progress)(job_id)
+    return None
+
+
+def _progress(job_id: str) -> None:
+    state = jobs().get(job_id, owner())
+    if state is None:
+        return
+    if state.done:
+        st.rerun()  # the whole page, which now finds the result
+    left, right = st.columns([5, 1])
+    left.progress(min(max(state.progress, 0.0), 1.0), text=state.message or f"{state.label}…")
+    if right.button("Cancel", key=f"cancel:{job_id}"):
+        jobs().cancel(job_id, owner())

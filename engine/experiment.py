@@ -223,6 +223,7 @@ def train_job(ctx, experiment: Experiment, store=None, name: str = "", device=No
     Returns `{"run_id", "status", "step", "message"}`. A stop request ends the run as
     "stopped" and keeps what was trained; divergence ends it as "diverged" with a sentence.
     """
+    ctx.report(progress=0.0, message="Preparing the data and the model…")
     dataset, model = build_experiment(experiment, dataset)
     trainer = Trainer(model, dataset, experiment.train, device=device,
                       base_width=experiment.model.base_width, keep_checkpoints=store is None)

@@ -7,11 +7,11 @@ LENSES = [
      "Train an MLP or a small CNN on a toy problem, MNIST-1D, digits or your own data, and "
      "watch the loss curves and the decision regions or fitted function change as it learns. "
      "Every run is saved, and the link in your address bar reproduces the experiment.",
-     "pages/train.py"),
+     "app_pages/train.py"),
     ("Runs",
      "Open, rename, delete and download finished runs. Compare the curves of two to four runs "
      "on shared axes.",
-     "pages/runs.py"),
+     "app_pages/runs.py"),
     ("Loss landscape",
      "The loss around the trained weights along filter-normalized random directions "
      "(Li et al. 2018), with the optimizer's trajectory and the Hessian's spectrum. "

@@ -11,7 +11,7 @@ from engine import data as datasets
 from engine.experiment import Experiment, train_job
 from engine.models import ACTIVATIONS, KINDS, PARAMETRIZATIONS
 from engine.train import LOSSES, OPTIMIZERS
-from pages.lab import POLL_S, error_sentence, jobs, owner, store
+from app_pages.lab import POLL_S, error_sentence, jobs, owner, store
 from viz.predictions import prediction_figure
 from viz.training import training_curves
 
@@ -222,8 +222,9 @@ def status_line(state) -> None:
     partial = state.partial
     step, speed = partial.get("step", 0), partial.get("steps_per_second", 0.0)
     device, dataset = partial.get("device", "?"), partial.get("dataset", "")
-    st.progress(min(max(state.progress, 0.0), 1.0),
-                text=f"{state.status} · step {step:,} · {speed:,.0f} steps/s · {device} · {dataset}")
+    text = (f"{state.status} · step {step:,} · {speed:,.0f} steps/s · {device} · {dataset}"
+            if "step" in partial else state.message or "Preparing the data and the model…")
+    st.progress(min(max(state.progress, 0.0), 1.0), text=text)
     if state.status == "failed":
         st.error(state.error or "Training failed.")
     elif state.result and state.result.get("status") == "diverged":

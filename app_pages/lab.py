@@ -5,6 +5,7 @@ reload finds its running jobs again; sessions never see each other's jobs.
 """
 from __future__ import annotations
 
+import os
 import secrets
 
 import streamlit as st
@@ -24,6 +25,11 @@ def store() -> RunStore:
 @st.cache_resource
 def jobs() -> JobManager:
     """The server's job runner: jobs run in worker threads, outside the script runs."""
+    import torch
+
+    # Leave a core to the server and the browser: on a small machine torch's worker threads
+    # otherwise fight them for the CPU, and training slows to a crawl while a page watches.
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     return JobManager(max_workers=4)
 
 

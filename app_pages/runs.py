@@ -9,7 +9,7 @@ import streamlit as st
 from engine.experiment import Experiment, load_dataset, load_model
 from engine.results import History
 from engine.views import prediction_view
-from pages.lab import error_sentence, store
+from app_pages.lab import error_sentence, store
 from viz.predictions import prediction_figure
 from viz.training import compare_curves, training_curves
 

@@ -1,1 +1,0 @@
-"""The app's pages. `pages.lab` holds what they share (the run store, the job runner)."""

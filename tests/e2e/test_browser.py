@@ -1,0 +1,120 @@
+"""The app in a real browser: every page renders, and a training updates live, then finishes."""
+import re
+import time
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+PAGES = {"home": "/", "train": "/train", "runs": "/runs"}
+NAV = ["Home", "Train", "Runs"]
+STEP = re.compile(r"step ([\d,]+)")
+SPEED = re.compile(r"([\d,]+) steps/s")
+MIN_STEPS_PER_S = 30  # a 64-wide MLP on moons trains at ~200 steps/s on 2 CPU cores
+
+
+def wait_idle(page, timeout=60_000):
+    """Wait until the app is drawn and its script run has finished."""
+    page.wait_for_selector("[data-testid='stApp']", timeout=timeout)
+    page.wait_for_selector("[data-test-script-state='notRunning']", timeout=timeout)
+
+
+def nav_labels(page) -> list[str]:
+    """The page names in the sidebar navigation (without the icons' ligature text)."""
+    links = page.locator("[data-testid='stSidebarNavLink']")
+    return [links.nth(i).inner_text().split("\n")[-1].strip() for i in range(links.count())]
+
+
+def open_page(page, app_url, path):
+    page.goto(app_url + path)
+    wait_idle(page)
+    assert page.locator("[data-testid='stException']").count() == 0, page.locator(
+        "[data-testid='stException']").first.inner_text()
+    # app.py's st.navigation, not an automatic list of a pages/ folder (hence app_pages/).
+    assert nav_labels(page) == NAV, nav_labels(page)
+
+
+def test_a_fresh_server_serves_the_app_on_any_page_url(page, fresh_app_url):
+    """The first visitor may come through a bookmark of /train, not through /.
+
+    Until some script run calls st.navigation, Streamlit treats a `pages/` folder beside the
+    main script as an old-style multipage app: /train would run pages/train.py alone, skip
+    app.py, and list every file of pages/ (lab too) in the sidebar.
+    """
+    open_page(page, fresh_app_url, "/train")
+    assert page.locator("h1").first.inner_text().strip() == "Train"
+
+
+def progress_text(page) -> str:
+    return page.locator("[data-testid='stProgress']").first.inner_text()
+
+
+def speed_of(text: str) -> int:
+    match = SPEED.search(text)
+    return int(match.group(1).replace(",", "")) if match else -1
+
+
+def step_of(text: str) -> int:
+    match = STEP.search(text)
+    return int(match.group(1).replace(",", "")) if match else -1
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_every_page_renders(page, app_url, artifacts, name):
+    open_page(page, app_url, PAGES[name])
+    assert page.locator("h1").first.inner_text().strip(), "no title"
+    page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)
+
+
+def test_training_updates_live_and_finishes(page, app_url, artifacts):
+    open_page(page, app_url, "/train")
+    steps = page.get_by_label("Steps", exact=True)
+    steps.fill("4000")
+    steps.press("Enter")
+    # The page writes changed settings into the URL: that is the sign the rerun happened.
+    page.wait_for_url(re.compile(r"train\.steps=4000"))
+    wait_idle(page)
+
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_selector("[data-testid='stPlotlyChart']", timeout=60_000)
+    page.wait_for_function(
+        "() => /running · step [1-9]/.test(document.querySelector(\"[data-testid='stProgress']\")?.innerText || '')",
+        timeout=60_000)
+    first = progress_text(page)
+    first_step = step_of(first)
+    assert "running" in first and first_step > 0, first
+
+    # Live: the step count moves on while the job runs, without any click.
+    deadline = time.monotonic() + 30
+    while True:
+        text = progress_text(page)
+        if step_of(text) > first_step:
+            break
+        assert time.monotonic() < deadline, f"no progress after {first!r}: still {text!r}"
+        page.wait_for_timeout(250)
+    assert "running" in text or "done" in text, text
+    page.screenshot(path=str(artifacts / "train-running.png"), full_page=True)
+    # Watching must not slow training to a crawl (browser, server and job share the CPU).
+    assert speed_of(text) >= MIN_STEPS_PER_S, f"training runs slowly while watched: {text!r}"
+
+    page.wait_for_selector("[data-testid='stAlertContentSuccess']", timeout=60_000)
+    wait_idle(page)
+    assert "done" in progress_text(page) and step_of(progress_text(page)) == 4000, progress_text(page)
+    assert page.locator("[data-testid='stPlotlyChart']").count() == 2
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert page.get_by_role("button", name="Start").is_enabled()
+    page.screenshot(path=str(artifacts / "train-done.png"), full_page=True)
+
+    # The finished run is in the run store: the Runs page lists it.
+    open_page(page, app_url, "/runs")
+    assert page.get_by_text("No runs yet").count() == 0
+    page.locator("[data-testid='stMultiSelect']").first.click()
+    options = page.get_by_role("option")
+    assert options.count() == 1, [options.nth(i).inner_text() for i in range(options.count())]
+    options.first.click()
+    page.keyboard.press("Escape")
+    page.wait_for_selector("[data-testid='stPlotlyChart']", timeout=60_000)
+    wait_idle(page)
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert page.locator("[data-testid='stPlotlyChart']").count() == 2  # curves and predictions
+    page.screenshot(path=str(artifacts / "runs-after-training.png"), full_page=True)

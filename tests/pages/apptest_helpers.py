@@ -1,0 +1,55 @@
+"""Helpers for the AppTest page tests: find charts and buttons, drive and poll a training."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+import app_pages.lab as lab
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+PAGES = {"home": "app_pages/home.py", "train": "app_pages/train.py", "runs": "app_pages/runs.py"}
+
+
+def plotly_specs(at: AppTest) -> list[dict]:
+    """The plotly figures on the page (AppTest returns them as unknown elements)."""
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def button(at: AppTest, label: str):
+    matches = [b for b in at.button if b.label == label]
+    assert len(matches) == 1, f"expected one {label!r} button, found {[b.label for b in at.button]}"
+    return matches[0]
+
+
+def job_state(at: AppTest):
+    """This session's training job, as the page's job runner sees it."""
+    return lab.jobs().get(at.session_state["job_id"], at.session_state["owner"])
+
+
+def poll(at: AppTest, until, timeout: float = 90.0, interval: float = 0.2):
+    """Rerun the page (as the fragment's timer would) until `until(state)` holds; return the state."""
+    deadline = time.monotonic() + timeout
+    while True:
+        at.run()
+        assert not at.exception, at.exception
+        state = job_state(at)
+        if until(state):
+            return state
+        assert time.monotonic() < deadline, f"job still {state.status} after {timeout} s: {state.message}"
+        time.sleep(interval)
+
+
+def start_training(at: AppTest, steps: int, eval_every: int = 20, name: str = "") -> None:
+    at.selectbox(key="setting:data").set_value("moons")
+    at.number_input(key="setting:train.steps").set_value(steps)
+    at.number_input(key="setting:train.eval_every").set_value(eval_every)
+    if name:
+        at.main.text_input[0].set_value(name)  # the run name, the only text input in the main area
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    button(at, "Start").click().run()
+    assert not at.exception, at.exception

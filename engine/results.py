@@ -141,3 +141,304 @@ def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict):
         elif f.name in meta["fields"]:
             values[f.name] = meta["fields"][f.name]
     return cls(**values)
+
+
+# ---------------------------------------------------------------- loss landscapes
+
+
+@dataclass
+class Surface:
+    """The loss over a line or a plane of weights: L(center + a*d1 + b*d2).
+
+    Attributes:
+        xs: (Nx,) coordinates a along the first direction.
+        ys: (Ny,) coordinates b along the second direction; None for a line.
+        loss: (Ny, Nx) mean loss, row j at b = ys[j]; (Nx,) for a line.
+        accuracy: the same shape, for class labels; None otherwise.
+        settings: what made it (loss name, samples, batch and chunk sizes, device).
+    """
+
+    xs: np.ndarray
+    ys: np.ndarray | None
+    loss: np.ndarray
+    accuracy: np.ndarray | None = None
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass
+class LinearPath:
+    """The loss along the straight path (1 - t) a + t b between two weight vectors.
+
+    Attributes:
+        xs: (T,) the path coordinates t (0 is a, 1 is b).
+        loss: (T,) mean loss at each t.
+        accuracy: (T,) for class labels; None otherwise.
+        barrier: max over t of L(t) minus the chord between the endpoints' losses.
+        settings: what made it, with the endpoints' losses `loss_a` and `loss_b`.
+    """
+
+    xs: np.ndarray
+    loss: np.ndarray
+    accuracy: np.ndarray | None = None
+    barrier: float = 0.0
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass
+class Trajectory:
+    """Checkpoints projected onto a plane (the top two principal components of training).
+
+    Attributes:
+        steps: (T,) the checkpoints' steps.
+        coords: (T, 2) their coordinates on the plane.
+        explained_variance: (2,) the share of the trajectory's variance along each axis.
+        loss: (T,) the loss measured at each checkpoint, or None.
+        loss_on_plane: (T,) the loss at each checkpoint's projection, or None.
+        settings: what made it.
+    """
+
+    steps: np.ndarray
+    coords: np.ndarray
+    explained_variance: np.ndarray
+    loss: np.ndarray | None = None
+    loss_on_plane: np.ndarray | None = None
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass
+class Sharpness:
+    """The Hessian's top eigenvalues over training (edge of stability: 2 / lr).
+
+    Attributes:
+        steps: (T,) checkpoint steps.
+        eigenvalues: (T, k) the top k eigenvalues at each checkpoint, descending.
+        lr: the learning rate, for the 2 / lr line; None when unknown.
+    """
+
+    steps: np.ndarray
+    eigenvalues: np.ndarray
+    lr: float | None = None
+
+
+@dataclass
+class ConvexityMap:
+    """Local convexity over a plane: |lambda_min / lambda_max| of the Hessian at each point.
+
+    Attributes:
+        xs, ys: (Nx,), (Ny,) coordinates along the two directions.
+        ratio: (Ny, Nx) |lambda_min / lambda_max|, the size of the most negative curvature
+            next to the most positive: near 0 the surface is nearly convex there (Li et al.
+            2018). Where lambda_min > 0 the point is strictly convex.
+        lambda_max, lambda_min: (Ny, Nx) the extreme eigenvalues.
+        settings: what made it.
+    """
+
+    xs: np.ndarray
+    ys: np.ndarray
+    ratio: np.ndarray
+    lambda_max: np.ndarray
+    lambda_min: np.ndarray
+    settings: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- NTK and lazy/rich results
+
+
+@dataclass
+class KernelSpectrum:
+    """The eigenvalues of a kernel matrix (an empirical NTK), largest first.
+
+    Attributes:
+        values: (n,) eigenvalues in descending order.
+        kind: the kernel's kind ("trace", "pseudo" or "full").
+    """
+
+    values: np.ndarray
+    kind: str = "trace"
+
+
+@dataclass
+class Eigenfunctions:
+    """The top-k eigenfunctions of a kernel, evaluated over a line, the circle or a plane.
+
+    Attributes:
+        values: (k,) their eigenvalues, largest first.
+        functions: (k, G) along a line or the circle's angle, or (k, Gy, Gx) over a plane.
+        grid_x: (G,) or (Gx,) coordinates (the angle on the circle).
+        grid_y: (Gy,) coordinates over a plane, None along a line.
+        x_label: what grid_x is ("x", "x1" or "angle").
+        kind: the kernel's kind.
+    """
+
+    values: np.ndarray
+    functions: np.ndarray
+    grid_x: np.ndarray
+    grid_y: np.ndarray | None = None
+    x_label: str = "x"
+    kind: str = "trace"
+
+
+@dataclass
+class TargetPower:
+    """How much of the target lies in the kernel's top eigenvectors.
+
+    Attributes:
+        cumulative: (k,) share of ||y||^2 in the top 1, 2, ..., k eigenvectors (rises to 1).
+        values: (k,) the eigenvalues of those eigenvectors.
+        kind: the kernel's kind.
+    """
+
+    cumulative: np.ndarray
+    values: np.ndarray
+    kind: str = "trace"
+
+
+@dataclass
+class ModeCurves:
+    """The residual along each kernel eigenvector during training: predicted and measured.
+
+    Attributes:
+        steps: (T,) training steps.
+        predicted: (T, k) residual size along each mode predicted by the fixed initial kernel.
+        actual: (T, k) the measured residual's size along the same modes, or None.
+        values: (k,) the modes' eigenvalues.
+    """
+
+    steps: np.ndarray
+    predicted: np.ndarray
+    actual: np.ndarray | None
+    values: np.ndarray
+
+
+@dataclass
+class KernelTrajectory:
+    """How far the kernel and the weights move during training (lazy versus rich).
+
+    Attributes:
+        steps: (T,) the checkpoints' steps.
+        relative_change: (T,) ||K_t - K_0||_F / ||K_0||_F.
+        distance: (T,) kernel distance 1 - <K_0, K_t>_F / (||K_0||_F ||K_t||_F).
+        subspace_overlap: (T,) mean squared cosine of the principal angles between the top-k
+            eigenvector spans of K_0 and K_t (1: same span, 0: orthogonal).
+        weight_change: (T,) ||w_t - w_0|| / ||w_0||.
+        alignment: (T,) kernel-target alignment of K_t, or None without targets.
+        kind: the kernel's kind.
+    """
+
+    steps: np.ndarray
+    relative_change: np.ndarray
+    distance: np.ndarray
+    subspace_overlap: np.ndarray
+    weight_change: np.ndarray
+    alignment: np.ndarray | None = None
+    kind: str = "trace"
+
+
+@dataclass
+class WeightChange:
+    """||w_t - w_0|| / ||w_0||, over all the weights and layer by layer.
+
+    Attributes:
+        total: over all the compared parameters together.
+        layers: per layer (the module that owns the parameters, e.g. "layers.fc1").
+    """
+
+    total: float
+    layers: dict[str, float]
+
+
+@dataclass
+class Embedding:
+    """Points that picture a representation, one per sample (engine.geometry.embed).
+
+    Attributes:
+        points: (N, 2) or (N, 3) coordinates.
+        values: (N,) what colours each point: integer classes when `categorical`, else reals.
+        categorical: classes (palette and legend) or real values (colour bar).
+        hover: (N,) text shown when pointing at a sample, or None.
+        method: "pca" or "umap", for the axis titles.
+        value_name: what the values are ("class", "target", "loss", ...).
+        class_names: names of classes 0..C-1 for the legend, or None for "class k".
+    """
+
+    points: np.ndarray
+    values: np.ndarray
+    categorical: bool = True
+    hover: np.ndarray | None = None
+    method: str = "pca"
+    value_name: str = "class"
+    class_names: list[str] | None = None
+
+
+@dataclass
+class SimilarityMatrix:
+    """A similarity between representations, rows against columns (e.g. layer x layer CKA).
+
+    Attributes:
+        values: (R, C) similarities.
+        rows, columns: their names (layers, or "run A: layers.fc1", ...).
+        measure: what the values are, e.g. "linear CKA".
+    """
+
+    values: np.ndarray
+    rows: list[str]
+    columns: list[str]
+    measure: str = "linear CKA"
+
+
+@dataclass
+class RDMSet:
+    """Representational dissimilarity matrices over the same samples, shown side by side.
+
+    Attributes:
+        matrices: (K, N, N) dissimilarities (engine.geometry.rdm).
+        names: K titles (layers, runs or checkpoints).
+        metric: "correlation" or "euclidean".
+        sample_labels: N labels for the axes' hover text (e.g. "class 3 #17"), or None.
+    """
+
+    matrices: np.ndarray
+    names: list[str]
+    metric: str = "correlation"
+    sample_labels: list[str] | None = None
+
+
+@dataclass
+class GeometryCurves:
+    """Measures of each layer's representation over training.
+
+    Attributes:
+        steps: (T,) the checkpoints' steps.
+        layers: L layer names.
+        values: measure name -> (T, L) array, NaN where a layer was not measured. Names are
+            those of engine.geometry: "nc1", "nc2_norm", "nc2_angle", "nc3", "nc4",
+            "effective_rank", "participation_ratio", or any other.
+    """
+
+    steps: np.ndarray
+    layers: list[str]
+    values: dict[str, np.ndarray]
+
+
+@dataclass
+class UnitMatch:
+    """Units of one representation matched one-to-one to another's (engine.geometry.match_units).
+
+    Attributes:
+        correlations: (p,) the correlation of each unit with its match (NaN when unmatched).
+        permutation: (p,) the matched unit of the other representation (-1 when unmatched).
+        label: the name of the pair, e.g. "layers.fc1: seed 0 vs seed 1".
+    """
+
+    correlations: np.ndarray
+    permutation: np.ndarray
+    label: str = ""
+
+
+@dataclass
+class SpectralDensity:
+    """The Hessian's eigenvalue density (stochastic Lanczos quadrature); integrates to 1."""
+
+    grid: np.ndarray  # (B,) eigenvalue axis
+    density: np.ndarray  # (B,)
+    settings: dict = field(default_factory=dict)

@@ -1,0 +1,264 @@
+"""Empirical NTK benchmark: the engine's structured path against the Jacobian contraction of
+the torch.func NTK tutorial (vmap(jacrev) + einsum), and against neural-tangents' structured
+derivatives (JAX) when a Python with it is given.
+
+MLP 40-256-256-256-10 (ModelSpec(width=256, depth=3), standard parametrization, ReLU) on
+N = 500 MNIST-1D training inputs; kernels "trace", "pseudo" and "full" of x with itself.
+All methods see the same inputs and weights (exported once to an .npz file).
+
+Each measurement runs in a fresh subprocess. Time: one call after a warm-up call on 16
+samples (for JAX the first full-size call compiles; the second is timed and the first is
+reported too). Peak memory: after the setup and the warm-up the resident-set high-water mark
+is reset (/proc/self/clear_refs); the peak is its growth over the resident set then, so it
+counts everything the computation held at once, on the CPU (torch and XLA allocations alike;
+tracemalloc sees neither). Kernels are checked against the
+structured path's (relative Frobenius error).
+
+    python bench/ntk.py [--n 500] [--kinds trace pseudo full] [--nt-python /tmp/nt-venv/bin/python]
+
+neural-tangents imports only with jax==0.4.23 and numpy<2; it is never a requirement of the lab:
+    python3 -m venv /tmp/nt-venv && /tmp/nt-venv/bin/pip install "jax[cpu]==0.4.23" \\
+        "jaxlib==0.4.23" "numpy<2" neural-tangents
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np  # the worker for neural-tangents runs in a Python without torch
+
+ROOT = Path(__file__).resolve().parent.parent
+WIDTH, DEPTH, N_OUTPUTS = 256, 3, 10
+LAYERS = [f"layers.fc{i}" for i in range(1, DEPTH + 1)] + ["layers.out"]
+METHODS = ("structured", "tutorial", "neural-tangents")
+
+
+def reset_peak_memory() -> float:
+    """Reset the resident-set high-water mark and return the resident set now, in MB.
+
+    Linux resets VmHWM when "5" is written to /proc/self/clear_refs; where that fails, the
+    peak stays ru_maxrss since start-up and the growth is measured from it (an underestimate
+    when start-up peaked higher).
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _status_mb("VmRSS")
+    except OSError:
+        return peak_memory()
+
+
+def peak_memory() -> float:
+    """The resident-set high-water mark in MB (VmHWM, else ru_maxrss)."""
+    try:
+        return _status_mb("VmHWM")
+    except (OSError, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise ValueError(f"no {field} in /proc/self/status")
+
+
+# ---------------------------------------------------------------- the shared problem
+
+
+def export_problem(n: int, path: Path) -> dict:
+    """Save n MNIST-1D inputs and the MLP's initial weights to `path`; return sizes."""
+    sys.path.insert(0, str(ROOT))
+    from engine import data
+    from engine.models import ModelSpec, build, count_parameters
+
+    dataset = data.load("mnist1d")
+    model = build(ModelSpec(width=WIDTH, depth=DEPTH), dataset.input_shape, N_OUTPUTS)
+    arrays = {"x": dataset.x_train[:n].numpy()}
+    arrays.update({name: p.detach().numpy() for name, p in model.named_parameters()})
+    np.savez(path, **arrays)
+    return {"n": n, "parameters": count_parameters(model)}
+
+
+# ---------------------------------------------------------------- the three methods
+# Each returns (compute(x) -> kernel as a numpy array in the engine's layout, description).
+
+
+def torch_model(arrays: dict):
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from engine.models import ModelSpec, build
+
+    model = build(ModelSpec(width=WIDTH, depth=DEPTH), (1, 40), N_OUTPUTS)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items() if k != "x"})
+    return model
+
+
+def structured(arrays: dict, kind: str):
+    import torch
+
+    model = torch_model(arrays)
+    from engine.ntk import empirical_ntk
+
+    return lambda x: empirical_ntk(model, torch.from_numpy(x), kind=kind, method="structured").numpy()
+
+
+def tutorial(arrays: dict, kind: str):
+    """The torch.func tutorial's `empirical_ntk_jacobian_contraction`, verbatim in spirit;
+    the pseudo kernel is its trace of the one-output function sum(f) / sqrt(O)."""
+    import torch
+    from torch.func import functional_call, jacrev, vmap
+
+    model = torch_model(arrays)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def fnet_single(params, x):
+        out = functional_call(model, params, (x.unsqueeze(0),)).squeeze(0)
+        return out.sum(0, keepdim=True) / math.sqrt(N_OUTPUTS) if kind == "pseudo" else out
+
+    def empirical_ntk_jacobian_contraction(x1, x2, compute):
+        jac1 = vmap(jacrev(fnet_single), (None, 0))(params, x1)
+        jac1 = [j.flatten(2) for j in jac1.values()]
+        jac2 = vmap(jacrev(fnet_single), (None, 0))(params, x2)
+        jac2 = [j.flatten(2) for j in jac2.values()]
+        einsum_expr = {"full": "Naf,Mbf->NMab", "trace": "Naf,Maf->NM", "diagonal": "Naf,Maf->NMa"}[compute]
+        result = torch.stack([torch.einsum(einsum_expr, j1, j2) for j1, j2 in zip(jac1, jac2)])
+        return result.sum(0)
+
+    def compute(x):
+        x = torch.from_numpy(x)
+        kernel = empirical_ntk_jacobian_contraction(x, x, "trace" if kind == "pseudo" else kind)
+        return _engine_layout(kernel.numpy(), kind)
+
+    return compute
+
+
+def neural_tangents(arrays: dict, kind: str):
+    """neural-tangents' empirical_ntk_fn with STRUCTURED_DERIVATIVES on the same MLP in JAX."""
+    import jax
+    import jax.numpy as jnp
+    import neural_tangents as nt
+
+    params = [(jnp.asarray(arrays[f"{layer}.weight"]), jnp.asarray(arrays[f"{layer}.bias"]))
+              for layer in LAYERS]
+
+    def mlp(params, x):
+        h = x
+        for weight, bias in params[:-1]:
+            h = jax.nn.relu(h @ weight.T + bias)
+        weight, bias = params[-1]
+        out = h @ weight.T + bias
+        return out.sum(-1, keepdims=True) / math.sqrt(N_OUTPUTS) if kind == "pseudo" else out
+
+    kernel_fn = jax.jit(nt.empirical_ntk_fn(
+        mlp, trace_axes=() if kind == "full" else (-1,), vmap_axes=0,
+        implementation=nt.NtkImplementation.STRUCTURED_DERIVATIVES,
+    ))
+
+    def compute(x):
+        kernel = np.asarray(jax.block_until_ready(kernel_fn(jnp.asarray(x), None, params)))
+        # neural-tangents averages over trace_axes; the engine's trace kernel sums.
+        return _engine_layout(kernel * N_OUTPUTS if kind == "trace" else kernel, kind)
+
+    return compute
+
+
+def _engine_layout(kernel: np.ndarray, kind: str) -> np.ndarray:
+    """(N, M, O, O) full kernels -> the engine's (N*O, M*O), sample-major."""
+    if kind != "full":
+        return kernel
+    n, m, o, _ = kernel.shape
+    return kernel.transpose(0, 2, 1, 3).reshape(n * o, m * o)
+
+
+# ---------------------------------------------------------------- one measurement (subprocess)
+
+
+def worker(method: str, kind: str, problem: str, out: str) -> None:
+    arrays = dict(np.load(problem))
+    x = arrays["x"].reshape(len(arrays["x"]), -1).astype(np.float32)
+    methods = {"structured": structured, "tutorial": tutorial, "neural-tangents": neural_tangents}
+    compute = methods[method](arrays, kind)
+    compute(x[:16])  # warm-up: lazy imports, first-call set-up
+    baseline = reset_peak_memory()
+    start = time.perf_counter()
+    kernel = compute(x)
+    first = time.perf_counter() - start
+    seconds = first
+    if method == "neural-tangents":  # the first full-size call compiled; time a second
+        start = time.perf_counter()
+        kernel = compute(x)
+        seconds = time.perf_counter() - start
+    peak = peak_memory() - baseline
+    np.save(out, kernel)
+    print(json.dumps({"seconds": seconds, "first_seconds": first, "peak_mb": peak, "baseline_mb": baseline}))
+
+
+def measure(python: str, method: str, kind: str, problem: Path, folder: Path) -> dict | None:
+    out = folder / f"{method}-{kind}.npy"
+    command = [python, str(Path(__file__).resolve()), "--worker", method, "--kind", kind,
+               "--problem", str(problem), "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        print(f"  {method} {kind} failed:\n{done.stderr[-2000:]}")
+        return None
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["kernel"] = out
+    return result
+
+
+def relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a.astype(np.float64) - b) / np.linalg.norm(b.astype(np.float64)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--kinds", nargs="+", default=["trace", "pseudo", "full"])
+    parser.add_argument("--nt-python", default="/tmp/nt-venv/bin/python",
+                        help="a Python with neural-tangents (skipped if it does not exist)")
+    parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
+    parser.add_argument("--kind", help=argparse.SUPPRESS)
+    parser.add_argument("--problem", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args.worker, args.kind, args.problem, args.out)
+
+    pythons = {"structured": sys.executable, "tutorial": sys.executable}
+    if Path(args.nt_python).exists():
+        pythons["neural-tangents"] = args.nt_python
+    else:
+        print(f"neural-tangents skipped: no Python at {args.nt_python}")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        sizes = export_problem(args.n, folder / "problem.npz")
+        n, p = sizes["n"], sizes["parameters"]
+        print(f"MLP 40-{WIDTH}x{DEPTH}-{N_OUTPUTS}, {p:,} parameters, N = {n} MNIST-1D inputs, float32, CPU")
+        print(f"one Jacobian J(x): N*O*P*4 bytes = {n * N_OUTPUTS * p * 4 / 1e9:.2f} GB; "
+              f"full kernel (N*O)^2*4 bytes = {(n * N_OUTPUTS) ** 2 * 4 / 1e9:.2f} GB")
+        print(f"{'kind':7} {'method':16} {'time s':>9} {'1st call s':>10} {'peak MB':>9} {'rel. err':>9}")
+        for kind in args.kinds:
+            reference = None
+            for method, python in pythons.items():
+                result = measure(python, method, kind, folder / "problem.npz", folder)
+                if result is None:
+                    continue
+                kernel = np.load(result["kernel"])
+                reference = kernel if reference is None else reference
+                print(f"{kind:7} {method:16} {result['seconds']:9.3f} {result['first_seconds']:10.3f} "
+                      f"{result['peak_mb']:9.0f} {relative_error(kernel, reference):9.1e}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

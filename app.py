@@ -7,5 +7,8 @@ navigation = st.navigation([
     st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("app_pages/train.py", title="Train", icon=":material/play_arrow:"),
     st.Page("app_pages/runs.py", title="Runs", icon=":material/folder_open:"),
+    st.Page("app_pages/landscape.py", title="Loss landscape", icon=":material/landscape:"),
+    st.Page("app_pages/ntk.py", title="Neural tangent kernel", icon=":material/hub:"),
+    st.Page("app_pages/geometry.py", title="Representation geometry", icon=":material/scatter_plot:"),
 ])
 navigation.run()

@@ -16,11 +16,11 @@ LENSES = [
      "The loss around the trained weights along filter-normalized random directions "
      "(Li et al. 2018), with the optimizer's trajectory and the Hessian's spectrum. "
      "Sharp and flat minima, mode connectivity and the edge of stability become visible.",
-     None),
+     "app_pages/landscape.py"),
     ("Neural tangent kernel",
      "The empirical NTK's spectrum and eigenfunctions over input space, and how far training "
      "moves them. Large-eigenvalue directions are learned first: spectral bias, made visible.",
-     None),
+     "app_pages/ntk.py"),
     ("Lazy versus rich",
      "Turn the output scale, width or parametrization and see training switch between the "
      "kernel regime, where weights barely move, and feature learning. A lesson a teacher can "
@@ -29,7 +29,7 @@ LENSES = [
     ("Representation geometry",
      "Embeddings, CKA, RSA and neural collapse of the hidden layers over training. See how "
      "activations and seeds shape what a network represents.",
-     None),
+     "app_pages/geometry.py"),
     ("Level sets",
      "Walk from one input toward another while the model's confidence stays fixed "
      "(Balasubramanian & Feizi 2023). The inputs a model cannot tell apart are larger than "

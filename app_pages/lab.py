@@ -96,12 +96,12 @@ def checkpoint_picker(run_id: str, *, key: str = "step", label: str = "Checkpoin
 # ---------------------------------------------------------------- analyses as jobs
 
 
-def analysis_result(lens: str, run_id: str, settings: dict, compute, *, label: str = ""):
+def analysis_result(lens: str, run_id: str, settings: dict, recipe, *, label: str = ""):
     """The result of an analysis of a run: from the store if computed before, else as a job.
 
     While the job runs this draws a progress bar that polls (only this fragment reruns) and
     returns None; when it ends the page reruns and the result comes back. A failure shows
-    its sentence. `compute(ctx)` must be an engine function (no numerics in pages).
+    its sentence. `recipe(ctx, store, run_id, **settings)` is one of `engine.recipes`.
     """
     from engine import analysis  # torch-heavy; imported where used
 
@@ -113,7 +113,7 @@ def analysis_result(lens: str, run_id: str, settings: dict, compute, *, label: s
     state = jobs().get(job_id, owner()) if job_id else None
     if state is None:
         job_id = jobs().submit(analysis.cached, owner=owner(), kind=lens, label=label or lens,
-                               store=store(), run_id=run_id, lens=lens, settings=settings, compute=compute)
+                               store=store(), run_id=run_id, lens=lens, settings=settings, recipe=recipe)
         st.session_state[job_key] = job_id
         state = jobs().get(job_id, owner())
     if state.status == "done":

@@ -1,8 +1,9 @@
 """Analyses of stored runs, computed once and kept in the run store by their settings.
 
-A lens asks for `cached(store, run_id, lens, settings, compute)`: the first time it calls
-`compute(ctx)` (as a job, with progress), saves the result beside the run, and every later
-call with the same settings loads it. Results are the dataclasses of `engine.results`.
+A lens asks for `cached(ctx, store, run_id, lens, settings, recipe)`: the first time it calls
+`recipe(ctx, store, run_id, **settings)` (as a job, with progress; see `engine.recipes`),
+saves the result beside the run, and every later call with the same settings loads it.
+Results are the dataclasses of `engine.results`.
 """
 from __future__ import annotations
 
@@ -33,13 +34,13 @@ def save(store, run_id: str, lens: str, settings: dict, result) -> None:
     store.save_artifact(run_id, artifact_key(lens, settings), arrays, meta | {"settings": settings})
 
 
-def cached(ctx, store, run_id: str, lens: str, settings: dict, compute: Callable):
-    """The analysis' result: loaded if stored, else `compute(ctx)`, saved, and returned.
+def cached(ctx, store, run_id: str, lens: str, settings: dict, recipe: Callable):
+    """The analysis' result: loaded if stored, else computed by the recipe, saved, returned.
 
     Written to run as a job function (`ctx` is the job's context).
     """
     result = load(store, run_id, lens, settings)
     if result is None:
-        result = compute(ctx)
+        result = recipe(ctx, store, run_id, **settings)
         save(store, run_id, lens, settings, result)
     return result

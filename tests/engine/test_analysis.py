@@ -23,8 +23,8 @@ def test_cached_computes_once_then_loads(tmp_path):
     run_id = store.create("r", {})
     calls = []
 
-    def compute(ctx):
-        calls.append(1)
+    def compute(ctx, store, run_id, k):
+        calls.append(k)
         return results.Parity(np.arange(4.0), np.arange(4.0) * 2)
 
     first = analysis.cached(None, store, run_id, "parity", {"k": 1}, compute)

@@ -1,0 +1,81 @@
+"""Representation geometry: embeddings, CKA, RSA and neural collapse of a run's layers."""
+from __future__ import annotations
+
+import streamlit as st
+
+from app_pages.lab import analysis_result, checkpoint_picker, run_picker, store
+from engine import recipes
+from engine.experiment import load_model
+from viz import geometry as figures
+
+MEASURES = ["cka_to_init", "cka_input", "cka_target", "effective_rank", "nc1", "nc2_angle", "nc3", "nc4"]
+
+
+def introduction() -> None:
+    st.title("Representation geometry")
+    st.write(
+        "What each layer represents, and how training shapes it: an embedding of its activations, "
+        "its similarity to the other layers and to the inputs and targets (CKA), its "
+        "dissimilarity structure (RSA), and how classes collapse onto their means (neural "
+        "collapse). With one hidden layer, tanh representations follow the targets while ReLU "
+        "keeps more of the inputs (Alleman et al. 2024)."
+    )
+    st.latex(r"\mathrm{CKA}(X, Y) = \frac{\lVert Y^\top X \rVert_F^2}{\lVert X^\top X \rVert_F\, \lVert Y^\top Y \rVert_F}"
+             r"\quad\text{(centred columns)}")
+
+
+@st.cache_data(max_entries=32)
+def layers_of(run_id: str) -> list[str]:
+    return recipes.representation_layers(load_model(store(), run_id))
+
+
+def settings(run_id: str) -> dict:
+    layers = layers_of(run_id)
+    with st.sidebar:
+        st.header("Geometry")
+        layer = st.selectbox("Layer", layers, index=max(len(layers) - 2, 0), key="geo:layer")
+        method = st.radio("Embedding", ["pca", "umap"], horizontal=True, key="geo:method",
+                          help="UMAP's first use on a machine compiles code (about a minute); later uses take seconds.")
+        samples = st.select_slider("Samples", [200, 500, 1000, 2000], value=500, key="geo:samples")
+    return {"layer": layer, "method": method, "samples": samples}
+
+
+def geometry_page() -> None:
+    introduction()
+    run_id = run_picker()
+    if not run_id:
+        return
+    s = settings(run_id)
+    step = checkpoint_picker(run_id)
+    left, right = st.columns(2)
+    with left:
+        view = analysis_result("embedding", run_id, dict(step=step, layer=s["layer"], method=s["method"],
+                                                          samples=s["samples"]), recipes.embedding,
+                               label=f"{s['method'].upper()} of {s['layer']}")
+        if view is not None:
+            st.plotly_chart(figures.embedding_scatter(view, title=f"{s['layer']} at step {step:,}"),
+                            key="geo-embedding", width="stretch")
+    with right:
+        cka = analysis_result("layer-cka", run_id, dict(step=step, samples=s["samples"]),
+                              recipes.layer_similarity, label="CKA between layers")
+        if cka is not None:
+            st.plotly_chart(figures.similarity_heatmap(cka, title="Linear CKA between layers"),
+                            key="geo-cka", width="stretch")
+    rdms = analysis_result("rsa", run_id, dict(step=step, layer=s["layer"], samples=min(s["samples"], 300)),
+                           recipes.representational_dissimilarity, label="Dissimilarity matrices")
+    if rdms is not None:
+        st.plotly_chart(figures.rdm_panels(rdms, title="RSA: input, target and layer (samples sorted by label)"),
+                        key="geo-rsa", width="stretch")
+    st.subheader("Over training")
+    curves = analysis_result("geometry-curves", run_id, dict(samples=s["samples"]),
+                             recipes.geometry_over_training, label="Geometry at every checkpoint")
+    if curves is not None:
+        shown = [m for m in MEASURES if m in curves.values]
+        st.plotly_chart(figures.geometry_curves(curves, shown), key="geo-curves", width="stretch")
+        st.caption("cka_to_init: similarity to the same layer at initialisation (1: the layer has not moved). "
+                   "cka_input / cka_target: alignment with the input and target kernels. NC1: within-class "
+                   "over between-class variability; NC2: distance of class means from a simplex; NC3: "
+                   "readout versus class means; NC4: disagreement with the nearest class mean.")
+
+
+geometry_page()

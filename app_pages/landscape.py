@@ -1,0 +1,126 @@
+"""Loss landscape: the loss around trained weights, the path training took, the curvature."""
+from __future__ import annotations
+
+import streamlit as st
+
+from app_pages.lab import analysis_result, checkpoint_picker, run_picker
+from engine import recipes
+from viz import landscape as figures
+
+COARSE = 11  # grid points per axis of the quick first picture
+
+
+def introduction() -> None:
+    st.title("Loss landscape")
+    st.write(
+        "The training loss on a plane of weights through a checkpoint, along two random "
+        "directions rescaled filter by filter to the weights' own norms (Li et al. 2018), so "
+        "that pictures of different networks compare. Flat, wide basins tend to generalize; "
+        "skip connections and large batches change the picture. The trajectory view puts the "
+        "plane through the path training took instead."
+    )
+    st.latex(r"L(a, b) = \mathcal{L}\big(w + a\,d_1 + b\,d_2\big), \quad "
+             r"d_{i,\text{filter } j} \leftarrow \frac{d_{i,j}}{\lVert d_{i,j}\rVert}\,\lVert w_j\rVert")
+
+
+def settings() -> dict:
+    with st.sidebar:
+        st.header("Landscape")
+        plane = st.radio("Plane", ["random directions", "training trajectory (PCA)"], key="ls:plane")
+        split = st.radio("Data", ["train", "test"], horizontal=True, key="ls:split")
+        samples = st.select_slider("Samples", [250, 500, 1000, 2000, 4000], value=1000, key="ls:samples")
+        resolution = st.select_slider("Resolution", [21, 31, 41, 51], value=31, key="ls:resolution")
+        span = st.select_slider("Range (random directions)", [0.25, 0.5, 1.0, 2.0], value=1.0, key="ls:span")
+        log = st.toggle("Log scale", value=True, key="ls:log")
+        clip = st.number_input("Clip loss above (0: none)", min_value=0.0, value=0.0, key="ls:clip")
+    return {"plane": plane, "split": split, "samples": samples, "resolution": resolution,
+            "span": span, "log": log, "clip": clip or None}
+
+
+def surface_for(run_id: str, step: int, s: dict, resolution: int):
+    """The surface of one run at one resolution (a stored or running analysis)."""
+    if s["plane"] == "random directions":
+        options = dict(step=step, split=s["split"], samples=s["samples"], span=s["span"], resolution=resolution)
+        return analysis_result("surface", run_id, options, recipes.random_plane_surface,
+                               label=f"Surface {resolution}x{resolution}")
+    options = dict(split=s["split"], samples=s["samples"], resolution=resolution)
+    return analysis_result("pca-surface", run_id, options, recipes.trajectory_surface,
+                           label=f"Trajectory plane {resolution}x{resolution}")
+
+
+def trajectory_for(run_id: str, s: dict):
+    options = dict(split=s["split"], samples=s["samples"])
+    return analysis_result("trajectory", run_id, options, recipes.trajectory, label="Trajectory")
+
+
+def best_surface(run_id: str, step: int, s: dict):
+    """The full-resolution surface if ready, else the coarse one (show fast, then refine)."""
+    coarse = surface_for(run_id, step, s, COARSE)
+    if coarse is None:
+        return None
+    full = surface_for(run_id, step, s, s["resolution"])
+    return full if full is not None else coarse
+
+
+def single_run(run_id: str, s: dict) -> None:
+    step = checkpoint_picker(run_id) if s["plane"] == "random directions" else None
+    surface = best_surface(run_id, step, s)
+    if surface is None:
+        return
+    trajectory = trajectory_for(run_id, s) if s["plane"] != "random directions" else None
+    left, right = st.columns(2)
+    left.plotly_chart(figures.contour(surface, trajectory, log=s["log"], clip=s["clip"]),
+                      key="ls-contour", width="stretch")
+    right.plotly_chart(figures.surface_3d(surface, log=s["log"], clip=s["clip"]),
+                       key="ls-3d", width="stretch")
+    if trajectory is not None:
+        st.caption(
+            f"The plane explains {100 * trajectory.explained_variance.sum():.1f}% of the trajectory's "
+            "variance. Where the loss measured at a checkpoint differs from the plane's loss under its "
+            "marker, the picture passes over ground the run never walked.")
+    curvature(run_id, step, s)
+
+
+def curvature(run_id: str, step, s: dict) -> None:
+    with st.expander("Curvature: Hessian eigenvalues over training and spectral density"):
+        if not st.toggle("Compute (a few hundred Hessian-vector products)", key="ls:hessian"):
+            return
+        options = dict(split=s["split"], samples=min(s["samples"], 1000))
+        sharp = analysis_result("sharpness", run_id, options, recipes.sharpness,
+                                label="Top eigenvalue per checkpoint")
+        density = analysis_result("density", run_id, dict(options, step=step), recipes.spectral_density,
+                                  label="Spectral density")
+        left, right = st.columns(2)
+        if sharp is not None:
+            left.plotly_chart(figures.sharpness(sharp), key="ls-sharpness", width="stretch")
+        if density is not None:
+            right.plotly_chart(figures.spectral_density(density.grid, density.density),
+                               key="ls-density", width="stretch")
+
+
+def compare_runs(run_ids: list[str], s: dict) -> None:
+    """Two to four runs at their last checkpoints, on one colour scale and shared axes."""
+    surfaces = [best_surface(run_id, None, s) for run_id in run_ids]
+    if any(surface is None for surface in surfaces):
+        return
+    st.plotly_chart(figures.compare(surfaces, titles=[r[-6:] for r in run_ids], log=s["log"], clip=s["clip"]),
+                    key="ls-compare", width="stretch")
+
+
+def landscape_page() -> None:
+    introduction()
+    s = settings()
+    compare = st.toggle("Compare runs", key="ls:compare")
+    if compare:
+        run_ids = run_picker("Runs (two to four)", key="runs", multi=True)
+        if len(run_ids) >= 2:
+            compare_runs(run_ids, s)
+        else:
+            st.info("Choose two to four runs.")
+        return
+    run_id = run_picker()
+    if run_id:
+        single_run(run_id, s)
+
+
+landscape_page()

@@ -1,0 +1,71 @@
+"""Neural tangent kernel: its spectrum, its eigenfunctions over input space, how far it moves."""
+from __future__ import annotations
+
+import streamlit as st
+
+from app_pages.lab import analysis_result, checkpoint_picker, run_picker, store
+from engine import recipes
+from viz import ntk as figures
+
+KINDS = {"trace": "trace (sum over outputs)", "pseudo": "pseudo-NTK (sum of logits)"}
+
+
+def introduction() -> None:
+    st.title("Neural tangent kernel")
+    st.write(
+        "The empirical NTK compares two inputs by how much a gradient step on one moves the "
+        "output on the other. Under gradient flow on a fixed kernel, the residual along each "
+        "eigenvector decays at the rate of its eigenvalue: the top eigenfunctions are what the "
+        "network learns first (spectral bias). How far the kernel moves in training tells lazy "
+        "from rich learning."
+    )
+    st.latex(r"\Theta(x, x') = J(x)\,J(x')^\top, \qquad r_i(t) \approx r_i(0)\, e^{-\eta \lambda_i t / N}")
+
+
+def settings() -> dict:
+    with st.sidebar:
+        st.header("Kernel")
+        kind = st.radio("Kind", list(KINDS), format_func=KINDS.get, key="ntk:kind")
+        samples = st.select_slider("Points", [100, 200, 300, 500, 1000], value=300, key="ntk:samples")
+        k = st.slider("Eigenfunctions", 2, 12, 8, key="ntk:k")
+    return {"kind": kind, "samples": samples, "k": k}
+
+
+def at_checkpoint(run_id: str, step: int, s: dict, column) -> None:
+    """Spectrum, target power and eigenfunctions of the kernel at one checkpoint."""
+    common = dict(step=step, samples=s["samples"], kind=s["kind"])
+    spectrum = analysis_result("ntk-spectrum", run_id, common, recipes.ntk_spectrum, label="NTK spectrum")
+    power = analysis_result("ntk-power", run_id, common, recipes.ntk_target_power, label="Target power")
+    functions = analysis_result("ntk-functions", run_id, dict(common, k=s["k"], samples=min(s["samples"], 300)),
+                                recipes.ntk_eigenfunctions, label="Eigenfunctions")
+    with column:
+        st.subheader(f"Step {step:,}")
+        if spectrum is not None:
+            st.plotly_chart(figures.spectrum_figure(spectrum), key=f"ntk-spectrum-{step}", width="stretch")
+        if power is not None:
+            st.plotly_chart(figures.target_power_figure(power), key=f"ntk-power-{step}", width="stretch")
+        if functions is not None:
+            st.plotly_chart(figures.eigenfunctions_figure(functions), key=f"ntk-functions-{step}", width="stretch")
+
+
+def ntk_page() -> None:
+    introduction()
+    s = settings()
+    run_id = run_picker()
+    if not run_id:
+        return
+    first = store().checkpoint_steps(run_id)[0]
+    step = checkpoint_picker(run_id, label="Compare initialisation with step")
+    left, right = st.columns(2)
+    at_checkpoint(run_id, first, s, left)
+    at_checkpoint(run_id, step, s, right)
+    st.subheader("How far the kernel moves")
+    st.caption("Relative change ||K_t - K_0|| / ||K_0||, kernel distance 1 - <K_0, K_t> / (||K_0|| ||K_t||), "
+               "overlap of the top eigenvector spans, relative weight change, and kernel-target alignment.")
+    trajectory = analysis_result("ntk-trajectory", run_id, dict(samples=min(s["samples"], 200), kind=s["kind"]),
+                                 recipes.ntk_trajectory, label="Kernel at every checkpoint")
+    if trajectory is not None:
+        st.plotly_chart(figures.kernel_trajectory_figure(trajectory), key="ntk-trajectory", width="stretch")
+
+
+ntk_page()

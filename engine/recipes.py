@@ -1,0 +1,260 @@
+"""Analyses of a stored run, one call each: what the lens pages run as jobs.
+
+Each recipe takes the job's context (for progress and cancelling), the run store, a run id
+and plain settings, loads the run's model and data, calls the lens' engine functions, and
+returns one result dataclass of `engine.results` (which `engine.analysis` caches).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from engine import geometry, hessian, landscape, lazy, ntk
+from engine.experiment import Experiment, load_dataset, load_model
+from engine.models import Centered
+from engine.results import (Eigenfunctions, Embedding, GeometryCurves, KernelSpectrum, KernelTrajectory, RDMSet,
+                            Sharpness, SimilarityMatrix, SpectralDensity, Surface, TargetPower, Trajectory)
+from engine.train import make_loss
+
+
+@dataclass
+class RunData:
+    """A run's model at one checkpoint, the data to evaluate on, and its training loss."""
+
+    model: torch.nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    loss: object
+    lr: float
+
+
+def run_data(store, run_id: str, step: Optional[int] = None, split: str = "train",
+             samples: Optional[int] = None, device="cpu") -> RunData:
+    """The model of `run_id` at `step` (the last by default) and a fixed subset of a split.
+
+    Args:
+        split: "train" or "test".
+        samples: at most this many samples (the first ones of a fixed shuffle); all by default.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"The split must be 'train' or 'test', not '{split}'.")
+    model = load_model(store, run_id, step, device=device)
+    data = load_dataset(store, run_id)
+    x, y = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
+    if samples is not None and samples < len(x):
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:samples]
+        x, y = x[order], y[order]
+    experiment = Experiment.from_dict(store.settings(run_id))
+    alpha = model.alpha if isinstance(model, Centered) else None
+    loss = make_loss(experiment.train.loss, data.task, data.n_classes, alpha)
+    return RunData(model, x.to(device), y.to(device), loss, experiment.train.lr)
+
+
+def _progress(ctx, share: float = 1.0, offset: float = 0.0):
+    """A progress callback that reports to the job and stops it when cancelled."""
+    def report(fraction: float) -> None:
+        if ctx is not None:
+            ctx.check()
+            ctx.report(progress=offset + share * fraction)
+    return report
+
+
+def _checkpoints(store, run_id: str) -> dict[int, dict]:
+    return {step: store.load_checkpoint(run_id, step) for step in store.checkpoint_steps(run_id)}
+
+
+def random_plane_surface(ctx, store, run_id: str, *, step: Optional[int] = None, split: str = "train",
+                         samples: Optional[int] = 2000, span: float = 1.0, resolution: int = 31,
+                         norm: str = "filter", seed: int = 0, one_dimensional: bool = False) -> Surface:
+    """The loss around a checkpoint along filter-normalized random directions (Li et al. 2018)."""
+    run = run_data(store, run_id, step, split, samples)
+    d1 = landscape.random_direction(run.model, norm=norm, seed=seed)
+    d2 = None if one_dimensional else landscape.random_direction(run.model, norm=norm, seed=seed + 1)
+    xs = np.linspace(-span, span, resolution)
+    return landscape.surface(run.model, run.loss, run.x, run.y, d1, d2, xs=xs, progress=_progress(ctx))
+
+
+def trajectory_surface(ctx, store, run_id: str, *, split: str = "train", samples: Optional[int] = 2000,
+                       resolution: int = 31, margin: float = 0.25) -> Surface:
+    """The loss on the plane of the run's top two principal components of w_t - w_final."""
+    run = run_data(store, run_id, None, split, samples)
+    plane = _pca_plane(store, run_id, run.model)
+    xs, ys = landscape.grid_around(plane.coords, resolution, margin)
+    return landscape.surface(run.model, run.loss, run.x, run.y, plane.d1, plane.d2, xs=xs, ys=ys,
+                             center=plane.origin, progress=_progress(ctx))
+
+
+def trajectory(ctx, store, run_id: str, *, split: str = "train", samples: Optional[int] = 2000) -> Trajectory:
+    """The run's checkpoints on its PCA plane, with their measured loss and the plane's loss."""
+    run = run_data(store, run_id, None, split, samples)
+    checkpoints = _checkpoints(store, run_id)
+    plane = _pca_plane(store, run_id, run.model, checkpoints)
+    return landscape.trajectory_faithfulness(run.model, run.loss, run.x, run.y, checkpoints, plane)
+
+
+def _pca_plane(store, run_id: str, model, checkpoints: Optional[dict] = None):
+    checkpoints = checkpoints if checkpoints is not None else _checkpoints(store, run_id)
+    if len(checkpoints) < 2:
+        raise ValueError("This run has a single checkpoint; a trajectory needs at least two.")
+    names = [n for n, _ in model.named_parameters()]
+    return landscape.pca_directions(checkpoints, model, names=names)
+
+
+def sharpness(ctx, store, run_id: str, *, split: str = "train", samples: Optional[int] = 1000,
+              k: int = 1, iters: int = 50) -> Sharpness:
+    """The top Hessian eigenvalues at every checkpoint, beside 2 / learning rate."""
+    run = run_data(store, run_id, None, split, samples)
+    checkpoints = _checkpoints(store, run_id)
+    return hessian.sharpness(run.model, run.loss, run.x, run.y, checkpoints, k=k, lr=run.lr, iters=iters)
+
+
+def spectral_density(ctx, store, run_id: str, *, step: Optional[int] = None, split: str = "train",
+                     samples: Optional[int] = 1000, iters: int = 60, runs: int = 2) -> SpectralDensity:
+    """The Hessian's eigenvalue density at a checkpoint (stochastic Lanczos quadrature)."""
+    run = run_data(store, run_id, step, split, samples)
+    grid, values = hessian.density(run.model, run.loss, run.x, run.y, iters=iters, runs=runs)
+    return SpectralDensity(grid=grid, density=values, settings={"iters": iters, "runs": runs})
+
+
+# ---------------------------------------------------------------- the neural tangent kernel
+
+EIGENFUNCTION_GRID = 40  # points per axis of a 2-D eigenfunction map (200 on a line)
+
+
+def ntk_spectrum(ctx, store, run_id: str, *, step: Optional[int] = None, samples: int = 500,
+                 kind: str = "trace") -> KernelSpectrum:
+    """The eigenvalues of the empirical NTK on a fixed subset of the training inputs."""
+    run = run_data(store, run_id, step, "train", samples)
+    return ntk.kernel_spectrum(run.model, run.x, kind=kind)
+
+
+def ntk_eigenfunctions(ctx, store, run_id: str, *, step: Optional[int] = None, samples: int = 300,
+                       k: int = 8, kind: str = "trace") -> Eigenfunctions:
+    """The top-k NTK eigenfunctions over input space: a line, the circle, or the plane."""
+    run = run_data(store, run_id, step, "train", samples)
+    data = load_dataset(store, run_id)
+    if data.name == "circle":
+        angles = np.linspace(-np.pi, np.pi, 200)
+        return ntk.eigenfunction_map(run.model, run.x, k, angles, on_circle=True, kind=kind)
+    if data.n_features == 1:
+        return ntk.eigenfunction_map(run.model, run.x, k, _span(run.x[:, 0], 200), kind=kind)
+    if data.n_features == 2:
+        return ntk.eigenfunction_map(run.model, run.x, k, _span(run.x[:, 0], EIGENFUNCTION_GRID),
+                                     _span(run.x[:, 1], EIGENFUNCTION_GRID), kind=kind)
+    raise ValueError(f"Eigenfunctions are drawn over input space for data with one or two "
+                     f"features, or points on the circle; this run's data has {data.n_features}.")
+
+
+def _span(values: torch.Tensor, n: int) -> np.ndarray:
+    low, high = float(values.min()), float(values.max())
+    pad = 0.1 * (high - low) + 1e-6
+    return np.linspace(low - pad, high + pad, n)
+
+
+def ntk_target_power(ctx, store, run_id: str, *, step: Optional[int] = None, samples: int = 500,
+                     kind: str = "trace") -> TargetPower:
+    """The share of the targets' power in the kernel's top eigenvectors (cumulative)."""
+    run = run_data(store, run_id, step, "train", samples)
+    return ntk.target_power_curve(run.model, run.x, run.y, kind=kind)
+
+
+def ntk_trajectory(ctx, store, run_id: str, *, samples: int = 200, kind: str = "trace") -> KernelTrajectory:
+    """How far the kernel and the weights move from initialisation, checkpoint by checkpoint."""
+    run = run_data(store, run_id, None, "train", samples)
+    return lazy.kernel_trajectory(run.model, _checkpoints(store, run_id), run.x, run.y, kind=kind)
+
+
+# ---------------------------------------------------------------- representation geometry
+
+
+def representation_layers(model: torch.nn.Module) -> list[str]:
+    """The layers whose outputs are representations: every activation, then the readout."""
+    names = geometry.layer_names(model)
+    hidden = [n for n in names if isinstance(model.get_submodule(n), geometry.ACTIVATION_TYPES)]
+    return hidden + [names[-1]]
+
+
+def _labels(run: RunData) -> tuple[np.ndarray, bool]:
+    """What colours the points: the class, or the first target for regression."""
+    y = run.y.cpu().numpy()
+    return (y, True) if y.ndim == 1 else (y[:, 0], False)
+
+
+def embedding(ctx, store, run_id: str, *, step: Optional[int] = None, layer: Optional[str] = None,
+              method: str = "pca", samples: int = 1000, dim: int = 2, seed: int = 0) -> Embedding:
+    """A 2-D or 3-D picture of a layer's representation (PCA or UMAP), one point per sample."""
+    run = run_data(store, run_id, step, "train", samples)
+    layer = layer or representation_layers(run.model)[-2]
+    features = geometry.activations(run.model, run.x, [layer])[layer]
+    values, categorical = _labels(run)
+    hover = np.array([f"sample {i} · {'class' if categorical else 'target'} {v:g}" for i, v in enumerate(values)])
+    return Embedding(geometry.embed(features, method=method, dim=dim, seed=seed), values, categorical,
+                     hover, method, "class" if categorical else "target")
+
+
+def layer_similarity(ctx, store, run_id: str, *, step: Optional[int] = None, samples: int = 1000) -> SimilarityMatrix:
+    """Linear CKA between every pair of layers at one checkpoint (the input included)."""
+    run = run_data(store, run_id, step, "train", samples)
+    layers = representation_layers(run.model)
+    acts = {"input": run.x.flatten(1).cpu()} | geometry.activations(run.model, run.x, layers)
+    names = list(acts)
+    values = np.array([[geometry.linear_cka(acts[a], acts[b]) for b in names] for a in names])
+    return SimilarityMatrix(values, names, names, "linear CKA")
+
+
+def representational_dissimilarity(ctx, store, run_id: str, *, step: Optional[int] = None,
+                                   layer: Optional[str] = None, samples: int = 200) -> RDMSet:
+    """RSA: the dissimilarity matrices of the inputs, the targets and a layer, samples sorted by label."""
+    run = run_data(store, run_id, step, "train", samples)
+    layer = layer or representation_layers(run.model)[-2]
+    values, categorical = _labels(run)
+    order = np.argsort(values, kind="stable")
+    targets = geometry._target_matrix(run.y)[order]
+    features = geometry.activations(run.model, run.x, [layer])[layer][order]
+    matrices = np.stack([geometry.rdm(run.x.flatten(1).cpu()[order]), geometry.rdm(targets, "euclidean"),
+                         geometry.rdm(features)])
+    labels = [f"{'class' if categorical else 'target'} {values[i]:g}" for i in order]
+    return RDMSet(matrices, ["input", "target", layer], "correlation", labels)
+
+
+def geometry_over_training(ctx, store, run_id: str, *, samples: int = 500) -> GeometryCurves:
+    """Per layer and checkpoint: CKA to the layer at init, effective rank, participation ratio,
+    CKA with the inputs and with the targets, and neural collapse (NC1-NC4) for classification."""
+    run = run_data(store, run_id, None, "train", samples)
+    layers = representation_layers(run.model)
+    checkpoints = _checkpoints(store, run_id)
+    acts = geometry.activations_over_checkpoints(run.model, checkpoints, run.x, layers)
+    steps = sorted(acts)
+    classification = not run.y.is_floating_point()
+    measures: dict[str, np.ndarray] = {}
+
+    def put(name: str, t: int, l: int, value: float) -> None:
+        measures.setdefault(name, np.full((len(steps), len(layers)), np.nan))[t, l] = value
+
+    for t, step in enumerate(steps):
+        readout = checkpoints[step]
+        for l, layer in enumerate(layers):
+            H = acts[step][layer]
+            put("cka_to_init", t, l, geometry.linear_cka(H, acts[steps[0]][layer]))
+            put("effective_rank", t, l, geometry.effective_rank(H))
+            put("participation_ratio", t, l, geometry.participation_ratio(H))
+            alignment = geometry.input_target_alignment(H, run.x.flatten(1).cpu(), run.y.cpu())
+            put("cka_input", t, l, alignment["input"])
+            put("cka_target", t, l, alignment["target"])
+            if classification and l < len(layers) - 1:
+                weight = _readout_weight(readout, layers[-1]) if l == len(layers) - 2 else None
+                for name, value in geometry.neural_collapse(H, run.y.cpu(), weight).items():
+                    put(name, t, l, value)
+        if ctx is not None:
+            ctx.check()
+            ctx.report(progress=(t + 1) / len(steps))
+    return GeometryCurves(np.asarray(steps), layers, measures)
+
+
+def _readout_weight(state: dict, readout: str) -> Optional[torch.Tensor]:
+    """The readout's weight in a checkpoint (it classifies the last hidden layer's features)."""
+    weight = state.get(f"{readout}.weight")
+    return None if weight is None else weight.float()

@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+import torch
+
+from engine import landscape, recipes
+from engine.experiment import Experiment, train_job
+from engine.models import ModelSpec
+from engine.store import RunStore
+from engine.train import TrainConfig
+
+
+class Quiet:
+    cancelled = False
+
+    def report(self, *args, **kwargs):
+        pass
+
+    def check(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    store = RunStore(tmp_path_factory.mktemp("store"))
+    experiment = Experiment("moons", {"n": 200}, ModelSpec(width=8),
+                            TrainConfig(steps=60, eval_every=20, checkpoint_every=20))
+    return store, train_job(Quiet(), experiment, store=store, device="cpu")["run_id"]
+
+
+def test_run_data_is_the_stored_model_on_a_fixed_subset(run):
+    store, run_id = run
+    a = recipes.run_data(store, run_id, samples=50)
+    b = recipes.run_data(store, run_id, samples=50)
+    assert len(a.x) == 50 and torch.equal(a.x, b.x)
+    assert torch.equal(a.model(a.x), b.model(b.x))
+
+
+def test_random_plane_surface_is_the_landscape_surface_of_the_run(run):
+    store, run_id = run
+    result = recipes.random_plane_surface(Quiet(), store, run_id, samples=100, resolution=5, seed=3)
+    data = recipes.run_data(store, run_id, samples=100)
+    d1 = landscape.random_direction(data.model, seed=3)
+    d2 = landscape.random_direction(data.model, seed=4)
+    direct = landscape.surface(data.model, data.loss, data.x, data.y, d1, d2, xs=np.linspace(-1, 1, 5))
+    assert np.allclose(result.loss, direct.loss)
+    assert result.loss[2, 2] == pytest.approx(data.loss(data.model(data.x), data.y).item(), rel=1e-5)
+
+
+def test_trajectory_covers_every_checkpoint(run):
+    store, run_id = run
+    result = recipes.trajectory(Quiet(), store, run_id, samples=100)
+    assert list(result.steps) == store.checkpoint_steps(run_id)
+
+
+def test_an_unknown_split_is_refused_with_a_sentence(run):
+    store, run_id = run
+    with pytest.raises(ValueError, match="split"):
+        recipes.run_data(store, run_id, split="validation")
+
+
+def test_ntk_spectrum_is_the_kernel_eigenvalues_of_the_run(run):
+    from engine import ntk
+    store, run_id = run
+    result = recipes.ntk_spectrum(Quiet(), store, run_id, samples=40)
+    data = recipes.run_data(store, run_id, samples=40)
+    values, _ = ntk.eigen(ntk.empirical_ntk(data.model, data.x, kind="trace"))
+    assert np.allclose(result.values, values.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_eigenfunctions_cover_the_plane_of_two_feature_data(run):
+    store, run_id = run
+    result = recipes.ntk_eigenfunctions(Quiet(), store, run_id, samples=40, k=3)
+    grid = recipes.EIGENFUNCTION_GRID
+    assert result.functions.shape == (3, grid, grid)
+
+
+def test_kernel_trajectory_starts_at_zero_change(run):
+    store, run_id = run
+    result = recipes.ntk_trajectory(Quiet(), store, run_id, samples=30)
+    assert result.relative_change[0] == 0 and len(result.steps) == len(store.checkpoint_steps(run_id))
+
+
+def test_layer_similarity_is_symmetric_with_ones_on_the_diagonal(run):
+    store, run_id = run
+    result = recipes.layer_similarity(Quiet(), store, run_id, samples=60)
+    assert np.allclose(result.values, result.values.T) and np.allclose(np.diag(result.values), 1)
+
+
+def test_geometry_curves_start_with_cka_one_to_init(run):
+    store, run_id = run
+    result = recipes.geometry_over_training(Quiet(), store, run_id, samples=60)
+    assert np.allclose(result.values["cka_to_init"][0], 1.0)
+    assert result.values["nc1"].shape == (len(result.steps), len(result.layers))

@@ -1,0 +1,65 @@
+"""Lens pages in AppTest: each computes its analyses of a stored run as jobs and draws them."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import app_pages.lab as lab
+from apptest_helpers import plotly_specs
+from engine.experiment import Experiment, train_job
+from engine.models import ModelSpec
+from engine.train import TrainConfig
+
+
+class Quiet:
+    cancelled = False
+
+    def report(self, *args, **kwargs):
+        pass
+
+
+@pytest.fixture
+def stored_run(lab_home):
+    experiment = Experiment("moons", {"n": 200}, ModelSpec(width=8),
+                            TrainConfig(steps=60, eval_every=20, checkpoint_every=20))
+    return train_job(Quiet(), experiment, store=lab.store(), device="cpu")["run_id"]
+
+
+def trace_types(specs) -> set[str]:
+    return {trace.get("name") or trace["type"] for spec in specs for trace in spec["data"]}
+
+
+def poll_until_charts(at, until, timeout: float = 120.0):
+    """Rerun the page (as the progress fragment's timer would) until `until(charts)` holds."""
+    deadline = time.monotonic() + timeout
+    while not until(plotly_specs(at)):
+        assert time.monotonic() < deadline, f"charts {trace_types(plotly_specs(at))} after {timeout} s"
+        time.sleep(0.3)
+        at.run()
+        assert not at.exception, at.exception
+        assert not at.error, [e.value for e in at.error]
+    return plotly_specs(at)
+
+
+def test_landscape_draws_contour_and_surface_of_a_run(open_page, stored_run):
+    at = open_page("landscape")
+    poll_until_charts(at, lambda specs: {"contour", "surface"} <= trace_types(specs))
+
+
+def test_landscape_draws_the_trajectory_plane(open_page, stored_run):
+    at = open_page("landscape")
+    at.radio(key="ls:plane").set_value("training trajectory (PCA)").run()
+    poll_until_charts(at, lambda specs: {"contour", "trajectory"} <= trace_types(specs))
+
+
+def test_ntk_draws_spectra_eigenfunctions_and_the_kernel_trajectory(open_page, stored_run):
+    at = open_page("ntk")
+    at.select_slider(key="ntk:samples").set_value(100).run()
+    poll_until_charts(at, lambda specs: len(specs) >= 7)
+
+
+def test_geometry_draws_embedding_cka_rsa_and_curves(open_page, stored_run):
+    at = open_page("geometry")
+    at.select_slider(key="geo:samples").set_value(200).run()
+    poll_until_charts(at, lambda specs: len(specs) >= 4)

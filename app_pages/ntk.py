@@ -19,7 +19,8 @@ def introduction() -> None:
         "network learns first (spectral bias). How far the kernel moves in training tells lazy "
         "from rich learning."
     )
-    st.latex(r"\Theta(x, x') = J(x)\,J(x')^\top, \qquad r_i(t) \approx r_i(0)\, e^{-\eta \lambda_i t / N}")
+    # the lab's MSE is a plain mean over N samples and O outputs (no 1/2), hence 2 / (N O)
+    st.latex(r"\Theta(x, x') = J(x)\,J(x')^\top, \qquad r_i(t) \approx r_i(0)\, e^{-2 \eta \lambda_i t / (N O)}")
 
 
 def settings() -> dict:

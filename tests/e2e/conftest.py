@@ -115,6 +115,20 @@ def app_url(tmp_path_factory):
         yield url
 
 
+@pytest.fixture(scope="session")
+def lens_app_url(tmp_path_factory):
+    """A server whose run store already holds one small finished run, for the lens pages."""
+    from engine.__main__ import main as engine_cli
+
+    home = tmp_path_factory.mktemp("lens-home")
+    code = engine_cli(["--store", str(home / "runs"), "train", "data=moons", "data.n=200", "model.width=8",
+                       "train.steps=60", "train.eval_every=20", "train.checkpoint_every=20",
+                       "--device", "cpu", "--name", "lens run"])
+    assert code == 0
+    with serve(home, tmp_path_factory.mktemp("lens-server") / "streamlit.log") as url:
+        yield url
+
+
 @pytest.fixture
 def fresh_app_url(tmp_path):
     """A server of its own that no browser has visited yet (for start-up behaviour)."""

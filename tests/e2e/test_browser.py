@@ -6,8 +6,11 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
-PAGES = {"home": "/", "train": "/train", "runs": "/runs"}
-NAV = ["Home", "Train", "Runs"]
+PAGES = {"home": "/", "train": "/train", "runs": "/runs", "landscape": "/landscape", "ntk": "/ntk",
+         "geometry": "/geometry"}
+NAV = ["Home", "Train", "Runs", "Loss landscape", "Neural tangent kernel", "Representation geometry"]
+# lens page -> how many charts it draws for a small 2-D classification run
+LENS_CHARTS = {"landscape": 2, "ntk": 7, "geometry": 4}
 STEP = re.compile(r"step ([\d,]+)")
 SPEED = re.compile(r"([\d,]+) steps/s")
 MIN_STEPS_PER_S = 30  # a 64-wide MLP on moons trains at ~200 steps/s on 2 CPU cores
@@ -118,3 +121,16 @@ def test_training_updates_live_and_finishes(page, app_url, artifacts):
     assert page.locator("[data-testid='stException']").count() == 0
     assert page.locator("[data-testid='stPlotlyChart']").count() == 2  # curves and predictions
     page.screenshot(path=str(artifacts / "runs-after-training.png"), full_page=True)
+
+
+@pytest.mark.parametrize("name", list(LENS_CHARTS))
+def test_lens_pages_compute_and_draw_a_stored_run(page, lens_app_url, artifacts, name):
+    open_page(page, lens_app_url, PAGES[name])
+    # The analyses run as jobs; their progress bars poll until the page reruns with the charts.
+    page.wait_for_function(
+        f"() => document.querySelectorAll(\"[data-testid='stPlotlyChart']\").length >= {LENS_CHARTS[name]}",
+        timeout=120_000)
+    wait_idle(page)
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert page.locator("[data-testid='stAlertContentError']").count() == 0
+    page.screenshot(path=str(artifacts / f"{name}-run.png"), full_page=True)

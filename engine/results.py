@@ -442,3 +442,233 @@ class SpectralDensity:
     grid: np.ndarray  # (B,) eigenvalue axis
     density: np.ndarray  # (B,)
     settings: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- level sets
+
+
+@dataclass
+class LevelSetPath:
+    """A level-set traversal: paths that keep the source class's confidence while they walk
+    toward target inputs (engine.levelset.traverse, after Balasubramanian & Feizi 2023).
+
+    The layout follows the input: one pair (a source of shape (D,)) gives arrays without a
+    pair axis, a batch of B pairs puts the pair axis second. Points are flattened like the
+    models' inputs; `images()` gives them in `input_shape`.
+
+    Attributes:
+        path: (T, D) or (T, B, D) the recorded points; path[0] is the source.
+        confidence: (T,) or (T, B) the source class's probability at each recorded point.
+        step: (T,) the traversal step of each recorded point (0 is the source).
+        accepted: (steps,) or (steps, B) whether each step's proposal was accepted.
+        l2, linf: (T,) or (T, B) the distance of each recorded point to the target.
+        ssim: (T,) or (T, B) structural similarity to the target, for images; else None.
+        target: (D,) or (B, D) the targets.
+        source_class: () or (B,) the class whose confidence is kept.
+        input_shape: one sample's natural shape, e.g. (1, 8, 8); None when unknown.
+        settings: what made it (steps, step_size, eps, threshold, bounds, device, ...).
+    """
+
+    path: np.ndarray
+    confidence: np.ndarray
+    step: np.ndarray
+    accepted: np.ndarray
+    l2: np.ndarray
+    linf: np.ndarray
+    target: np.ndarray
+    source_class: np.ndarray
+    ssim: np.ndarray | None = None
+    input_shape: tuple | None = None
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def batched(self) -> bool:
+        """Whether the result holds a batch of pairs (a pair axis after the steps)."""
+        return self.path.ndim == 3
+
+    @property
+    def n_pairs(self) -> int:
+        return self.path.shape[1] if self.batched else 1
+
+    def pair(self, i: int) -> "LevelSetPath":
+        """The i-th pair alone, in the single-pair layout (itself when not batched)."""
+        if not self.batched:
+            return self
+        take = lambda a: None if a is None else a[:, i]  # noqa: E731 (step axis first)
+        return LevelSetPath(
+            path=self.path[:, i], confidence=self.confidence[:, i], step=self.step,
+            accepted=self.accepted[:, i], l2=self.l2[:, i], linf=self.linf[:, i],
+            target=self.target[i], source_class=self.source_class[i], ssim=take(self.ssim),
+            input_shape=self.input_shape, settings=self.settings,
+        )
+
+    def images(self) -> np.ndarray:
+        """The path as images: (T, *input_shape) or (T, B, *input_shape)."""
+        if self.input_shape is None:
+            raise ValueError("This path has no input shape to draw its points as images.")
+        return self.path.reshape(*self.path.shape[:-1], *self.input_shape)
+
+
+@dataclass
+class TriangleConfidence:
+    """The source class's confidence over the triangle spanned by a source and two end points.
+
+    A star-shaped level set keeps the whole triangle confident (Balasubramanian & Feizi 2023).
+
+    Attributes:
+        weights: (P, 2) barycentric weights (u, w) of end A and end B at each grid point;
+            the point is source + u (A - source) + w (B - source).
+        plane: (P, 2) the points' coordinates in the triangle's plane (source at the origin,
+            end A on the positive first axis), in input units.
+        vertices: (3, 2) plane coordinates of the source, end A and end B.
+        confidence: (P,) the source class's probability at each point.
+        source_class: the class whose confidence is measured.
+        p_source: its probability at the source.
+        mean: the mean confidence over the grid points.
+        drops: (K,) confidence drops d.
+        fraction_above: (K,) the share of grid points with confidence above p_source - d.
+        edge_min: (3,) the least confidence along the edges source-A, source-B and A-B.
+        settings: what made it.
+    """
+
+    weights: np.ndarray
+    plane: np.ndarray
+    vertices: np.ndarray
+    confidence: np.ndarray
+    source_class: int
+    p_source: float
+    mean: float
+    drops: np.ndarray
+    fraction_above: np.ndarray
+    edge_min: np.ndarray
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass
+class WidthProbe:
+    """The source class's confidence along random directions orthogonal to a path.
+
+    Attributes:
+        radii: (R,) distances from the path point (l2, input units).
+        confidence: (K, R) the confidence at point + r * u_k for each direction u_k.
+        p_point: the confidence at the path point itself.
+        source_class: the class whose confidence is measured.
+        settings: what made it.
+    """
+
+    radii: np.ndarray
+    confidence: np.ndarray
+    p_point: float
+    source_class: int
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def mean(self) -> np.ndarray:
+        """(R,) the confidence averaged over the directions."""
+        return self.confidence.mean(axis=0)
+
+
+@dataclass
+class ConfidenceMap:
+    """One class's probability over a 2-D grid of inputs, for drawing level-set contours.
+
+    Attributes:
+        grid_x: (Gx,) coordinates along the first input.
+        grid_y: (Gy,) coordinates along the second input.
+        confidence: (Gy, Gx) the class's probability, row j at grid_y[j].
+        class_index: the class.
+    """
+
+    grid_x: np.ndarray
+    grid_y: np.ndarray
+    confidence: np.ndarray
+    class_index: int
+
+
+# ---------------------------------------------------------------- pruning
+
+
+@dataclass
+class PruningSweep:
+    """Pruning methods compared over sparsities (engine.pruning.sweep), after fine-tuning.
+
+    Attributes:
+        methods: M method names.
+        sparsities: (S,) fractions of the prunable weights removed.
+        accuracy, loss: (M, S) on the clean test split (accuracy NaN for regression).
+        corrupted_accuracy: (M, S) the mean test accuracy over the corruptions.
+        corruptions: corruption name ("noise 0.5", "blur 1", ...) -> (M, S) test accuracy.
+        layers: L prunable weights' names; layer_sparsity: (M, S, L) their zero fractions.
+        overlap: (S, M, M) Jaccard index of the weights two methods keep, at each sparsity.
+        cka_layers: K module names; cka: (M, S, K) linear CKA of each layer's output to the
+            dense model's on test samples.
+        flipped: (M, S) the fraction of test predictions that differ from the dense model's.
+        scoring_seconds, finetune_seconds: (M, S) time spent scoring and making masks (the
+            scores' one-off cost shared over the sparsities) and fine-tuning, per cell.
+        dense_accuracy, dense_loss, dense_corrupted_accuracy: the unpruned model's.
+        settings: what made it.
+    """
+
+    methods: list[str]
+    sparsities: np.ndarray
+    accuracy: np.ndarray
+    loss: np.ndarray
+    corrupted_accuracy: np.ndarray
+    corruptions: dict[str, np.ndarray]
+    layers: list[str]
+    layer_sparsity: np.ndarray
+    overlap: np.ndarray
+    cka_layers: list[str]
+    cka: np.ndarray
+    flipped: np.ndarray
+    scoring_seconds: np.ndarray
+    finetune_seconds: np.ndarray
+    dense_accuracy: float = float("nan")
+    dense_loss: float = float("nan")
+    dense_corrupted_accuracy: float = float("nan")
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass
+class LotteryTickets:
+    """Iterative magnitude pruning with rewinding (engine.pruning.iterative_magnitude).
+
+    Attributes:
+        density: (R + 1,) the fraction of prunable weights kept after each round, 1 first.
+        ticket_accuracy, ticket_loss: (R + 1,) test accuracy and loss of the rewound and
+            retrained ticket (entry 0: the dense model).
+        control_accuracy, control_loss: (R + 1,) the same masks trained from a random
+            re-initialisation; NaN after entry 0 when no control ran.
+        settings: rounds, rate, rewind step, scope and the training settings.
+    """
+
+    density: np.ndarray
+    ticket_accuracy: np.ndarray
+    ticket_loss: np.ndarray
+    control_accuracy: np.ndarray
+    control_loss: np.ndarray
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass
+class LastLayerGeometry:
+    """The geometry of the classifier's input (Li et al. 2022), one entry per sample.
+
+    The logit of class c is ||w_c|| ||f|| cos(theta_c) (plus a bias).
+
+    Attributes:
+        feature_norm: (N,) ||f||, the norm of the last layer's input.
+        angle: (N,) theta_y in degrees, between f and the true class's weight w_y.
+        margin: (N,) min over c != y of theta_c, minus theta_y, in degrees (positive: f points
+            closer to its own class's weight than to any other).
+        correct: (N,) whether the prediction is right.
+        labels: (N,) the true classes.
+        settings: what made it (e.g. the method and sparsity).
+    """
+
+    feature_norm: np.ndarray
+    angle: np.ndarray
+    margin: np.ndarray
+    correct: np.ndarray
+    labels: np.ndarray
+    settings: dict = field(default_factory=dict)

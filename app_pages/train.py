@@ -8,6 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from engine import data as datasets
+from engine import presets as preset_files
 from engine.experiment import Experiment, train_job
 from engine.models import ACTIVATIONS, KINDS, PARAMETRIZATIONS
 from engine.train import LOSSES, OPTIMIZERS
@@ -235,10 +236,55 @@ def status_line(state) -> None:
         st.info(f"Stopped at step {step:,}; the run is saved.")
 
 
+# ---------------------------------------------------------------- presets
+
+LENS_PAGES = {"landscape": ("app_pages/landscape.py", "Loss landscape"), "ntk": ("app_pages/ntk.py", "Neural tangent kernel"),
+              "geometry": ("app_pages/geometry.py", "Representation geometry")}
+
+
+@st.cache_data
+def known_presets():
+    return preset_files.all_presets()
+
+
+def preset_panel() -> None:
+    """Train the runs of a preset that reproduces a known result, then open its lens."""
+    with st.expander("Presets: reproduce a known result in one click"):
+        chosen = st.selectbox("Preset", known_presets(), format_func=lambda p: p.title, key="preset")
+        st.write(chosen.description)
+        st.caption("Runs: " + "; ".join(run.name for run in chosen.runs))
+        if st.button(f"Train {'these runs' if len(chosen.runs) > 1 else 'this run'}", key="preset-start"):
+            st.session_state.preset_jobs = [
+                jobs().submit(train_job, owner=owner(), kind="train", label=run.name, experiment=run.experiment,
+                              store=store(), name=f"{chosen.title}: {run.name}")
+                for run in chosen.runs]
+            st.session_state.preset_lens = chosen.lens
+    if st.session_state.get("preset_jobs"):
+        states = [jobs().get(j, owner()) for j in st.session_state.preset_jobs]
+        running = any(state is not None and not state.done for state in states)
+        st.fragment(run_every=POLL_S if running else None)(_preset_progress)()
+
+
+def _preset_progress() -> None:
+    states = [jobs().get(j, owner()) for j in st.session_state.preset_jobs]
+    for state in states:
+        if state is not None:
+            st.progress(min(max(state.progress, 0.0), 1.0), text=f"{state.label}: {state.status} · {state.message}")
+    if all(state is None or state.done for state in states):
+        page = LENS_PAGES.get(st.session_state.get("preset_lens"))
+        if page:
+            st.page_link(page[0], label=f"Open {page[1]} (choose the runs there; compare mode takes several)",
+                         icon=":material/arrow_forward:")
+        if st.session_state.get("preset_drawn") != st.session_state.preset_jobs:
+            st.session_state.preset_drawn = st.session_state.preset_jobs
+            st.rerun()
+
+
 def train_page() -> None:
     st.title("Train")
     owner()
     experiment, errors, uploaded = settings_sidebar()
+    preset_panel()
     controls(experiment, errors, uploaded)
     live_panel()
 

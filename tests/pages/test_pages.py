@@ -1,5 +1,9 @@
 """The pages, run headless with AppTest: each renders, Train trains live, Runs lists the run."""
+import time
+
 import pytest
+
+import app_pages.lab as lab
 
 from apptest_helpers import PAGES, button, job_state, plotly_specs, poll, start_training
 
@@ -83,3 +87,23 @@ def test_a_finished_run_appears_on_the_runs_page(open_page):
     assert any(sub.value == "apptest run" for sub in at.subheader)
     specs = plotly_specs(at)
     assert len(specs) == 2 and all(spec["data"] for spec in specs)
+
+
+def test_a_preset_trains_its_runs_and_links_to_its_lens(open_page, monkeypatch):
+    import engine.presets as presets
+    from engine.experiment import Experiment
+
+    quick = presets.Preset("quick", "Quick preset", "landscape", "Two tiny runs.",
+                           [presets.PresetRun(f"run {i}", Experiment.from_flat(
+                               {"data": "moons", "data.n": "100", "model.width": "4", "train.steps": "20",
+                                "model.seed": str(i)})[0]) for i in range(2)])
+    monkeypatch.setattr(presets, "all_presets", lambda: [quick])
+    at = open_page("train")
+    button(at, "Train these runs").click().run()
+    deadline = time.monotonic() + 60
+    while not [link for link in at.get("page_link") if "Loss landscape" in link.proto.label]:
+        assert time.monotonic() < deadline, "the preset's runs did not finish"
+        time.sleep(0.3)
+        at.run()
+        assert not at.exception, at.exception
+    assert len(lab.store().list()) == 2

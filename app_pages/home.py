@@ -34,7 +34,7 @@ LENSES = [
      "Walk from one input toward another while the model's confidence stays fixed "
      "(Balasubramanian & Feizi 2023). The inputs a model cannot tell apart are larger than "
      "they look.",
-     None),
+     "app_pages/levelset.py"),
     ("Pruning",
      "Prune by many criteria, one-shot or iteratively, and compare accuracy, robustness and "
      "last-layer geometry side by side. Lottery tickets included.",

@@ -239,7 +239,8 @@ def status_line(state) -> None:
 # ---------------------------------------------------------------- presets
 
 LENS_PAGES = {"landscape": ("app_pages/landscape.py", "Loss landscape"), "ntk": ("app_pages/ntk.py", "Neural tangent kernel"),
-              "geometry": ("app_pages/geometry.py", "Representation geometry")}
+              "geometry": ("app_pages/geometry.py", "Representation geometry"),
+              "levelset": ("app_pages/levelset.py", "Level sets")}
 
 
 @st.cache_data

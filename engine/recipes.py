@@ -12,11 +12,12 @@ from typing import Optional
 import numpy as np
 import torch
 
-from engine import geometry, hessian, landscape, lazy, ntk
+from engine import geometry, hessian, landscape, lazy, levelset, ntk
 from engine.experiment import Experiment, load_dataset, load_model
 from engine.models import Centered
-from engine.results import (Eigenfunctions, Embedding, GeometryCurves, KernelSpectrum, KernelTrajectory, RDMSet,
-                            Sharpness, SimilarityMatrix, SpectralDensity, Surface, TargetPower, Trajectory)
+from engine.results import (ConfidenceMap, Eigenfunctions, Embedding, GeometryCurves, KernelSpectrum,
+                            KernelTrajectory, LevelSetPath, RDMSet, Sharpness, SimilarityMatrix, SpectralDensity,
+                            Surface, TargetPower, TriangleConfidence, Trajectory)
 from engine.train import make_loss
 
 
@@ -258,3 +259,59 @@ def _readout_weight(state: dict, readout: str) -> Optional[torch.Tensor]:
     """The readout's weight in a checkpoint (it classifies the last hidden layer's features)."""
     weight = state.get(f"{readout}.weight")
     return None if weight is None else weight.float()
+
+
+# ---------------------------------------------------------------- level sets
+
+
+def _test_split(store, run_id: str, step: Optional[int]):
+    model = load_model(store, run_id, step)
+    data = load_dataset(store, run_id)
+    if data.task != "classification":
+        raise ValueError("Level sets of a class's confidence need a classifier; this run is a regression.")
+    return model, data
+
+
+def levelset_pairs(store, run_id: str, step: Optional[int] = None, seed: int = 0) -> tuple[int, int, int]:
+    """A correctly classified test sample and two test samples of other classes (indices)."""
+    model, data = _test_split(store, run_id, step)
+    with torch.no_grad():
+        predicted = model.eval()(data.x_test).argmax(dim=1)
+    order = torch.randperm(len(data.x_test), generator=torch.Generator().manual_seed(seed))
+    source = next((int(i) for i in order if predicted[i] == data.y_test[i]), int(order[0]))
+    others = [int(i) for i in order if data.y_test[i] != data.y_test[source]]
+    if len(others) < 2:
+        raise ValueError("The test split needs samples of at least two classes.")
+    return source, others[0], others[1]
+
+
+def levelset_traversal(ctx, store, run_id: str, *, step: Optional[int] = None, source: int = 0,
+                       targets: tuple = (1, 2), steps: int = 200, step_size: float = 0.02,
+                       threshold: float = 0.05) -> LevelSetPath:
+    """From one test sample toward others, keeping the model's confidence in the source's class."""
+    model, data = _test_split(store, run_id, step)
+    n = len(data.x_test)
+    if not all(0 <= i < n for i in (source, *targets)):
+        raise ValueError(f"Sample numbers must be between 0 and {n - 1}.")
+    sources = data.x_test[[source] * len(targets)]
+    return levelset.traverse(model, sources, data.x_test[list(targets)], steps=steps, step_size=step_size,
+                             threshold=threshold, bounds=data.bounds, input_shape=data.input_shape)
+
+
+def levelset_triangle(ctx, store, run_id: str, *, resolution: int = 20, **traversal) -> TriangleConfidence:
+    """The confidence over the triangle spanned by the source and two traversals' end points."""
+    path = levelset_traversal(ctx, store, run_id, **traversal)
+    model, _ = _test_split(store, run_id, traversal.get("step"))
+    source, end_a, end_b = path.path[0, 0], path.path[-1, 0], path.path[-1, 1]
+    return levelset.triangle_confidence(model, source, end_a, end_b, resolution=resolution,
+                                        source_class=int(path.source_class[0]))
+
+
+def levelset_map(ctx, store, run_id: str, *, step: Optional[int] = None, class_index: int = 0,
+                 grid: int = 80) -> ConfidenceMap:
+    """The confidence of one class over the plane of 2-D data (where level sets can be drawn)."""
+    model, data = _test_split(store, run_id, step)
+    if data.n_features != 2:
+        raise ValueError("The confidence map is drawn for data with two features.")
+    x = torch.cat([data.x_train, data.x_test])
+    return levelset.confidence_map(model, class_index, _span(x[:, 0], grid), _span(x[:, 1], grid))

@@ -91,3 +91,18 @@ def test_geometry_curves_start_with_cka_one_to_init(run):
     result = recipes.geometry_over_training(Quiet(), store, run_id, samples=60)
     assert np.allclose(result.values["cka_to_init"][0], 1.0)
     assert result.values["nc1"].shape == (len(result.steps), len(result.layers))
+
+
+def test_levelset_traversal_keeps_the_source_confidence(run):
+    store, run_id = run
+    source, a, b = recipes.levelset_pairs(store, run_id)
+    path = recipes.levelset_traversal(Quiet(), store, run_id, source=source, targets=(a, b), steps=30,
+                                      threshold=0.05)
+    assert path.path.shape[:2] == (31, 2)
+    assert np.all(path.confidence[0] - path.confidence < 0.05 + 1e-6)
+
+
+def test_levelset_refuses_sample_numbers_outside_the_split(run):
+    store, run_id = run
+    with pytest.raises(ValueError, match="between 0 and"):
+        recipes.levelset_traversal(Quiet(), store, run_id, source=10**6)

@@ -63,3 +63,9 @@ def test_geometry_draws_embedding_cka_rsa_and_curves(open_page, stored_run):
     at = open_page("geometry")
     at.select_slider(key="geo:samples").set_value(200).run()
     poll_until_charts(at, lambda specs: len(specs) >= 4)
+
+
+def test_levelset_draws_the_map_the_profile_and_the_triangle(open_page, stored_run):
+    at = open_page("levelset")
+    at.select_slider(key="ls2:steps").set_value(50).run()
+    poll_until_charts(at, lambda specs: len(specs) >= 3)

@@ -1,0 +1,97 @@
+"""Pruning figures, built from small synthetic results."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+
+from engine.results import LastLayerGeometry, LotteryTickets, PruningSweep
+from viz.pruning import (
+    METHOD_COLORS, accuracy_curves, cka_bars, geometry_scatter, layer_sparsity_bars,
+    lottery_curves, mask_images, method_color, overlap_heatmap,
+)
+from viz_samples import assert_valid
+
+ROOT = Path(__file__).resolve().parents[2]
+rng = np.random.default_rng(0)
+
+
+def make_sweep(methods=("magnitude", "random", "custom"), sparsities=(0.5, 0.8, 0.9)):
+    m, s = len(methods), len(sparsities)
+    falling = 0.95 - 0.5 * np.asarray(sparsities) ** 4
+    return PruningSweep(
+        methods=list(methods), sparsities=np.asarray(sparsities), accuracy=np.tile(falling, (m, 1)),
+        loss=np.ones((m, s)), corrupted_accuracy=np.tile(falling - 0.2, (m, 1)),
+        corruptions={"noise 0.5": np.tile(falling - 0.2, (m, 1))},
+        layers=["fc1.weight", "out.weight"], layer_sparsity=rng.uniform(size=(m, s, 2)),
+        overlap=np.tile(np.eye(m), (s, 1, 1)), cka_layers=["fc1", "out"],
+        cka=rng.uniform(size=(m, s, 2)), flipped=np.zeros((m, s)),
+        scoring_seconds=np.zeros((m, s)), finetune_seconds=np.zeros((m, s)),
+        dense_accuracy=0.96, dense_loss=0.1, dense_corrupted_accuracy=0.8)
+
+
+def test_accuracy_curves_draw_clean_solid_and_corrupted_dashed_in_one_colour_per_method():
+    fig = assert_valid(accuracy_curves(make_sweep()))
+    solid = [t for t in fig.data if t.line.dash is None]
+    dashed = [t for t in fig.data if t.line.dash == "dash"]
+    assert [t.line.color for t in solid] == [t.line.color for t in dashed] == [
+        METHOD_COLORS["magnitude"], METHOD_COLORS["random"], method_color("custom", 2)]
+
+
+def test_accuracy_curves_show_the_loss_for_regression():
+    sweep = make_sweep()
+    sweep.accuracy[:] = np.nan
+    fig = assert_valid(accuracy_curves(sweep))
+    assert fig.layout.yaxis.title.text == "test loss" and len(fig.data) == 3
+
+
+def test_layer_sparsity_bars_group_one_bar_per_method():
+    sweep = make_sweep()
+    fig = assert_valid(layer_sparsity_bars(sweep, 1))
+    assert [list(t.y) for t in fig.data] == sweep.layer_sparsity[:, 1].tolist()
+
+
+def test_cka_bars_show_each_layer_for_each_method():
+    fig = assert_valid(cka_bars(make_sweep()))
+    assert all(list(t.x) == ["fc1", "out"] for t in fig.data) and len(fig.data) == 3
+
+
+def test_overlap_heatmap_shows_the_jaccard_matrix():
+    sweep = make_sweep()
+    fig = assert_valid(overlap_heatmap(sweep, 0))
+    assert np.array_equal(np.asarray(fig.data[0].z), sweep.overlap[0])
+
+
+def test_mask_images_draw_small_layers_only():
+    masks = {"small": rng.uniform(size=(4, 6)) > 0.5, "conv": rng.uniform(size=(3, 2, 3, 3)) > 0.5,
+             "big": np.ones((300, 300), dtype=bool)}
+    fig = assert_valid(mask_images(masks))
+    assert [t.name for t in fig.data] == ["small", "conv"] and np.asarray(fig.data[1].z).shape == (3, 18)
+
+
+def test_geometry_scatter_colours_correct_and_incorrect_samples():
+    n = 40
+    geometry = LastLayerGeometry(rng.uniform(1, 5, n), rng.uniform(0, 90, n), rng.normal(size=n),
+                                 np.arange(n) % 3 > 0, np.arange(n) % 10)
+    fig = assert_valid(geometry_scatter(geometry))
+    assert [t.name for t in fig.data] == ["correct", "incorrect"]
+    assert [len(t.x) for t in fig.data] == [int(geometry.correct.sum()), int((~geometry.correct).sum())]
+
+
+def test_lottery_curves_compare_tickets_with_random_reinit_on_a_log_density_axis():
+    density = 0.8 ** np.arange(5)
+    tickets = LotteryTickets(density, np.linspace(0.9, 0.85, 5), np.ones(5), np.linspace(0.9, 0.5, 5), np.ones(5))
+    fig = assert_valid(lottery_curves(tickets))
+    assert [t.name for t in fig.data] == ["ticket", "random re-init"] and fig.layout.xaxis.type == "log"
+
+
+def test_empty_results_give_a_no_data_figure():
+    fig = assert_valid(accuracy_curves(make_sweep(methods=())))
+    assert fig.layout.annotations[0].text == "no data yet"
+
+
+def test_viz_pruning_imports_neither_torch_nor_streamlit():
+    code = ("import viz.pruning, sys; "
+            "assert 'torch' not in sys.modules and 'streamlit' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

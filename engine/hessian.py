@@ -26,8 +26,8 @@ from torch import nn
 from torch.func import functional_call, grad, vjp, vmap
 
 from engine.landscape import (LossArg, Params, Weights, as_data, as_parameters, eval_mode,
-                              flatten, loss_name, memory_budget, plan_chunks, plane_points,
-                              probe, resolve_loss, steps_and_states, unflatten)
+                              flatten, loss_name, memory_budget, plan_chunks, probe,
+                              resolve_loss, steps_and_states, unflatten)
 from engine.results import ConvexityMap, Sharpness
 
 Matvec = Callable[[torch.Tensor], torch.Tensor]
@@ -339,16 +339,14 @@ def convexity_map(model: nn.Module, loss: LossArg, x, y, d1: Weights, d2: Weight
     xs = np.asarray(xs, dtype=float)
     ys = xs if ys is None else np.asarray(ys, dtype=float)
     origin = as_parameters(model if center is None else center, model)
-    directions = [as_parameters(d1, model), as_parameters(d2, model)]
-    b, a = np.meshgrid(ys, xs, indexing="ij")
-    point = plane_points(origin, directions, np.stack([a.ravel(), b.ravel()], axis=1))
+    d1, d2 = as_parameters(d1, model), as_parameters(d2, model)
+    b, a = np.meshgrid(ys, xs, indexing="ij")  # row j is ys[j], column i is xs[i]
     generator = torch.Generator().manual_seed(seed)
     highs, lows = [], []
-    for i in range(a.size):
-        weights = {name: t[0] for name, t in point(i, i + 1).items()}
+    for alpha, beta in zip(a.ravel(), b.ravel()):
+        weights = {k: w + alpha * d1[k] + beta * d2[k] for k, w in origin.items()}
         hvp, w = hvp_function(model, loss, x, y, weights, batch_size)
-        start = _random_vector(flatten(w), generator)
-        high, low = _extreme_eigenvalues(hvp, start, iters, tol)
+        high, low = _extreme_eigenvalues(hvp, _random_vector(flatten(w), generator), iters, tol)
         highs.append(high)
         lows.append(low)
     high, low = np.array(highs).reshape(a.shape), np.array(lows).reshape(a.shape)

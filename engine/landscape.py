@@ -281,8 +281,7 @@ def pca_directions(checkpoints: Union[list, dict], final: Weights,
     components, coords = components * signs[:, None], coords * signs
     variance = singular.pow(2)
     explained = (variance[:2] / variance.sum().clamp_min(1e-300)).numpy()
-    like = {n: origin[n] for n in names}
-    d1, d2 = (_cast_like(unflatten(c, like), like) for c in components)
+    d1, d2 = (_cast_like(unflatten(c, origin), origin) for c in components)
     return PCAPlane(origin, d1, d2, explained, coords.numpy(), steps)
 
 
@@ -428,7 +427,8 @@ def _evaluate(model: nn.Module, loss: LossArg, x, y, weights_of: Callable[[int, 
 
     Args:
         weights_of: (start, stop) -> the weights of points start..stop-1, stacked along a
-            new dim 0 (a dict of tensors of shape (stop - start, *parameter shape)).
+            new dim 0 (tensors of shape (stop - start, *parameter shape)); a tensor of the
+            parameter's own shape is shared by all the points.
         batch_size, progress: see `surface`.
 
     Returns:
@@ -451,11 +451,22 @@ def _evaluate(model: nn.Module, loss: LossArg, x, y, weights_of: Callable[[int, 
         correct = (out.argmax(-1) == yb).sum() if classify else out.new_zeros(())
         return loss_fn(out, yb), correct
 
-    def one_at_a_time(weights, xb, yb):  # a chunk of one point needs no vmap (plain matmuls)
-        loss_value, correct = loss_and_correct({k: t[0] for k, t in weights.items()}, xb, yb)
-        return loss_value[None], correct[None]
+    shapes = {name: t.shape for name, t in model.named_parameters()}
 
-    many = vmap(loss_and_correct, in_dims=(0, None, None)) if chunk > 1 else one_at_a_time
+    def evaluate_chunk(weights: Params, count: int, xb: torch.Tensor, yb: torch.Tensor):
+        """Loss and correct count at each of the `count` points whose weights are given.
+
+        A tensor with a leading point dimension differs between points; one shaped like its
+        parameter (a bias the directions leave alone) serves all of them unbatched.
+        """
+        batched = {k: None if t.shape == shapes[k] else 0 for k, t in weights.items()}
+        if count == 1 or all(dim is None for dim in batched.values()):
+            # one point, or points that coincide: one plain forward, no vmap
+            single = {k: t if batched[k] is None else t[0] for k, t in weights.items()}
+            loss_value, correct = loss_and_correct(single, xb, yb)
+            return loss_value.expand(count), correct.expand(count)
+        return vmap(loss_and_correct, in_dims=(batched, None, None))(weights, xb, yb)
+
     losses, corrects = [], []
     with torch.no_grad(), eval_mode(model):
         for start in range(0, n_points, chunk):
@@ -465,7 +476,7 @@ def _evaluate(model: nn.Module, loss: LossArg, x, y, weights_of: Callable[[int, 
             total_correct = torch.zeros(stop - start, dtype=torch.float64, device=p.device)
             for s in range(0, n, batch):
                 xb, yb = x[s:s + batch], y[s:s + batch]
-                batch_loss, correct = many(weights, xb, yb)
+                batch_loss, correct = evaluate_chunk(weights, stop - start, xb, yb)
                 total_loss += batch_loss.double() * len(xb)  # the mean of means, weighted by size
                 total_correct += correct.double()
             losses.append(total_loss / n)
@@ -478,13 +489,22 @@ def _evaluate(model: nn.Module, loss: LossArg, x, y, weights_of: Callable[[int, 
 
 
 def plane_points(origin: Params, directions: list[Params], coefficients: np.ndarray):
-    """(start, stop) -> stacked weights origin + sum_k c[i, k] * d_k for rows i of coefficients."""
+    """(start, stop) -> stacked weights origin + sum_k c[i, k] * d_k for rows i of coefficients.
+
+    A parameter that every direction leaves alone (a bias under ignore="biasbn") is given
+    once, unstacked: it is the same at every point.
+    """
     first = next(iter(origin.values()))
     c = torch.as_tensor(coefficients, dtype=first.dtype, device=first.device)
+
+    still = {name for name in origin if all(torch.count_nonzero(d[name]) == 0 for d in directions)}
 
     def weights_of(start: int, stop: int) -> Params:
         out = {}
         for name, w in origin.items():
+            if name in still:  # zero in every direction: one tensor serves all points
+                out[name] = w
+                continue
             shape = (stop - start,) + (1,) * w.dim()  # one coefficient per point, broadcast
             total = w.unsqueeze(0).expand(stop - start, *w.shape)
             for k, d in enumerate(directions):

@@ -60,10 +60,12 @@ def dense_hessian(model, x, y):
     shapes = [p.shape for p in params.values()]
 
     def loss_of(vector):
-        pieces = dict(zip(params, (v.reshape(s) for v, s in zip(vector.split([s.numel() for s in shapes]), shapes))))
+        parts = vector.split([s.numel() for s in shapes])
+        pieces = {name: part.reshape(s) for name, part, s in zip(params, parts, shapes)}
         return F.cross_entropy(functional_call(model, pieces, (x,)), y)
 
-    return torch.autograd.functional.hessian(loss_of, torch.cat([p.reshape(-1) for p in params.values()]))
+    flat = torch.cat([p.reshape(-1) for p in params.values()])
+    return torch.autograd.functional.hessian(loss_of, flat)
 
 
 def explicit_gradient(model, x, y):
@@ -105,7 +107,8 @@ def test_layer_masks_prune_each_tensor_exactly(sparsity):
 def test_global_magnitude_keeps_exactly_the_largest_weights():
     model = mlp()
     kept = pruning.masks(pruning.scores(model, "magnitude"), 0.7, "global")
-    w = np.concatenate([p.detach().abs().numpy().ravel() for n, p in model.named_parameters() if p.dim() > 1])
+    w = np.concatenate([p.detach().abs().numpy().ravel()
+                        for n, p in model.named_parameters() if p.dim() > 1])
     n_keep = len(w) - round(0.7 * len(w))
     expected = np.zeros(len(w), dtype=bool)
     expected[np.argsort(w)[-n_keep:]] = True
@@ -160,7 +163,8 @@ def test_sparsity_of_counts_zeros_per_layer_and_in_total():
     measured = pruning.sparsity_of(pruning.apply(model, kept))
     sizes = {n: k.numel() for n, k in kept.items()}
     pruned = {n: int((~k).sum()) for n, k in kept.items()}
-    assert measured == {**{n: pruned[n] / sizes[n] for n in kept}, "total": sum(pruned.values()) / sum(sizes.values())}
+    total = sum(pruned.values()) / sum(sizes.values())
+    assert measured == {**{n: pruned[n] / sizes[n] for n in kept}, "total": total}
 
 
 # ---------------------------------------------------------------- scores against formulas
@@ -170,7 +174,9 @@ def test_taylor_is_weight_times_gradient(tiny):
     model, x, y = tiny
     g = explicit_gradient(model, x, y)
     scores = pruning.scores(model, "taylor", x, y)
-    assert all(torch.allclose(scores[n], (p * g[n]).abs().detach()) for n, p in model.named_parameters() if p.dim() > 1)
+    params = dict(model.named_parameters())
+    assert all(torch.allclose(scores[n], (params[n] * g[n]).abs().detach())
+               for n in weight_names(model))
 
 
 def test_snip_is_the_taylor_score_normalised_to_sum_one(tiny):
@@ -205,7 +211,8 @@ def test_grasp_is_weight_times_hessian_gradient_product(tiny):
     hg = as_dict(dense_hessian(model, x, y) @ flat_of(g, model, list(g)), model)
     scores = pruning.scores(model, "grasp", x, y)
     params = dict(model.named_parameters())
-    assert all(torch.allclose(scores[n], params[n].detach() * hg[n], atol=1e-12) for n in weight_names(model))
+    assert all(torch.allclose(scores[n], params[n].detach() * hg[n], atol=1e-12)
+               for n in weight_names(model))
 
 
 def test_oba_is_the_second_order_share_of_each_weight(tiny):
@@ -215,7 +222,8 @@ def test_oba_is_the_second_order_share_of_each_weight(tiny):
     w = {n: params[n].detach() for n in names}
     hw = as_dict(dense_hessian(model, x, y) @ flat_of(w, model, names), model)
     scores = pruning.scores(model, "oba", x, y)
-    assert all(torch.allclose(scores[n], (w[n] * g[n] - 0.5 * w[n] * hw[n]).abs(), atol=1e-12) for n in names)
+    expected = {n: (w[n] * g[n] - 0.5 * w[n] * hw[n]).abs() for n in names}
+    assert all(torch.allclose(scores[n], expected[n], atol=1e-12) for n in names)
 
 
 def test_synflow_gives_every_layer_the_same_total_path_norm():
@@ -236,7 +244,8 @@ def test_synflow_gives_every_layer_the_same_total_path_norm():
 def test_synflow_uses_no_data():
     model = mlp()
     without = pruning.scores(model, "synflow")
-    with_data = pruning.scores(model, "synflow", torch.randn(16, 10) * 5, torch.randint(0, 3, (16,)))
+    x, y = torch.randn(16, 10) * 5, torch.randint(0, 3, (16,))
+    with_data = pruning.scores(model, "synflow", x, y)
     assert all(torch.equal(without[n], with_data[n]) for n in without)
 
 
@@ -265,7 +274,8 @@ def test_random_scores_repeat_with_the_seed_and_change_with_it():
 def test_biases_are_scored_only_when_asked():
     model = mlp()
     assert set(pruning.scores(model, "magnitude")) == set(weight_names(model))
-    assert set(pruning.scores(model, "magnitude", include_biases=True)) == {n for n, _ in model.named_parameters()}
+    everything = {n for n, _ in model.named_parameters()}
+    assert set(pruning.scores(model, "magnitude", include_biases=True)) == everything
 
 
 # ---------------------------------------------------------------- structured removal
@@ -283,7 +293,8 @@ def test_structured_removal_keeps_the_outputs_with_fewer_parameters():
     small, counts = pruning.structured_remove(model, kept)
     reference = pruning.apply(copy.deepcopy(model), kept)(x)
     assert torch.allclose(small(x), reference, atol=1e-6)
-    assert counts["parameters"][1] < counts["parameters"][0] == sum(p.numel() for p in model.parameters())
+    before, after = counts["parameters"]
+    assert after < before == sum(p.numel() for p in model.parameters())
 
 
 # ---------------------------------------------------------------- schedules
@@ -313,7 +324,8 @@ def test_sweep_fills_every_cell_and_reports_progress(digits):
                            progress=seen.append)
     assert np.isfinite(result.accuracy).all() and np.isfinite(result.cka).all()
     sizes = [p.numel() for p in model.parameters() if p.dim() > 1]
-    assert np.allclose(np.average(result.layer_sparsity, axis=2, weights=sizes), [[0.5, 0.9]] * 2, atol=1e-3)
+    overall = np.average(result.layer_sparsity, axis=2, weights=sizes)
+    assert np.allclose(overall, [[0.5, 0.9]] * 2, atol=1e-3)
     assert seen == [0.25, 0.5, 0.75, 1.0] and set(result.corruptions) == {
         "noise 0.5", "noise 1", "blur 1", "contrast 0.5", "dropout 0.25"}
 
@@ -331,9 +343,11 @@ def test_sweep_stops_when_progress_raises(digits):
 # ---------------------------------------------------------------- measures
 
 
-@pytest.mark.parametrize("kind,level", [("noise", 1.0), ("blur", 1.0), ("contrast", 0.5), ("dropout", 0.3)])
+@pytest.mark.parametrize("kind,level", [("noise", 1.0), ("blur", 1.0), ("contrast", 0.5),
+                                        ("dropout", 0.3)])
 def test_corruptions_keep_shape_and_bounds(digits, kind, level):
-    out = pruning.corrupt(digits.x_test, kind, level, input_shape=digits.input_shape, bounds=(0.0, 1.0))
+    out = pruning.corrupt(digits.x_test, kind, level, input_shape=digits.input_shape,
+                          bounds=(0.0, 1.0))
     assert out.shape == digits.x_test.shape and out.min() >= 0 and out.max() <= 1
     assert not torch.equal(out, digits.x_test)
 
@@ -346,7 +360,10 @@ def test_image_corruptions_refuse_data_that_is_not_images():
 def test_mask_overlap_is_the_jaccard_index_of_the_kept_weights():
     a = {"w": torch.rand(6, 7) > 0.5, "v": torch.rand(9) > 0.3}
     b = {"w": torch.rand(6, 7) > 0.5, "v": torch.rand(9) > 0.3}
-    kept = lambda m: {(n, i) for n, t in m.items() for i in t.reshape(-1).nonzero().flatten().tolist()}  # noqa: E731
+
+    def kept(m):
+        return {(n, i) for n, t in m.items() for i in t.reshape(-1).nonzero().flatten().tolist()}
+
     assert math.isclose(pruning.mask_overlap(a, b), len(kept(a) & kept(b)) / len(kept(a) | kept(b)))
 
 
@@ -365,5 +382,13 @@ def test_last_layer_geometry_matches_angles_computed_by_hand(tiny):
 
 def test_unpruned_model_has_cka_one_and_no_flips():
     model, x = mlp(), torch.randn(64, 10)
-    assert all(math.isclose(v, 1.0, rel_tol=1e-6) for v in pruning.cka_to_dense(model, model, x).values())
+    cka = pruning.cka_to_dense(model, model, x)
+    assert all(math.isclose(v, 1.0, rel_tol=1e-6) for v in cka.values())
     assert len(pruning.flips(model, model, x)) == 0
+
+
+def test_top_eigenvalue_is_the_dense_hessians_largest_in_size(tiny):
+    model, x, y = tiny
+    eigenvalues = torch.linalg.eigvalsh(dense_hessian(model, x, y))
+    largest = float(eigenvalues[eigenvalues.abs().argmax()])
+    assert math.isclose(pruning.top_eigenvalue(model, x, y, iters=500), largest, rel_tol=1e-3)

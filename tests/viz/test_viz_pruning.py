@@ -4,7 +4,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import plotly.graph_objects as go
 
 from engine.results import LastLayerGeometry, LotteryTickets, PruningSweep
 from viz.pruning import (
@@ -67,7 +66,8 @@ def test_mask_images_draw_small_layers_only():
     masks = {"small": rng.uniform(size=(4, 6)) > 0.5, "conv": rng.uniform(size=(3, 2, 3, 3)) > 0.5,
              "big": np.ones((300, 300), dtype=bool)}
     fig = assert_valid(mask_images(masks))
-    assert [t.name for t in fig.data] == ["small", "conv"] and np.asarray(fig.data[1].z).shape == (3, 18)
+    assert [t.name for t in fig.data] == ["small", "conv"]
+    assert np.asarray(fig.data[1].z).shape == (3, 18)  # channels x (inputs * kernel)
 
 
 def test_geometry_scatter_colours_correct_and_incorrect_samples():
@@ -76,14 +76,17 @@ def test_geometry_scatter_colours_correct_and_incorrect_samples():
                                  np.arange(n) % 3 > 0, np.arange(n) % 10)
     fig = assert_valid(geometry_scatter(geometry))
     assert [t.name for t in fig.data] == ["correct", "incorrect"]
-    assert [len(t.x) for t in fig.data] == [int(geometry.correct.sum()), int((~geometry.correct).sum())]
+    right = int(geometry.correct.sum())
+    assert [len(t.x) for t in fig.data] == [right, n - right]
 
 
 def test_lottery_curves_compare_tickets_with_random_reinit_on_a_log_density_axis():
     density = 0.8 ** np.arange(5)
-    tickets = LotteryTickets(density, np.linspace(0.9, 0.85, 5), np.ones(5), np.linspace(0.9, 0.5, 5), np.ones(5))
+    tickets = LotteryTickets(density, np.linspace(0.9, 0.85, 5), np.ones(5),
+                             np.linspace(0.9, 0.5, 5), np.ones(5))
     fig = assert_valid(lottery_curves(tickets))
-    assert [t.name for t in fig.data] == ["ticket", "random re-init"] and fig.layout.xaxis.type == "log"
+    assert [t.name for t in fig.data] == ["ticket", "random re-init"]
+    assert fig.layout.xaxis.type == "log"
 
 
 def test_empty_results_give_a_no_data_figure():

@@ -1,0 +1,248 @@
+"""Pruning figures: accuracy against sparsity, where the pruned weights are, how the pruned
+models differ from the dense one, and lottery tickets against their control.
+
+Builders take the plain results of engine.results (`PruningSweep`, `LotteryTickets`,
+`LastLayerGeometry`) or plain dicts of numpy masks, and return plotly figures. Each method
+has one colour in every figure (`method_color`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from engine.results import LastLayerGeometry, LotteryTickets, PruningSweep, SimilarityMatrix
+from viz.geometry import similarity_heatmap
+from viz.style import (
+    CLASS_COLORS, COUNT_SCALE, OUTLINE_COLOR, REFERENCE_COLOR, base_layout, class_color, no_data,
+    scatter_trace,
+)
+from viz.training import format_accuracy_axis, has_finite
+
+# A fixed colour per known method, so a method looks the same whatever else is compared.
+METHOD_COLORS = {
+    "magnitude": CLASS_COLORS[0], "taylor": CLASS_COLORS[1], "grasp": CLASS_COLORS[2],
+    "synflow": CLASS_COLORS[3], "synflow_iterative": CLASS_COLORS[4], "snip": CLASS_COLORS[5],
+    "obd": CLASS_COLORS[6], "l2_neuron": CLASS_COLORS[7], "l1_neuron": CLASS_COLORS[8],
+    "random": CLASS_COLORS[9], "oba": OUTLINE_COLOR,
+}
+OUTCOME_COLORS = {True: CLASS_COLORS[4], False: CLASS_COLORS[2]}  # correct green, wrong red
+MASK_IMAGE_LIMIT = 20_000  # layers with more weights than this are not drawn as images
+MASK_IMAGE_COLUMNS = 3
+
+
+def method_color(name: str, index: int = 0) -> str:
+    """The method's fixed colour; an unknown method takes the palette colour of its index."""
+    return METHOD_COLORS.get(name, class_color(index))
+
+
+def _metric(sweep: PruningSweep) -> tuple[str, np.ndarray, float]:
+    """Accuracy when there is one (classification), else the loss, with the dense value."""
+    if has_finite(np.asarray(sweep.accuracy, dtype=float)):
+        return "test accuracy", np.asarray(sweep.accuracy, dtype=float), sweep.dense_accuracy
+    return "test loss", np.asarray(sweep.loss, dtype=float), sweep.dense_loss
+
+
+def _dense_line(fig: go.Figure, value: float, label: str = "dense") -> None:
+    if value is not None and math.isfinite(value):
+        fig.add_hline(y=value, line={"color": REFERENCE_COLOR, "dash": "dot", "width": 1},
+                      annotation_text=label, annotation_position="bottom left")
+
+
+def accuracy_curves(sweep: PruningSweep, *, corrupted: bool = True,
+                    title: str | None = None) -> go.Figure:
+    """Test accuracy against sparsity, one colour per method: clean solid, corrupted dashed.
+
+    The corrupted curve is the mean accuracy over the sweep's corruptions. A dotted line marks
+    the dense model. For regression the test loss is shown instead (no corruptions).
+
+    Args:
+        sweep: the methods x sparsities results.
+        corrupted: draw the corrupted curves too.
+        title: the figure's title.
+    """
+    name, values, dense = _metric(sweep)
+    fig = go.Figure()
+    if not len(sweep.methods) or not len(sweep.sparsities):
+        return base_layout(no_data(fig), title)
+    show_corrupted = corrupted and name == "test accuracy" and has_finite(
+        np.asarray(sweep.corrupted_accuracy, dtype=float))
+    x = np.asarray(sweep.sparsities, dtype=float)
+    for i, method in enumerate(sweep.methods):
+        color = method_color(method, i)
+        fig.add_trace(go.Scatter(
+            x=x, y=values[i], name=method, legendgroup=method, mode="lines+markers",
+            line={"color": color, "width": 2}, marker={"color": color, "size": 6},
+            hovertemplate=f"{method}<br>sparsity %{{x:.1%}}<br>{name} %{{y:.3f}}<extra></extra>"))
+        if show_corrupted:
+            fig.add_trace(go.Scatter(
+                x=x, y=sweep.corrupted_accuracy[i], name=f"{method} (corrupted)",
+                legendgroup=method, showlegend=False, mode="lines+markers",
+                line={"color": color, "width": 2, "dash": "dash"},
+                marker={"color": color, "size": 5, "symbol": "circle-open"},
+                hovertemplate=(f"{method}, corrupted<br>sparsity %{{x:.1%}}<br>"
+                               "mean accuracy %{y:.3f}<extra></extra>")))
+    _dense_line(fig, dense)
+    if show_corrupted:
+        _dense_line(fig, sweep.dense_corrupted_accuracy, "dense, corrupted")
+    fig.update_xaxes(title_text="sparsity (weights pruned)", tickformat=".0%")
+    fig.update_yaxes(title_text=name + (" (dashed: corrupted)" if show_corrupted else ""))
+    if name == "test accuracy":
+        format_accuracy_axis(fig, values)
+    return base_layout(fig, title)
+
+
+def _grouped_bars(groups: list[str], values: np.ndarray, methods: list[str],
+                  hover_name: str) -> go.Figure:
+    """One bar per method in each group; values is (M, G)."""
+    fig = go.Figure()
+    for i, method in enumerate(methods):
+        fig.add_trace(go.Bar(
+            x=groups, y=values[i], name=method, marker={"color": method_color(method, i)},
+            hovertemplate=f"{method}<br>%{{x}}<br>{hover_name} %{{y:.3f}}<extra></extra>"))
+    fig.update_layout(barmode="group")
+    fig.update_xaxes(type="category")
+    return fig
+
+
+def layer_sparsity_bars(sweep: PruningSweep, sparsity_index: int = -1, *,
+                        title: str | None = None) -> go.Figure:
+    """How each method spreads its pruning over the layers, at one overall sparsity.
+
+    Args:
+        sweep: the results.
+        sparsity_index: which of `sweep.sparsities` to show.
+        title: the figure's title; by default it names the sparsity.
+    """
+    if not len(sweep.methods) or not len(sweep.sparsities) or not len(sweep.layers):
+        return base_layout(no_data(go.Figure()), title)
+    target = float(sweep.sparsities[sparsity_index])
+    fig = _grouped_bars(list(sweep.layers), np.asarray(sweep.layer_sparsity)[:, sparsity_index],
+                        list(sweep.methods), "sparsity")
+    fig.update_yaxes(title_text="fraction pruned", range=[0, 1.02], tickformat=".0%")
+    return base_layout(fig, title or f"per-layer sparsity at {target:.0%} overall")
+
+
+def cka_bars(sweep: PruningSweep, sparsity_index: int = -1, *,
+             title: str | None = None) -> go.Figure:
+    """Linear CKA of each layer to the dense model's, one bar per method (1: the same
+    representation up to rotation and scale)."""
+    if not len(sweep.methods) or not len(sweep.sparsities) or not len(sweep.cka_layers):
+        return base_layout(no_data(go.Figure()), title)
+    target = float(sweep.sparsities[sparsity_index])
+    fig = _grouped_bars(list(sweep.cka_layers), np.asarray(sweep.cka)[:, sparsity_index],
+                        list(sweep.methods), "CKA to dense")
+    fig.update_yaxes(title_text="linear CKA to the dense model", range=[0, 1.02])
+    return base_layout(fig, title or f"similarity to the dense model at {target:.0%} sparsity")
+
+
+def overlap_heatmap(sweep: PruningSweep, sparsity_index: int = -1, *,
+                    title: str | None = None) -> go.Figure:
+    """Which methods keep the same weights: the Jaccard index of their masks (1: identical)."""
+    if not len(sweep.methods) or not len(sweep.sparsities):
+        return base_layout(no_data(go.Figure()), title)
+    target = float(sweep.sparsities[sparsity_index])
+    view = SimilarityMatrix(np.asarray(sweep.overlap)[sparsity_index], list(sweep.methods),
+                            list(sweep.methods), measure="kept-weight overlap (Jaccard)")
+    return similarity_heatmap(view, title=title or f"mask overlap at {target:.0%} sparsity")
+
+
+def _as_image(mask: np.ndarray) -> np.ndarray:
+    """A weight's mask as a 2-D image: rows are output units, columns everything else."""
+    mask = np.asarray(mask, dtype=float)
+    return mask.reshape(len(mask), -1) if mask.ndim > 1 else mask[None, :]
+
+
+def mask_images(masks: Mapping[str, np.ndarray], *, limit: int = MASK_IMAGE_LIMIT,
+                title: str | None = None) -> go.Figure:
+    """Each small layer's mask as an image: dark where a weight is kept, white where pruned.
+
+    Rows are output units (a structured method empties whole rows); convolution weights show
+    each channel's inputs and kernel along the row.
+
+    Args:
+        masks: layer name -> 0/1 or bool array of the weight's shape.
+        limit: layers with more entries than this are left out.
+        title: the figure's title.
+    """
+    small = {name: _as_image(m) for name, m in masks.items() if np.asarray(m).size <= limit}
+    if not small:
+        return base_layout(no_data(go.Figure(), "no layer is small enough to draw"), title)
+    columns = min(MASK_IMAGE_COLUMNS, len(small))
+    rows = math.ceil(len(small) / columns)
+    titles = [f"{name}: {image.mean():.0%} kept" for name, image in small.items()]
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=titles,
+                        horizontal_spacing=0.06, vertical_spacing=0.12)
+    for k, (name, image) in enumerate(small.items()):
+        fig.add_trace(go.Heatmap(
+            z=image, coloraxis="coloraxis", name=name,
+            hovertemplate=f"{name}<br>unit %{{y}}, input %{{x}}<br>kept %{{z:.0f}}<extra></extra>"),
+            row=k // columns + 1, col=k % columns + 1)
+    fig.update_layout(coloraxis={"colorscale": COUNT_SCALE, "cmin": 0, "cmax": 1,
+                                 "showscale": False})
+    fig.update_yaxes(autorange="reversed", showticklabels=False)
+    fig.update_xaxes(showticklabels=False)
+    return base_layout(fig, title, height=max(300, 260 * rows))
+
+
+def geometry_scatter(geometry: LastLayerGeometry, *, title: str | None = None) -> go.Figure:
+    """Each sample's feature norm against its angle to the true class weight (Li et al. 2022),
+    green when classified correctly and red when not; hover for the angular margin.
+
+    Correct samples sit at small angles; a larger feature norm at the same angle means a more
+    confident logit.
+    """
+    fig = go.Figure()
+    angle = np.asarray(geometry.angle, dtype=float)
+    if angle.size == 0:
+        return base_layout(no_data(fig), title)
+    correct = np.asarray(geometry.correct, dtype=bool)
+    for outcome, name in ((True, "correct"), (False, "incorrect")):
+        chosen = correct == outcome
+        if not chosen.any():
+            continue
+        fig.add_trace(scatter_trace(
+            int(chosen.sum()), x=angle[chosen], y=np.asarray(geometry.feature_norm)[chosen],
+            mode="markers", name=name,
+            marker={"color": OUTCOME_COLORS[outcome], "size": 6, "opacity": 0.7,
+                    "line": {"color": OUTLINE_COLOR, "width": 0.3}},
+            customdata=np.stack([np.asarray(geometry.margin)[chosen],
+                                 np.asarray(geometry.labels)[chosen]], axis=1),
+            hovertemplate=("class %{customdata[1]:.0f}<br>angle %{x:.1f}°<br>norm %{y:.2f}"
+                           "<br>margin %{customdata[0]:.1f}°<extra></extra>")))
+    fig.update_xaxes(title_text="angle to the true class weight (degrees)")
+    fig.update_yaxes(title_text="feature norm ||f||")
+    return base_layout(fig, title)
+
+
+def lottery_curves(tickets: LotteryTickets, *, title: str | None = None) -> go.Figure:
+    """Test accuracy against the fraction of weights kept: winning tickets (rewound to their
+    init) against the same masks randomly re-initialised. Density falls to the right."""
+    density = np.asarray(tickets.density, dtype=float)
+    fig = go.Figure()
+    if density.size == 0:
+        return base_layout(no_data(fig), title)
+    ticket = np.asarray(tickets.ticket_accuracy, dtype=float)
+    use_loss = not has_finite(ticket)
+    name = "test loss" if use_loss else "test accuracy"
+    series = {"ticket": tickets.ticket_loss if use_loss else ticket,
+              "random re-init": tickets.control_loss if use_loss else tickets.control_accuracy}
+    for k, (label, values) in enumerate(series.items()):
+        values = np.asarray(values, dtype=float)
+        if not has_finite(values[1:]) and k:
+            continue  # no control ran
+        fig.add_trace(go.Scatter(
+            x=density, y=values, name=label, mode="lines+markers",
+            line={"color": class_color(k), "width": 2, "dash": "dash" if k else "solid"},
+            marker={"color": class_color(k), "size": 6},
+            hovertemplate=f"{label}<br>%{{x:.1%}} kept<br>{name} %{{y:.3f}}<extra></extra>"))
+    _dense_line(fig, float(series["ticket"][0]))
+    fig.update_xaxes(title_text="weights kept (log scale)", type="log", autorange="reversed",
+                     tickformat=".1%")
+    fig.update_yaxes(title_text=name)
+    if not use_loss:
+        format_accuracy_axis(fig, ticket)
+    return base_layout(fig, title)

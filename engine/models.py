@@ -362,12 +362,21 @@ def lr_multipliers(model: nn.Module, optimizer: str, base_width: int = 64) -> di
     Adam x 1. Standard and NTK: 1 everywhere.
     """
     adaptive = optimizer == "adam"
-    out = {}
-    for module_name, module in model.named_modules():
-        for pname, _ in module.named_parameters(recurse=False):
-            name = f"{module_name}.{pname}" if module_name else pname
-            out[name] = _multiplier(module, pname, adaptive, base_width)
-    return out
+    return {name: _multiplier(*_owner(model, name), adaptive, base_width)
+            for name, _ in model.named_parameters()}
+
+
+def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    """The layer a parameter belongs to, and the parameter's own name in it.
+
+    A masked (pruned) weight lives at `<layer>.parametrizations.weight.original`
+    (torch.nn.utils.parametrize); it still belongs to <layer>.
+    """
+    parts = name.split(".")
+    if "parametrizations" in parts:
+        i = parts.index("parametrizations")
+        return model.get_submodule(".".join(parts[:i])), parts[i + 1]
+    return model.get_submodule(".".join(parts[:-1])), parts[-1]
 
 
 def _multiplier(module: nn.Module, pname: str, adaptive: bool, base_width: int) -> float:

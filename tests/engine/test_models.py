@@ -158,3 +158,12 @@ def test_mup_sgd_learning_rates_follow_the_width():
 def test_standard_learning_rates_are_untouched():
     model = build(ModelSpec(width=256), (3,), 2)
     assert set(lr_multipliers(model, "sgd").values()) == {1.0}
+
+
+def test_pruned_weights_keep_their_mup_learning_rates():
+    from engine import pruning
+    model = build(ModelSpec(width=256, parametrization="mup", base_width=64), (3,), 2)
+    before = lr_multipliers(model, "sgd")
+    pruning.apply(model, pruning.masks(pruning.scores(model, "magnitude"), 0.5))
+    after = lr_multipliers(model, "sgd")
+    assert after["layers.out.parametrizations.weight.original"] == before["layers.out.weight"] == 0.25

@@ -11,5 +11,6 @@ navigation = st.navigation([
     st.Page("app_pages/ntk.py", title="Neural tangent kernel", icon=":material/hub:"),
     st.Page("app_pages/geometry.py", title="Representation geometry", icon=":material/scatter_plot:"),
     st.Page("app_pages/levelset.py", title="Level sets", icon=":material/conversion_path:"),
+    st.Page("app_pages/pruning.py", title="Pruning", icon=":material/content_cut:"),
 ])
 navigation.run()

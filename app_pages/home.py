@@ -37,8 +37,8 @@ LENSES = [
      "app_pages/levelset.py"),
     ("Pruning",
      "Prune by many criteria, one-shot or iteratively, and compare accuracy, robustness and "
-     "last-layer geometry side by side. Lottery tickets included.",
-     None),
+     "last-layer geometry side by side.",
+     "app_pages/pruning.py"),
 ]
 
 

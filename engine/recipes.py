@@ -6,19 +6,20 @@ returns one result dataclass of `engine.results` (which `engine.analysis` caches
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 import torch
 
-from engine import geometry, hessian, landscape, lazy, levelset, ntk
+from engine import geometry, hessian, landscape, lazy, levelset, ntk, pruning
 from engine.experiment import Experiment, load_dataset, load_model
 from engine.models import Centered
 from engine.results import (ConfidenceMap, Eigenfunctions, Embedding, GeometryCurves, KernelSpectrum,
-                            KernelTrajectory, LevelSetPath, RDMSet, Sharpness, SimilarityMatrix, SpectralDensity,
+                            KernelTrajectory, LastLayerGeometry, LevelSetPath, PruningSweep, RDMSet, Sharpness, SimilarityMatrix, SpectralDensity,
                             Surface, TargetPower, TriangleConfidence, Trajectory)
-from engine.train import make_loss
+from engine.train import TrainConfig, make_loss
 
 
 @dataclass
@@ -315,3 +316,34 @@ def levelset_map(ctx, store, run_id: str, *, step: Optional[int] = None, class_i
         raise ValueError("The confidence map is drawn for data with two features.")
     x = torch.cat([data.x_train, data.x_test])
     return levelset.confidence_map(model, class_index, _span(x[:, 0], grid), _span(x[:, 1], grid))
+
+
+# ---------------------------------------------------------------- pruning
+
+
+def _finetune_config(store, run_id: str, steps: int) -> TrainConfig:
+    """The run's own optimizer settings, for `steps` steps of fine-tuning."""
+    config = Experiment.from_dict(store.settings(run_id)).train
+    return dataclasses.replace(config, steps=max(steps, 1), eval_every=max(steps, 1),
+                               checkpoint_every=max(steps, 1))
+
+
+def pruning_sweep(ctx, store, run_id: str, *, methods: tuple = ("magnitude", "random"),
+                  sparsities: tuple = (0.5, 0.8, 0.9), finetune_steps: int = 0,
+                  scope: str = "global") -> PruningSweep:
+    """Prune the run's final model by every method at every sparsity, fine-tune, measure."""
+    model, data = load_model(store, run_id), load_dataset(store, run_id)
+    return pruning.sweep(model, data, list(methods), list(sparsities), finetune_steps,
+                         train_config=_finetune_config(store, run_id, finetune_steps), scope=scope,
+                         device="cpu", progress=_progress(ctx))
+
+
+def pruned_geometry(ctx, store, run_id: str, *, method: str = "magnitude", sparsity: float = 0.9,
+                    finetune_steps: int = 0, scope: str = "global") -> LastLayerGeometry:
+    """Last-layer geometry (feature norm, angle to the true class, margin) of one pruned model."""
+    model, data = load_model(store, run_id), load_dataset(store, run_id)
+    if data.task != "classification":
+        raise ValueError("Last-layer geometry needs a classifier; this run is a regression.")
+    pruned = pruning.one_shot(model, method, sparsity, data, finetune_steps, scope=scope, device="cpu",
+                              train_config=_finetune_config(store, run_id, finetune_steps))
+    return pruning.last_layer_geometry(pruned.model, data.x_test, data.y_test)

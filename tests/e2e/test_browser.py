@@ -7,10 +7,11 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 PAGES = {"home": "/", "train": "/train", "runs": "/runs", "landscape": "/landscape", "ntk": "/ntk",
-         "geometry": "/geometry", "levelset": "/levelset"}
-NAV = ["Home", "Train", "Runs", "Loss landscape", "Neural tangent kernel", "Representation geometry", "Level sets"]
+         "geometry": "/geometry", "levelset": "/levelset", "pruning": "/pruning"}
+NAV = ["Home", "Train", "Runs", "Loss landscape", "Neural tangent kernel", "Representation geometry", "Level sets",
+       "Pruning"]
 # lens page -> how many charts it draws for a small 2-D classification run
-LENS_CHARTS = {"landscape": 2, "ntk": 7, "geometry": 4, "levelset": 3}
+LENS_CHARTS = {"landscape": 2, "ntk": 7, "geometry": 4, "levelset": 3, "pruning": 5}
 STEP = re.compile(r"step ([\d,]+)")
 SPEED = re.compile(r"([\d,]+) steps/s")
 MIN_STEPS_PER_S = 30  # a 64-wide MLP on moons trains at ~200 steps/s on 2 CPU cores

@@ -106,3 +106,14 @@ def test_levelset_refuses_sample_numbers_outside_the_split(run):
     store, run_id = run
     with pytest.raises(ValueError, match="between 0 and"):
         recipes.levelset_traversal(Quiet(), store, run_id, source=10**6)
+
+
+def test_pruning_sweep_at_zero_fine_tuning_matches_one_shot(run):
+    from engine import pruning
+    from engine.experiment import load_dataset, load_model
+    store, run_id = run
+    sweep = recipes.pruning_sweep(Quiet(), store, run_id, methods=("magnitude",), sparsities=(0.5,))
+    data = load_dataset(store, run_id)
+    pruned = pruning.one_shot(load_model(store, run_id), "magnitude", 0.5, data, 0, device="cpu")
+    accuracy, _ = pruning.evaluate(pruned.model, data.x_test, data.y_test, "ce")
+    assert sweep.accuracy[0, 0] == pytest.approx(accuracy)

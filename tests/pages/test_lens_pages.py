@@ -69,3 +69,10 @@ def test_levelset_draws_the_map_the_profile_and_the_triangle(open_page, stored_r
     at = open_page("levelset")
     at.select_slider(key="ls2:steps").set_value(50).run()
     poll_until_charts(at, lambda specs: len(specs) >= 3)
+
+
+def test_pruning_draws_the_sweep_and_the_last_layer_geometry(open_page, stored_run):
+    at = open_page("pruning")
+    at.multiselect(key="pr:methods").set_value(["magnitude", "random"]).run()
+    at.select_slider(key="pr:finetune").set_value(0).run()
+    poll_until_charts(at, lambda specs: len(specs) >= 5)

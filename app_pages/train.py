@@ -9,7 +9,7 @@ import streamlit as st
 
 from engine import data as datasets
 from engine import presets as preset_files
-from engine.experiment import Experiment, train_job
+from engine.experiment import Experiment, as_text, train_job
 from engine.models import ACTIVATIONS, KINDS, PARAMETRIZATIONS
 from engine.train import LOSSES, OPTIMIZERS
 from app_pages.lab import POLL_S, error_sentence, jobs, owner, store
@@ -62,7 +62,7 @@ def setting_widget(key: str, label: str, default, choices=None, help=None) -> st
     """One setting's widget; returns its value as text (the flat form)."""
     wkey = f"setting:{key}"
     if wkey not in st.session_state:
-        text = url_settings().get(key, _as_text(default))
+        text = url_settings().get(key, as_text(default))
         st.session_state[wkey] = _initial(text, default, choices)
     if choices is not None:
         value = st.selectbox(label, choices, key=wkey, help=help)
@@ -72,15 +72,7 @@ def setting_widget(key: str, label: str, default, choices=None, help=None) -> st
         value = st.number_input(label, step=1, key=wkey, help=help)
     else:
         value = st.text_input(label, key=wkey, help=help)
-    return _as_text(value)
-
-
-def _as_text(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    return as_text(value)
 
 
 def _initial(text: str, default, choices):

@@ -61,9 +61,9 @@ class Experiment:
     def to_flat(self) -> dict[str, str]:
         """Every setting as `key -> text`, the form query parameters take."""
         flat = {"data": self.data}
-        flat.update({f"data.{k}": _text(v) for k, v in self.data_options.items()})
-        flat.update({f"model.{k}": _text(v) for k, v in self.model.to_dict().items()})
-        flat.update({f"train.{k}": _text(v) for k, v in self.train.to_dict().items()})
+        flat.update({f"data.{k}": as_text(v) for k, v in self.data_options.items()})
+        flat.update({f"model.{k}": as_text(v) for k, v in self.model.to_dict().items()})
+        flat.update({f"train.{k}": as_text(v) for k, v in self.train.to_dict().items()})
         return flat
 
     @classmethod
@@ -104,12 +104,13 @@ def _hints(cls) -> dict[str, Any]:
     return get_type_hints(cls)
 
 
-def _text(value) -> str:
+def as_text(value) -> str:
+    """A setting's value as the text of a flat key (None is empty; lists are comma-separated)."""
     if value is None:
         return ""
     if isinstance(value, (list, tuple)):
-        return ",".join(_text(v) for v in value)
-    return str(value)
+        return ",".join(as_text(v) for v in value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _parse_typed(text: str, hint, default):

@@ -14,13 +14,7 @@ from engine.models import ModelSpec, build
 XS, YS = np.linspace(-1.0, 1.0, 5), np.array([-0.5, 0.0, 0.75])  # a non-square 3 x 5 grid
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and leave the other cores to other tests)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

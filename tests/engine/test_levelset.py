@@ -10,13 +10,7 @@ from engine import levelset
 from engine.results import LevelSetPath, from_arrays, to_arrays
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and leave the other cores to other tests)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def linear_model(d=5, seed=0):

@@ -99,12 +99,20 @@ def curvature(run_id: str, step, s: dict) -> None:
 
 
 def compare_runs(run_ids: list[str], s: dict) -> None:
-    """Two to four runs at their last checkpoints, on one colour scale and shared axes."""
+    """Two to four runs at their last checkpoints, on one colour scale and shared axes, and
+    the straight path between the first two (its bump is the barrier of mode connectivity)."""
     surfaces = [best_surface(run_id, None, s) for run_id in run_ids]
-    if any(surface is None for surface in surfaces):
-        return
-    st.plotly_chart(figures.compare(surfaces, titles=[r[-6:] for r in run_ids], log=s["log"], clip=s["clip"]),
-                    key="ls-compare", width="stretch")
+    if all(surface is not None for surface in surfaces):
+        st.plotly_chart(figures.compare(surfaces, titles=[r[-6:] for r in run_ids], log=s["log"], clip=s["clip"]),
+                        key="ls-compare", width="stretch")
+    st.subheader("Straight path between the first two runs")
+    paths = {split: analysis_result("interpolation", run_ids[0], dict(other=run_ids[1], split=split,
+                                                                        samples=s["samples"]),
+                                    recipes.interpolation, label=f"Interpolation ({split})")
+             for split in ("train", "test")}
+    if all(path is not None for path in paths.values()):
+        st.plotly_chart(figures.curves(paths["train"], paths["test"], x_title="t (0: first run, 1: second run)",
+                                       log_y=s["log"]), key="ls-interpolation", width="stretch")
 
 
 def landscape_page() -> None:

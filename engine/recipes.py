@@ -17,7 +17,7 @@ from engine import geometry, hessian, landscape, lazy, levelset, ntk, pruning
 from engine.experiment import Experiment, load_dataset, load_model
 from engine.models import Centered
 from engine.results import (ConfidenceMap, Eigenfunctions, Embedding, GeometryCurves, KernelSpectrum,
-                            KernelTrajectory, LastLayerGeometry, LevelSetPath, PruningSweep, RDMSet, Sharpness, SimilarityMatrix, SpectralDensity,
+                            KernelTrajectory, LastLayerGeometry, LevelSetPath, LinearPath, PruningSweep, RDMSet, Sharpness, SimilarityMatrix, SpectralDensity,
                             Surface, TargetPower, TriangleConfidence, Trajectory)
 from engine.train import TrainConfig, make_loss
 
@@ -87,6 +87,20 @@ def trajectory_surface(ctx, store, run_id: str, *, split: str = "train", samples
     xs, ys = landscape.grid_around(plane.coords, resolution, margin)
     return landscape.surface(run.model, run.loss, run.x, run.y, plane.d1, plane.d2, xs=xs, ys=ys,
                              center=plane.origin, progress=_progress(ctx))
+
+
+def interpolation(ctx, store, run_id: str, *, other: str, split: str = "train", samples: Optional[int] = 2000,
+                  points: int = 25) -> LinearPath:
+    """The loss along the straight line from this run's final weights to another run's, and its
+    barrier (linear mode connectivity; Goodfellow et al. 2015, Frankle et al. 2020)."""
+    run = run_data(store, run_id, None, split, samples)
+    end = load_model(store, other)
+    mine, theirs = run.model.state_dict(), end.state_dict()
+    if mine.keys() != theirs.keys() or any(mine[k].shape != theirs[k].shape for k in mine):
+        raise ValueError("The two runs have different architectures; a straight path between "
+                         "their weights needs the same model.")
+    ts = np.linspace(-0.25, 1.25, points)
+    return landscape.linear_path(run.model, end, run.loss, run.x, run.y, ts=ts)
 
 
 def trajectory(ctx, store, run_id: str, *, split: str = "train", samples: Optional[int] = 2000) -> Trajectory:

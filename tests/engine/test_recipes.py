@@ -117,3 +117,22 @@ def test_pruning_sweep_at_zero_fine_tuning_matches_one_shot(run):
     pruned = pruning.one_shot(load_model(store, run_id), "magnitude", 0.5, data, 0, device="cpu")
     accuracy, _ = pruning.evaluate(pruned.model, data.x_test, data.y_test, "ce")
     assert sweep.accuracy[0, 0] == pytest.approx(accuracy)
+
+
+def test_interpolation_ends_at_the_two_runs_losses(run):
+    store, run_id = run
+    experiment = Experiment("moons", {"n": 200}, ModelSpec(width=8, seed=1),
+                            TrainConfig(steps=60, eval_every=20, checkpoint_every=20))
+    other = train_job(Quiet(), experiment, store=store, device="cpu")["run_id"]
+    path = recipes.interpolation(Quiet(), store, run_id, other=other, samples=100)
+    a, b = (recipes.run_data(store, r, samples=100) for r in (run_id, other))
+    assert path.settings["loss_a"] == pytest.approx(a.loss(a.model(a.x), a.y).item(), rel=1e-5)
+    assert path.settings["loss_b"] == pytest.approx(b.loss(b.model(b.x), b.y).item(), rel=1e-5)
+
+
+def test_interpolation_refuses_different_architectures(run):
+    store, run_id = run
+    experiment = Experiment("moons", {"n": 200}, ModelSpec(width=5), TrainConfig(steps=5))
+    other = train_job(Quiet(), experiment, store=store, device="cpu")["run_id"]
+    with pytest.raises(ValueError, match="different architectures"):
+        recipes.interpolation(Quiet(), store, run_id, other=other)

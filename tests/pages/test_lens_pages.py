@@ -76,3 +76,12 @@ def test_pruning_draws_the_sweep_and_the_last_layer_geometry(open_page, stored_r
     at.multiselect(key="pr:methods").set_value(["magnitude", "random"]).run()
     at.select_slider(key="pr:finetune").set_value(0).run()
     poll_until_charts(at, lambda specs: len(specs) >= 5)
+
+
+def test_landscape_compares_two_runs_and_the_path_between_them(open_page, stored_run):
+    experiment = Experiment("moons", {"n": 200}, ModelSpec(width=8, seed=1), TrainConfig(steps=40))
+    other = train_job(Quiet(), experiment, store=lab.store(), device="cpu")["run_id"]
+    at = open_page("landscape")
+    at.toggle(key="ls:compare").set_value(True).run()
+    at.multiselect(key="picker:runs").set_value([stored_run, other]).run()
+    poll_until_charts(at, lambda specs: len(specs) >= 2 and any("barrier" in str(s["layout"].get("title")) for s in specs))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages.lab import analysis_result, checkpoint_picker, run_picker, store
+from app_pages.lab import analysis_result, chart, checkpoint_picker, run_picker, store
 from engine import recipes
 from engine.experiment import load_model
 from viz import geometry as figures
@@ -53,25 +53,24 @@ def geometry_page() -> None:
                                                           samples=s["samples"]), recipes.embedding,
                                label=f"{s['method'].upper()} of {s['layer']}")
         if view is not None:
-            st.plotly_chart(figures.embedding_scatter(view, title=f"{s['layer']} at step {step:,}"),
-                            key="geo-embedding", width="stretch")
+            chart(figures.embedding_scatter(view, title=f"{s['layer']} at step {step:,}"), "geo-embedding",
+                  result=view)
     with right:
         cka = analysis_result("layer-cka", run_id, dict(step=step, samples=s["samples"]),
                               recipes.layer_similarity, label="CKA between layers")
         if cka is not None:
-            st.plotly_chart(figures.similarity_heatmap(cka, title="Linear CKA between layers"),
-                            key="geo-cka", width="stretch")
+            chart(figures.similarity_heatmap(cka, title="Linear CKA between layers"), "geo-cka", result=cka)
     rdms = analysis_result("rsa", run_id, dict(step=step, layer=s["layer"], samples=min(s["samples"], 300)),
                            recipes.representational_dissimilarity, label="Dissimilarity matrices")
     if rdms is not None:
-        st.plotly_chart(figures.rdm_panels(rdms, title="RSA: input, target and layer (samples sorted by label)"),
-                        key="geo-rsa", width="stretch")
+        chart(figures.rdm_panels(rdms, title="RSA: input, target and layer (samples sorted by label)"), "geo-rsa",
+              result=rdms)
     st.subheader("Over training")
     curves = analysis_result("geometry-curves", run_id, dict(samples=s["samples"]),
                              recipes.geometry_over_training, label="Geometry at every checkpoint")
     if curves is not None:
         shown = [m for m in MEASURES if m in curves.values]
-        st.plotly_chart(figures.geometry_curves(curves, shown), key="geo-curves", width="stretch")
+        chart(figures.geometry_curves(curves, shown), "geo-curves", result=curves)
         st.caption("cka_to_init: similarity to the same layer at initialisation (1: the layer has not moved). "
                    "cka_input / cka_target: alignment with the input and target kernels. NC1: within-class "
                    "over between-class variability; NC2: distance of class means from a simplex; NC3: "

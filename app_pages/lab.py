@@ -139,3 +139,30 @@ def _progress(job_id: str) -> None:
     left.progress(min(max(state.progress, 0.0), 1.0), text=state.message or f"{state.label}…")
     if right.button("Cancel", key=f"cancel:{job_id}"):
         jobs().cancel(job_id, owner())
+
+
+# ---------------------------------------------------------------- export
+
+
+def chart(figure, key: str, *, result=None, name: str = "", container=None) -> None:
+    """A plotly chart with, when a result is given, downloads of its numbers and the figure.
+
+    The files are made only when a download is clicked (deferred data), so an export costs
+    nothing on the page's reruns.
+    """
+    from engine import results
+
+    place = container if container is not None else st
+    place.plotly_chart(figure, key=key, width="stretch")
+    if result is None:
+        return
+    name = name or key
+    with place.popover("Export", icon=":material/download:"):
+        st.download_button("Numbers (.npz)", data=lambda: results.to_npz_bytes(result),
+                           file_name=f"{name}.npz", mime="application/octet-stream", key=f"{key}:npz")
+        if results.to_csv(result) is not None:
+            st.download_button("Table (.csv)", data=lambda: results.to_csv(result), file_name=f"{name}.csv",
+                               mime="text/csv", key=f"{key}:csv")
+        st.download_button("Figure (interactive .html)",
+                           data=lambda: figure.to_html(include_plotlyjs=True, full_html=True),
+                           file_name=f"{name}.html", mime="text/html", key=f"{key}:html")

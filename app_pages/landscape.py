@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages.lab import analysis_result, checkpoint_picker, run_picker
+from app_pages.lab import analysis_result, chart, checkpoint_picker, run_picker
 from engine import recipes
 from viz import landscape as figures
 
@@ -69,10 +69,9 @@ def single_run(run_id: str, s: dict) -> None:
         return
     trajectory = trajectory_for(run_id, s) if s["plane"] != "random directions" else None
     left, right = st.columns(2)
-    left.plotly_chart(figures.contour(surface, trajectory, log=s["log"], clip=s["clip"]),
-                      key="ls-contour", width="stretch")
-    right.plotly_chart(figures.surface_3d(surface, log=s["log"], clip=s["clip"]),
-                       key="ls-3d", width="stretch")
+    chart(figures.contour(surface, trajectory, log=s["log"], clip=s["clip"]), "ls-contour",
+          result=surface, name=f"landscape-{run_id}", container=left)
+    chart(figures.surface_3d(surface, log=s["log"], clip=s["clip"]), "ls-3d", container=right)
     if trajectory is not None:
         st.caption(
             f"The plane explains {100 * trajectory.explained_variance.sum():.1f}% of the trajectory's "
@@ -92,10 +91,10 @@ def curvature(run_id: str, step, s: dict) -> None:
                                   label="Spectral density")
         left, right = st.columns(2)
         if sharp is not None:
-            left.plotly_chart(figures.sharpness(sharp), key="ls-sharpness", width="stretch")
+            chart(figures.sharpness(sharp), "ls-sharpness", result=sharp, container=left)
         if density is not None:
-            right.plotly_chart(figures.spectral_density(density.grid, density.density),
-                               key="ls-density", width="stretch")
+            chart(figures.spectral_density(density.grid, density.density), "ls-density", result=density,
+                  container=right)
 
 
 def compare_runs(run_ids: list[str], s: dict) -> None:
@@ -111,8 +110,9 @@ def compare_runs(run_ids: list[str], s: dict) -> None:
                                     recipes.interpolation, label=f"Interpolation ({split})")
              for split in ("train", "test")}
     if all(path is not None for path in paths.values()):
-        st.plotly_chart(figures.curves(paths["train"], paths["test"], x_title="t (0: first run, 1: second run)",
-                                       log_y=s["log"]), key="ls-interpolation", width="stretch")
+        chart(figures.curves(paths["train"], paths["test"], x_title="t (0: first run, 1: second run)",
+                             log_y=s["log"]), "ls-interpolation", result=paths["train"],
+              name=f"interpolation-{run_ids[0]}-{run_ids[1]}")
 
 
 def landscape_page() -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages.lab import analysis_result, checkpoint_picker, run_picker, store
+from app_pages.lab import analysis_result, chart, checkpoint_picker, run_picker, store
 from engine import recipes
 from engine.experiment import load_dataset
 from viz import levelset as figures
@@ -72,17 +72,17 @@ def levelset_page() -> None:
         cmap = analysis_result("levelset-map", run_id, dict(step=step, class_index=int(path.source_class[0])),
                                recipes.levelset_map, label="Confidence map")
         if cmap is not None:
-            st.plotly_chart(figures.path_on_map(cmap, path), key="lv-map", width="stretch")
+            chart(figures.path_on_map(cmap, path), "lv-map", result=path)
     elif path.input_shape is not None and len(path.input_shape) >= 2:
         for i, name in enumerate(["A", "B"]):
             st.plotly_chart(figures.snapshot_strip(path.pair(i), title=f"Toward target {name}"),
                             key=f"lv-strip-{i}", width="stretch")
     left, right = st.columns(2)
-    left.plotly_chart(figures.path_profile(path), key="lv-profile", width="stretch")
+    chart(figures.path_profile(path), "lv-profile", result=path, container=left)
     triangle = analysis_result("levelset-triangle", run_id, options, recipes.levelset_triangle,
                                label="Triangle of the two end points")
     if triangle is not None:
-        right.plotly_chart(figures.triangle_map(triangle), key="lv-triangle", width="stretch")
+        chart(figures.triangle_map(triangle), "lv-triangle", result=triangle, container=right)
 
 
 levelset_page()

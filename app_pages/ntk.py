@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages.lab import analysis_result, checkpoint_picker, run_picker, store
+from app_pages.lab import analysis_result, chart, checkpoint_picker, run_picker, store
 from engine import recipes
 from viz import ntk as figures
 
@@ -42,11 +42,11 @@ def at_checkpoint(run_id: str, step: int, s: dict, column) -> None:
     with column:
         st.subheader(f"Step {step:,}")
         if spectrum is not None:
-            st.plotly_chart(figures.spectrum_figure(spectrum), key=f"ntk-spectrum-{step}", width="stretch")
+            chart(figures.spectrum_figure(spectrum), f"ntk-spectrum-{step}", result=spectrum)
         if power is not None:
-            st.plotly_chart(figures.target_power_figure(power), key=f"ntk-power-{step}", width="stretch")
+            chart(figures.target_power_figure(power), f"ntk-power-{step}", result=power)
         if functions is not None:
-            st.plotly_chart(figures.eigenfunctions_figure(functions), key=f"ntk-functions-{step}", width="stretch")
+            chart(figures.eigenfunctions_figure(functions), f"ntk-functions-{step}", result=functions)
 
 
 def ntk_page() -> None:
@@ -66,7 +66,7 @@ def ntk_page() -> None:
     trajectory = analysis_result("ntk-trajectory", run_id, dict(samples=min(s["samples"], 200), kind=s["kind"]),
                                  recipes.ntk_trajectory, label="Kernel at every checkpoint")
     if trajectory is not None:
-        st.plotly_chart(figures.kernel_trajectory_figure(trajectory), key="ntk-trajectory", width="stretch")
+        chart(figures.kernel_trajectory_figure(trajectory), "ntk-trajectory", result=trajectory)
 
 
 ntk_page()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages.lab import analysis_result, run_picker
+from app_pages.lab import analysis_result, chart, run_picker
 from engine import pruning, recipes
 from viz import pruning as figures
 
@@ -47,7 +47,7 @@ def pruning_page() -> None:
     sweep = analysis_result("pruning-sweep", run_id, options, recipes.pruning_sweep, label="Pruning sweep")
     if sweep is None:
         return
-    st.plotly_chart(figures.accuracy_curves(sweep), key="pr-curves", width="stretch")
+    chart(figures.accuracy_curves(sweep), "pr-curves", result=sweep, name=f"pruning-{run_id}")
     chosen = st.select_slider("Look closer at sparsity", list(sweep.sparsities), value=sweep.sparsities[-1],
                               key="pr:closer")
     i = list(sweep.sparsities).index(chosen)
@@ -61,7 +61,7 @@ def pruning_page() -> None:
                                     scope=options["scope"]),
                                recipes.pruned_geometry, label="Last-layer geometry")
     if geometry is not None:
-        st.plotly_chart(figures.geometry_scatter(geometry), key="pr-geometry", width="stretch")
+        chart(figures.geometry_scatter(geometry), "pr-geometry", result=geometry)
 
 
 pruning_page()

@@ -146,6 +146,35 @@ def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict):
 # ---------------------------------------------------------------- loss landscapes
 
 
+def to_npz_bytes(result) -> bytes:
+    """A result as one .npz file: its arrays, and its other fields as JSON in `meta`."""
+    import io
+    import json
+
+    arrays, meta = to_arrays(result)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays, meta=np.array(json.dumps(meta, default=str)))
+    return buffer.getvalue()
+
+
+def to_csv(result) -> str | None:
+    """A result as a table, where it is one: the 1-D arrays of one length as columns, and a
+    2-D `loss` over (ys, xs) in long form (one row per grid point). None otherwise."""
+    arrays, _ = to_arrays(result)
+    arrays = {k: v for k, v in arrays.items() if np.issubdtype(v.dtype, np.number) or v.dtype == bool}
+    if "loss" in arrays and arrays["loss"].ndim == 2 and "ys" in arrays:
+        b, a = np.meshgrid(arrays["ys"], arrays["xs"], indexing="ij")
+        columns = {"a": a, "b": b} | {k: v for k, v in arrays.items() if v.shape == a.shape}
+    else:
+        lengths = {v.shape[0] for v in arrays.values() if v.ndim == 1}
+        if len(lengths) != 1:
+            return None
+        columns = {k: v for k, v in arrays.items() if v.ndim == 1}
+    rows = np.stack([np.asarray(v, dtype=float).ravel() for v in columns.values()], axis=1)
+    lines = [",".join(columns)] + [",".join(f"{x:.9g}" for x in row) for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 @dataclass
 class Surface:
     """The loss over a line or a plane of weights: L(center + a*d1 + b*d2).

@@ -2,17 +2,39 @@
 
     python -m engine train data=moons model.width=64 train.steps=2000 [--name NAME] [--no-save]
     python -m engine list
+    python -m engine landscape RUN_ID [--what surface] [resolution=51 span=0.5 ...] [--out DIR]
+    python -m engine ntk|geometry|levelset|prune RUN_ID [--what ...] [key=value ...] [--out DIR]
 
-Settings are the flat keys of `engine.experiment.Experiment` (the same as the Train page's
-URL): `data`, `data.<option>`, `model.<field>`, `train.<field>`.
+Training settings are the flat keys of `engine.experiment.Experiment` (the same as the Train
+page's URL): `data`, `data.<option>`, `model.<field>`, `train.<field>`. A lens command runs
+one analysis of a stored run headless (the same recipe the lens page runs), keeps it in the
+run store, and writes it as .npz (and .csv where it is a table); `python -m viz FILE.npz`
+turns that file into an interactive HTML figure.
 """
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
+from pathlib import Path
 
-from engine.experiment import Experiment, train_job
+from engine import analysis, recipes, results
+from engine.experiment import Experiment, parse, train_job
 from engine.store import RunStore
+
+# lens -> what it can compute -> the recipe (the first is the default)
+LENSES = {
+    "landscape": {"surface": recipes.random_plane_surface, "trajectory-plane": recipes.trajectory_surface,
+                  "trajectory": recipes.trajectory, "interpolation": recipes.interpolation,
+                  "sharpness": recipes.sharpness, "density": recipes.spectral_density},
+    "ntk": {"spectrum": recipes.ntk_spectrum, "eigenfunctions": recipes.ntk_eigenfunctions,
+            "power": recipes.ntk_target_power, "trajectory": recipes.ntk_trajectory},
+    "geometry": {"embedding": recipes.embedding, "cka": recipes.layer_similarity,
+                 "rsa": recipes.representational_dissimilarity, "curves": recipes.geometry_over_training},
+    "levelset": {"traversal": recipes.levelset_traversal, "triangle": recipes.levelset_triangle,
+                 "map": recipes.levelset_map},
+    "prune": {"sweep": recipes.pruning_sweep, "geometry": recipes.pruned_geometry},
+}
 
 
 class PrintingContext:
@@ -55,6 +77,45 @@ def train(args) -> int:
     return 0 if result["status"] == "done" else 1
 
 
+def recipe_settings(recipe, pairs: list[str]) -> dict:
+    """key=value texts read as the types of the recipe's own defaults."""
+    parameters = inspect.signature(recipe).parameters
+    settings = {}
+    for key, text in parse_settings(pairs).items():
+        if key not in parameters or key in ("ctx", "store", "run_id"):
+            names = [n for n in parameters if n not in ("ctx", "store", "run_id")]
+            raise SystemExit(f"'{key}' is not a setting of this analysis; it takes: {', '.join(names)}.")
+        default = parameters[key].default
+        settings[key] = text if default in (None, inspect.Parameter.empty) else parse(text, default)
+        if isinstance(settings[key], list):
+            settings[key] = tuple(settings[key])
+    return settings
+
+
+def analyse(args) -> int:
+    lens = LENSES[args.command]
+    what = args.what or next(iter(lens))
+    if what not in lens:
+        raise SystemExit(f"{args.command} computes one of: {', '.join(lens)}.")
+    recipe, settings = lens[what], recipe_settings(lens[what], args.settings)
+    store = RunStore(args.store)
+    try:
+        result = analysis.cached(None, store, args.run_id, f"cli-{args.command}-{what}", settings, recipe)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"{args.command}-{what}-{args.run_id}"
+    stem.with_suffix(".npz").write_bytes(results.to_npz_bytes(result))
+    print(f"Wrote {stem.with_suffix('.npz')}")
+    table = results.to_csv(result)
+    if table is not None:
+        stem.with_suffix(".csv").write_text(table)
+        print(f"Wrote {stem.with_suffix('.csv')}")
+    return 0
+
+
 def list_runs(args) -> int:
     for run in RunStore(args.store).list():
         print(f"{run.id}  {run.status:9}  {run.steps:>8} steps  {run.name}")
@@ -74,6 +135,13 @@ def main(argv=None) -> int:
     p.set_defaults(run=train)
     p = commands.add_parser("list", help="list saved runs")
     p.set_defaults(run=list_runs)
+    for lens, kinds in LENSES.items():
+        p = commands.add_parser(lens, help=f"compute a {lens} analysis of a stored run ({', '.join(kinds)})")
+        p.add_argument("run_id", help="the run's id (see `list`)")
+        p.add_argument("settings", nargs="*", help="key=value settings of the analysis")
+        p.add_argument("--what", choices=list(kinds), help=f"what to compute (default {next(iter(kinds))})")
+        p.add_argument("--out", default=".", help="folder for the .npz (and .csv) files")
+        p.set_defaults(run=analyse)
     args = parser.parse_args(argv)
     return args.run(args)
 

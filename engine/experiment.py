@@ -87,7 +87,7 @@ class Experiment:
             section, _, item = key.partition(".")
             try:
                 if section == "data" and item in option_defaults:
-                    data_options[item] = _parse(text, option_defaults[item])
+                    data_options[item] = parse(text, option_defaults[item])
                 elif section == "model" and item in _hints(ModelSpec):
                     model[item] = _parse_typed(text, _hints(ModelSpec)[item], getattr(ModelSpec(), item))
                 elif section == "train" and item in _hints(TrainConfig):
@@ -119,11 +119,11 @@ def _parse_typed(text: str, hint, default):
     if args and type(None) in get_args(hint):
         if text.strip().lower() in ("", "none"):
             return None
-        return _parse(text, args[0]())
-    return _parse(text, default)
+        return parse(text, args[0]())
+    return parse(text, default)
 
 
-def _parse(text: str, like):
+def parse(text: str, like):
     """Read `text` as a value of the same type as `like`."""
     text = str(text).strip()
     if isinstance(like, bool):
@@ -145,7 +145,7 @@ def _parse(text: str, like):
     if isinstance(like, (list, tuple)):
         item = like[0] if like else 0.0
         parts = [p for p in text.split(",") if p.strip()]
-        return [_parse(p, item) for p in parts]
+        return [parse(p, item) for p in parts]
     return text
 
 

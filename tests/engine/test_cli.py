@@ -14,3 +14,22 @@ def test_cli_names_every_bad_setting(tmp_path, capsys):
     assert main(["--store", str(tmp_path), "train", "model.width=0", "train.lr=abc"]) == 2
     err = capsys.readouterr().err
     assert "model.width: Width must be" in err and "train.lr: 'abc' is not a number." in err
+
+
+def test_lens_commands_write_results_that_viz_turns_into_html(tmp_path, capsys):
+    from viz.__main__ import main as viz_main
+    store = str(tmp_path / "runs")
+    assert main(["--store", store, "train", "data=moons", "data.n=100", "train.steps=20", "model.width=4",
+                 "--device", "cpu"]) == 0
+    run_id = RunStore(store).list()[0].id
+    assert main(["--store", store, "landscape", run_id, "resolution=5", "samples=50", "--out", str(tmp_path)]) == 0
+    npz = tmp_path / f"landscape-surface-{run_id}.npz"
+    assert npz.exists() and (tmp_path / f"landscape-surface-{run_id}.csv").exists()
+    assert viz_main([str(npz)]) == 0
+    assert "plotly" in npz.with_suffix(".html").read_text()[:100_000]
+
+
+def test_lens_commands_name_their_settings_when_one_is_unknown(tmp_path):
+    import pytest
+    with pytest.raises(SystemExit, match="it takes: step, split"):
+        main(["--store", str(tmp_path), "landscape", "some-run", "colour=red"])

@@ -142,7 +142,14 @@ def main(argv=None) -> int:
         p.add_argument("--what", choices=list(kinds), help=f"what to compute (default {next(iter(kinds))})")
         p.add_argument("--out", default=".", help="folder for the .npz (and .csv) files")
         p.set_defaults(run=analyse)
-    args = parser.parse_args(argv)
+    # key=value settings may come after options (`--what eigenfunctions k=4`), which
+    # argparse leaves over; they join the settings, anything else is an error.
+    args, extra = parser.parse_known_args(argv)
+    unknown = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "settings")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        args.settings = list(args.settings) + extra
     return args.run(args)
 
 

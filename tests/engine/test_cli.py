@@ -22,7 +22,7 @@ def test_lens_commands_write_results_that_viz_turns_into_html(tmp_path, capsys):
     assert main(["--store", store, "train", "data=moons", "data.n=100", "train.steps=20", "model.width=4",
                  "--device", "cpu"]) == 0
     run_id = RunStore(store).list()[0].id
-    assert main(["--store", store, "landscape", run_id, "resolution=5", "samples=50", "--out", str(tmp_path)]) == 0
+    assert main(["--store", store, "landscape", run_id, "--out", str(tmp_path), "resolution=5", "samples=50"]) == 0
     npz = tmp_path / f"landscape-surface-{run_id}.npz"
     assert npz.exists() and (tmp_path / f"landscape-surface-{run_id}.csv").exists()
     assert viz_main([str(npz)]) == 0

@@ -67,6 +67,21 @@ def ntk_page() -> None:
                                  recipes.ntk_trajectory, label="Kernel at every checkpoint")
     if trajectory is not None:
         chart(figures.kernel_trajectory_figure(trajectory), "ntk-trajectory", result=trajectory)
+    mode_curves(run_id)
+
+
+def mode_curves(run_id: str) -> None:
+    """Predicted against measured learning of each kernel mode (full-batch GD on MSE runs)."""
+    settings = store().settings(run_id)["train"]
+    if settings.get("optimizer") != "gd":
+        st.caption("Per-mode learning curves need a run trained by full-batch gradient descent on MSE "
+                   "(try the preset \"Spectral bias on the circle\").")
+        return
+    st.subheader("Learning by modes: the kernel's prediction against the network")
+    curves = analysis_result("ntk-modes", run_id, dict(k=6, kind="pseudo"), recipes.ntk_mode_curves,
+                             label="Residual along each kernel mode")
+    if curves is not None:
+        chart(figures.mode_curves_figure(curves), "ntk-modes", result=curves)
 
 
 ntk_page()

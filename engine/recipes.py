@@ -17,7 +17,7 @@ from engine import geometry, hessian, landscape, lazy, levelset, ntk, pruning
 from engine.experiment import Experiment, load_dataset, load_model
 from engine.models import Centered
 from engine.results import (ConfidenceMap, Eigenfunctions, Embedding, GeometryCurves, KernelSpectrum,
-                            KernelTrajectory, LastLayerGeometry, LevelSetPath, LinearPath, PruningSweep, RDMSet, Sharpness, SimilarityMatrix, SpectralDensity,
+                            KernelTrajectory, LastLayerGeometry, LevelSetPath, LinearPath, ModeCurves, PruningSweep, RDMSet, Sharpness, SimilarityMatrix, SpectralDensity,
                             Surface, TargetPower, TriangleConfidence, Trajectory)
 from engine.train import TrainConfig, make_loss
 
@@ -361,3 +361,15 @@ def pruned_geometry(ctx, store, run_id: str, *, method: str = "magnitude", spars
     pruned = pruning.one_shot(model, method, sparsity, data, finetune_steps, scope=scope, device="cpu",
                               train_config=_finetune_config(store, run_id, finetune_steps))
     return pruning.last_layer_geometry(pruned.model, data.x_test, data.y_test)
+
+
+def ntk_mode_curves(ctx, store, run_id: str, *, k: int = 6, kind: str = "pseudo") -> ModeCurves:
+    """The residual along each of the initial kernel's top eigenvectors during training, beside
+    the kernel regime's prediction exp(-2 eta lambda_i t / (N O)) (full-batch GD on MSE only)."""
+    experiment = Experiment.from_dict(store.settings(run_id))
+    run = run_data(store, run_id, None, "train", None)
+    loss = experiment.train.loss
+    if experiment.train.optimizer != "gd" or loss == "ce" or (loss == "auto" and not run.y.is_floating_point()):
+        raise ValueError("Per-mode predictions hold for full-batch gradient descent on MSE; this run used "
+                         f"{experiment.train.optimizer} on {'cross-entropy' if loss != 'mse' else 'MSE'}.")
+    return ntk.mode_curves(run.model, _checkpoints(store, run_id), run.x, run.y, run.lr, k=k, kind=kind)

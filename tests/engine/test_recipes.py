@@ -136,3 +136,19 @@ def test_interpolation_refuses_different_architectures(run):
     other = train_job(Quiet(), experiment, store=store, device="cpu")["run_id"]
     with pytest.raises(ValueError, match="different architectures"):
         recipes.interpolation(Quiet(), store, run_id, other=other)
+
+
+def test_mode_curves_follow_the_kernel_prediction_in_the_lazy_regime(tmp_path):
+    store = RunStore(tmp_path)
+    experiment = Experiment("circle", {"n": 64}, ModelSpec(width=512, depth=1, parametrization="ntk"),
+                            TrainConfig(optimizer="gd", lr=0.2, steps=100, eval_every=50, checkpoint_every=10))
+    run_id = train_job(Quiet(), experiment, store=store, device="cpu")["run_id"]
+    curves = recipes.ntk_mode_curves(Quiet(), store, run_id, k=3)
+    measured, predicted = np.abs(curves.actual[-1]), np.abs(curves.predicted[-1])
+    assert np.allclose(measured, predicted, rtol=0.2, atol=0.02 * np.abs(curves.actual[0]).max())
+
+
+def test_mode_curves_refuse_runs_not_trained_by_full_batch_mse(run):
+    store, run_id = run
+    with pytest.raises(ValueError, match="full-batch gradient descent on MSE"):
+        recipes.ntk_mode_curves(Quiet(), store, run_id)

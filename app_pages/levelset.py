@@ -83,6 +83,23 @@ def levelset_page() -> None:
                                label="Triangle of the two end points")
     if triangle is not None:
         chart(figures.triangle_map(triangle), "lv-triangle", result=triangle, container=right)
+    compare_models(run_id, path, options)
+
+
+def compare_models(run_id: str, path, options: dict) -> None:
+    """The same pairs walked in another run's model (dense against pruned, standard against
+    robust, early against late): how confidence and distance to the targets evolve in each."""
+    if not st.toggle("Compare with another run on the same pairs", key="lv:compare"):
+        return
+    other = run_picker("Other run (same data)", key="other")
+    if not other or other == run_id:
+        st.info("Choose a different run trained on the same data.")
+        return
+    other_path = analysis_result("levelset", other, dict(options, step=None), recipes.levelset_traversal,
+                                 label="Traversal in the other run")
+    if other_path is not None:
+        names = [store().settings(r)["name"] for r in (run_id, other)]
+        chart(figures.compare_paths([path, other_path], names), "lv-compare")
 
 
 levelset_page()

@@ -89,11 +89,11 @@ def test_landscape_compares_two_runs_and_the_path_between_them(open_page, stored
 
 
 def test_levelset_compares_two_runs_on_the_same_pairs(open_page, stored_run):
-    experiment = Experiment("moons", {"n": 200}, ModelSpec(width=8, seed=1), TrainConfig(steps=40))
-    other = train_job(Quiet(), experiment, store=lab.store(), device="cpu")["run_id"]
     at = open_page("levelset")
     at.select_slider(key="ls2:steps").set_value(50).run()
     poll_until_charts(at, lambda specs: len(specs) >= 3)
+    experiment = Experiment("moons", {"n": 200}, ModelSpec(width=8, seed=1), TrainConfig(steps=40))
+    other = train_job(Quiet(), experiment, store=lab.store(), device="cpu")["run_id"]
     at.toggle(key="lv:compare").set_value(True).run()
     at.selectbox(key="picker:other").set_value(other).run()
     poll_until_charts(at, lambda specs: any("mean confidence" in json.dumps(s["layout"]) for s in specs))

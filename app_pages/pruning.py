@@ -62,6 +62,24 @@ def pruning_page() -> None:
                                recipes.pruned_geometry, label="Last-layer geometry")
     if geometry is not None:
         chart(figures.geometry_scatter(geometry), "pr-geometry", result=geometry)
+    lottery(run_id)
+
+
+def lottery(run_id: str) -> None:
+    """Lottery tickets from the run's own initialisation, against random re-initialisation."""
+    st.subheader("Lottery tickets")
+    st.caption("Train from the run's initial weights, prune the smallest 20% of the survivors, rewind them "
+               "to their initial values, and repeat; the control trains the same masks from a random "
+               "re-initialisation (Frankle & Carbin 2019). The density after n rounds is 0.8^n.")
+    left, right = st.columns(2)
+    rounds = left.select_slider("Rounds", [2, 3, 4, 6, 8], value=4, key="pr:rounds")
+    steps = right.select_slider("Training steps per round", [100, 200, 500, 1000, 2000], value=500, key="pr:steps")
+    if not st.toggle("Find tickets (trains 2 x rounds + 1 networks)", key="pr:lottery"):
+        return
+    tickets = analysis_result("lottery", run_id, dict(rounds=rounds, steps=steps), recipes.lottery_tickets,
+                              label="Lottery tickets")
+    if tickets is not None:
+        chart(figures.lottery_curves(tickets), "pr-lottery", result=tickets)
 
 
 pruning_page()

@@ -34,7 +34,8 @@ LENSES = {
                  "rsa": recipes.representational_dissimilarity, "curves": recipes.geometry_over_training},
     "levelset": {"traversal": recipes.levelset_traversal, "triangle": recipes.levelset_triangle,
                  "map": recipes.levelset_map},
-    "prune": {"sweep": recipes.pruning_sweep, "geometry": recipes.pruned_geometry},
+    "prune": {"sweep": recipes.pruning_sweep, "geometry": recipes.pruned_geometry,
+              "lottery": recipes.lottery_tickets},
 }
 
 

@@ -17,7 +17,7 @@ from engine import geometry, hessian, landscape, lazy, levelset, ntk, pruning
 from engine.experiment import Experiment, load_dataset, load_model
 from engine.models import Centered
 from engine.results import (ConfidenceMap, Eigenfunctions, Embedding, GeometryCurves, KernelSpectrum,
-                            KernelTrajectory, LastLayerGeometry, LevelSetPath, LinearPath, ModeCurves, PruningSweep, RDMSet, Sharpness, SimilarityMatrix, SpectralDensity,
+                            KernelTrajectory, LastLayerGeometry, LevelSetPath, LinearPath, LotteryTickets, ModeCurves, PruningSweep, RDMSet, Sharpness, SimilarityMatrix, SpectralDensity,
                             Surface, TargetPower, TriangleConfidence, Trajectory)
 from engine.train import TrainConfig, make_loss
 
@@ -373,3 +373,16 @@ def ntk_mode_curves(ctx, store, run_id: str, *, k: int = 6, kind: str = "pseudo"
         raise ValueError("Per-mode predictions hold for full-batch gradient descent on MSE; this run used "
                          f"{experiment.train.optimizer} on {'cross-entropy' if loss != 'mse' else 'MSE'}.")
     return ntk.mode_curves(run.model, _checkpoints(store, run_id), run.x, run.y, run.lr, k=k, kind=kind)
+
+
+def lottery_tickets(ctx, store, run_id: str, *, rounds: int = 4, rate: float = 0.2, steps: Optional[int] = None,
+                    rewind_step: int = 0) -> LotteryTickets:
+    """Lottery tickets from the run's initial weights (Frankle & Carbin 2019): train, prune the
+    smallest `rate` of the survivors, rewind, repeat; against the same masks re-initialised."""
+    model, data = load_model(store, run_id, step=0), load_dataset(store, run_id)
+    config = Experiment.from_dict(store.settings(run_id)).train
+    steps = steps or config.steps
+    config = dataclasses.replace(config, steps=steps, eval_every=steps, checkpoint_every=steps)
+    tickets, _ = pruning.iterative_magnitude(model, data, rounds, rate, rewind_step, config, device="cpu",
+                                             progress=_progress(ctx))
+    return tickets

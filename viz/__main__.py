@@ -39,6 +39,7 @@ FIGURES = {
     "TriangleConfidence": levelset.triangle_map,
     "PruningSweep": pruning.accuracy_curves,
     "LastLayerGeometry": pruning.geometry_scatter,
+    "LotteryTickets": pruning.lottery_curves,
 }
 
 

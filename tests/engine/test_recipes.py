@@ -152,3 +152,9 @@ def test_mode_curves_refuse_runs_not_trained_by_full_batch_mse(run):
     store, run_id = run
     with pytest.raises(ValueError, match="full-batch gradient descent on MSE"):
         recipes.ntk_mode_curves(Quiet(), store, run_id)
+
+
+def test_lottery_density_follows_the_rounds(run):
+    store, run_id = run
+    tickets = recipes.lottery_tickets(Quiet(), store, run_id, rounds=2, rate=0.5, steps=10)
+    assert np.allclose(tickets.density, [1.0, 0.5, 0.25], atol=0.02)

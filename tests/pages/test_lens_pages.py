@@ -97,3 +97,14 @@ def test_levelset_compares_two_runs_on_the_same_pairs(open_page, stored_run):
     at.toggle(key="lv:compare").set_value(True).run()
     at.selectbox(key="picker:other").set_value(other).run()
     poll_until_charts(at, lambda specs: any("mean confidence" in json.dumps(s["layout"]) for s in specs))
+
+
+def test_pruning_finds_lottery_tickets(open_page, stored_run):
+    at = open_page("pruning")
+    at.multiselect(key="pr:methods").set_value(["magnitude"]).run()
+    at.select_slider(key="pr:finetune").set_value(0).run()
+    poll_until_charts(at, lambda specs: len(specs) >= 5)
+    at.select_slider(key="pr:rounds").set_value(2).run()
+    at.select_slider(key="pr:steps").set_value(100).run()
+    at.toggle(key="pr:lottery").set_value(True).run()
+    poll_until_charts(at, lambda specs: len(specs) >= 6)

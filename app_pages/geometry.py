@@ -75,6 +75,31 @@ def geometry_page() -> None:
                    "cka_input / cka_target: alignment with the input and target kernels. NC1: within-class "
                    "over between-class variability; NC2: distance of class means from a simplex; NC3: "
                    "readout versus class means; NC4: disagreement with the nearest class mean.")
+    st.subheader("Across runs")
+    compare_runs(run_id, s)
+
+
+def compare_runs(run_id: str, s: dict) -> None:
+    """This run's layers against another run's on the same inputs, and matched units."""
+    if not st.toggle("Compare with another run", key="geo:compare"):
+        return
+    other = run_picker("Other run (same data)", key="other")
+    if not other or other == run_id:
+        st.info("Choose a different run trained on the same data.")
+        return
+    left, right = st.columns(2)
+    with left:
+        cka = analysis_result("cross-cka", run_id, dict(other=other, samples=s["samples"]),
+                              recipes.cross_run_similarity, label="CKA across runs")
+        if cka is not None:
+            chart(figures.similarity_heatmap(cka, title="Linear CKA: this run against the other"), "geo-cross",
+                  result=cka)
+    with right:
+        match = analysis_result("units", run_id, dict(other=other, layer=s["layer"], samples=s["samples"]),
+                                recipes.matched_units, label="Matching units")
+        if match is not None:
+            chart(figures.unit_match_figure(match, title=f"Matched units of {s['layer']}"), "geo-units",
+                  result=match)
 
 
 geometry_page()

@@ -17,8 +17,9 @@ from engine import geometry, hessian, landscape, lazy, levelset, ntk, pruning
 from engine.experiment import Experiment, load_dataset, load_model
 from engine.models import Centered
 from engine.results import (ConfidenceMap, Eigenfunctions, Embedding, GeometryCurves, KernelSpectrum,
-                            KernelTrajectory, LastLayerGeometry, LevelSetPath, LinearPath, LotteryTickets, ModeCurves, PruningSweep, RDMSet, Sharpness, SimilarityMatrix, SpectralDensity,
-                            Surface, TargetPower, TriangleConfidence, Trajectory)
+                            KernelTrajectory, LastLayerGeometry, LevelSetPath, LinearPath, LotteryTickets,
+                            ModeCurves, PruningSweep, RDMSet, Sharpness, SimilarityMatrix, SpectralDensity,
+                            Surface, TargetPower, TriangleConfidence, Trajectory, UnitMatch)
 from engine.train import TrainConfig, make_loss
 
 
@@ -386,3 +387,31 @@ def lottery_tickets(ctx, store, run_id: str, *, rounds: int = 4, rate: float = 0
     tickets, _ = pruning.iterative_magnitude(model, data, rounds, rate, rewind_step, config, device="cpu",
                                              progress=_progress(ctx))
     return tickets
+
+
+def cross_run_similarity(ctx, store, run_id: str, *, other: str, step: Optional[int] = None,
+                         samples: int = 500) -> SimilarityMatrix:
+    """Linear CKA between every layer of this run and every layer of another, on this run's
+    inputs (two seeds, two activations, dense against pruned: convergent learning)."""
+    run = run_data(store, run_id, step, "train", samples)
+    second = load_model(store, other)
+    try:
+        theirs = geometry.activations(second, run.x, representation_layers(second))
+    except RuntimeError:
+        raise ValueError("The other run's model does not take this run's inputs; choose a run on the same data.") from None
+    mine = geometry.activations(run.model, run.x, representation_layers(run.model))
+    values = np.array([[geometry.linear_cka(a, b) for b in theirs.values()] for a in mine.values()])
+    return SimilarityMatrix(values, [f"this: {n}" for n in mine], [f"other: {n}" for n in theirs], "linear CKA")
+
+
+def matched_units(ctx, store, run_id: str, *, other: str, layer: str, samples: int = 500) -> UnitMatch:
+    """One layer's units matched one-to-one to the other run's (Hungarian on correlations,
+    Li et al. 2015), with each match's correlation."""
+    run = run_data(store, run_id, None, "train", samples)
+    second = load_model(store, other)
+    if layer not in representation_layers(second):
+        raise ValueError(f"The other run has no layer '{layer}'.")
+    mine = geometry.activations(run.model, run.x, [layer])[layer]
+    theirs = geometry.activations(second, run.x, [layer])[layer]
+    permutation, correlations = geometry.match_units(mine, theirs)
+    return UnitMatch(correlations, permutation, f"{layer}: this run against the other")

@@ -35,6 +35,7 @@ FIGURES = {
     "SimilarityMatrix": geometry.similarity_heatmap,
     "RDMSet": geometry.rdm_panels,
     "GeometryCurves": geometry.geometry_curves,
+    "UnitMatch": geometry.unit_match_figure,
     "LevelSetPath": levelset.path_profile,
     "TriangleConfidence": levelset.triangle_map,
     "PruningSweep": pruning.accuracy_curves,

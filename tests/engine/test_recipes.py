@@ -158,3 +158,12 @@ def test_lottery_density_follows_the_rounds(run):
     store, run_id = run
     tickets = recipes.lottery_tickets(Quiet(), store, run_id, rounds=2, rate=0.5, steps=10)
     assert np.allclose(tickets.density, [1.0, 0.5, 0.25], atol=0.02)
+
+
+def test_a_run_compared_with_itself_has_cka_one_and_matches_each_unit_to_itself(run):
+    store, run_id = run
+    cka = recipes.cross_run_similarity(Quiet(), store, run_id, other=run_id, samples=60)
+    assert np.allclose(np.diag(cka.values), 1.0)
+    match = recipes.matched_units(Quiet(), store, run_id, other=run_id, layer="layers.act1", samples=60)
+    alive = np.isfinite(match.correlations)
+    assert np.array_equal(match.permutation[alive], np.arange(len(match.permutation))[alive])

@@ -108,3 +108,14 @@ def test_pruning_finds_lottery_tickets(open_page, stored_run):
     at.select_slider(key="pr:steps").set_value(100).run()
     at.toggle(key="pr:lottery").set_value(True).run()
     poll_until_charts(at, lambda specs: len(specs) >= 6)
+
+
+def test_geometry_compares_two_runs_layer_by_layer_and_unit_by_unit(open_page, stored_run):
+    at = open_page("geometry")
+    at.select_slider(key="geo:samples").set_value(200).run()
+    poll_until_charts(at, lambda specs: len(specs) >= 4)
+    experiment = Experiment("moons", {"n": 200}, ModelSpec(width=8, seed=1), TrainConfig(steps=40))
+    other = train_job(Quiet(), experiment, store=lab.store(), device="cpu")["run_id"]
+    at.toggle(key="geo:compare").set_value(True).run()
+    at.selectbox(key="picker:other").set_value(other).run()
+    poll_until_charts(at, lambda specs: len(specs) >= 6)

@@ -95,6 +95,13 @@ def curvature(run_id: str, step, s: dict) -> None:
         if density is not None:
             chart(figures.spectral_density(density.grid, density.density), "ls-density", result=density,
                   container=right)
+        if step is not None and st.toggle("Local convexity over the plane (one Lanczos run per point)",
+                                          key="ls:convexity"):
+            ratio = analysis_result("convexity", run_id, dict(step=step, split=s["split"],
+                                                              samples=min(s["samples"], 500), span=s["span"]),
+                                    recipes.convexity, label="Convexity map")
+            if ratio is not None:
+                chart(figures.convexity(ratio), "ls-convexity", result=ratio)
 
 
 def compare_runs(run_ids: list[str], s: dict) -> None:

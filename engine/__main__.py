@@ -26,7 +26,8 @@ from engine.store import RunStore
 LENSES = {
     "landscape": {"surface": recipes.random_plane_surface, "trajectory-plane": recipes.trajectory_surface,
                   "trajectory": recipes.trajectory, "interpolation": recipes.interpolation,
-                  "sharpness": recipes.sharpness, "density": recipes.spectral_density},
+                  "sharpness": recipes.sharpness, "density": recipes.spectral_density,
+                  "convexity": recipes.convexity},
     "ntk": {"spectrum": recipes.ntk_spectrum, "eigenfunctions": recipes.ntk_eigenfunctions,
             "power": recipes.ntk_target_power, "trajectory": recipes.ntk_trajectory,
             "modes": recipes.ntk_mode_curves},

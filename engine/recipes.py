@@ -16,7 +16,7 @@ import torch
 from engine import geometry, hessian, landscape, lazy, levelset, ntk, pruning
 from engine.experiment import Experiment, load_dataset, load_model
 from engine.models import Centered
-from engine.results import (ConfidenceMap, Eigenfunctions, Embedding, GeometryCurves, KernelSpectrum,
+from engine.results import (ConfidenceMap, ConvexityMap, Eigenfunctions, Embedding, GeometryCurves, KernelSpectrum,
                             KernelTrajectory, LastLayerGeometry, LevelSetPath, LinearPath, LotteryTickets,
                             ModeCurves, PruningSweep, RDMSet, Sharpness, SimilarityMatrix, SpectralDensity,
                             Surface, TargetPower, TriangleConfidence, Trajectory, UnitMatch)
@@ -415,3 +415,14 @@ def matched_units(ctx, store, run_id: str, *, other: str, layer: str, samples: i
     theirs = geometry.activations(second, run.x, [layer])[layer]
     permutation, correlations = geometry.match_units(mine, theirs)
     return UnitMatch(correlations, permutation, f"{layer}: this run against the other")
+
+
+def convexity(ctx, store, run_id: str, *, step: Optional[int] = None, split: str = "train",
+              samples: Optional[int] = 500, span: float = 1.0, resolution: int = 7, seed: int = 0) -> ConvexityMap:
+    """|lambda_min / lambda_max| of the Hessian over a coarse grid of the random plane that
+    `random_plane_surface` draws with the same seed (Li et al. 2018: near 0 is locally convex)."""
+    run = run_data(store, run_id, step, split, samples)
+    d1 = landscape.random_direction(run.model, seed=seed)
+    d2 = landscape.random_direction(run.model, seed=seed + 1)
+    xs = np.linspace(-span, span, resolution)
+    return hessian.convexity_map(run.model, run.loss, run.x, run.y, d1, d2, xs=xs)

@@ -167,3 +167,12 @@ def test_a_run_compared_with_itself_has_cka_one_and_matches_each_unit_to_itself(
     match = recipes.matched_units(Quiet(), store, run_id, other=run_id, layer="layers.act1", samples=60)
     alive = np.isfinite(match.correlations)
     assert np.array_equal(match.permutation[alive], np.arange(len(match.permutation))[alive])
+
+
+def test_convexity_map_centre_matches_the_extreme_eigenvalues_there(run):
+    from engine import hessian
+    store, run_id = run
+    result = recipes.convexity(Quiet(), store, run_id, samples=100, resolution=3)
+    data = recipes.run_data(store, run_id, samples=100)
+    top, _ = hessian.top_eigenvalues(data.model, data.loss, data.x, data.y, k=1, iters=200, tol=1e-6)
+    assert result.lambda_max[1, 1] == pytest.approx(top[0], rel=1e-2)

@@ -119,3 +119,13 @@ def test_geometry_compares_two_runs_layer_by_layer_and_unit_by_unit(open_page, s
     at.toggle(key="geo:compare").set_value(True).run()
     at.selectbox(key="picker:other").set_value(other).run()
     poll_until_charts(at, lambda specs: len(specs) >= 6)
+
+
+def test_landscape_curvature_panel_draws_sharpness_density_and_convexity(open_page, stored_run):
+    at = open_page("landscape")
+    at.select_slider(key="ls:samples").set_value(250).run()
+    poll_until_charts(at, lambda specs: {"contour", "surface"} <= trace_types(specs))
+    at.toggle(key="ls:hessian").set_value(True).run()
+    poll_until_charts(at, lambda specs: len(specs) >= 4)
+    at.toggle(key="ls:convexity").set_value(True).run()
+    poll_until_charts(at, lambda specs: len(specs) >= 5)

@@ -659,10 +659,10 @@ def input_target_alignment(H: Array, X: Array, Y: Array, debiased: bool = False)
     Returns:
         {"input": linear CKA(H, X), "target": linear CKA(H, Y)}.
     """
-    return {"input": linear_cka(H, X, debiased), "target": linear_cka(H, _target_matrix(Y), debiased)}
+    return {"input": linear_cka(H, X, debiased), "target": linear_cka(H, target_matrix(Y), debiased)}
 
 
-def _target_matrix(Y: Array) -> torch.Tensor:
+def target_matrix(Y: Array) -> torch.Tensor:
     """Integer labels -> one-hot (N, C); real targets -> (N, O) float64."""
     Y = torch.as_tensor(Y)
     if Y.ndim == 1 and not Y.is_floating_point():

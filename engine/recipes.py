@@ -229,7 +229,7 @@ def representational_dissimilarity(ctx, store, run_id: str, *, step: Optional[in
     layer = layer or representation_layers(run.model)[-2]
     values, categorical = _labels(run)
     order = np.argsort(values, kind="stable")
-    targets = geometry._target_matrix(run.y)[order]
+    targets = geometry.target_matrix(run.y)[order]
     features = geometry.activations(run.model, run.x, [layer])[layer][order]
     matrices = np.stack([geometry.rdm(run.x.flatten(1).cpu()[order]), geometry.rdm(targets, "euclidean"),
                          geometry.rdm(features)])

@@ -14,7 +14,7 @@ import io
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, get_args, get_type_hints
+from typing import Optional, get_args, get_type_hints
 
 import numpy as np
 import torch
@@ -79,29 +79,30 @@ class Experiment:
             option_defaults = datasets.options(name)
         except ValueError as exc:
             option_defaults, errors["data"] = {}, str(exc)
-        data_options = {}
-        model, train = {}, {}
+        values: dict[str, dict] = {"data": {}, "model": {}, "train": {}}
         for key, text in flat.items():
             if key == "data":
                 continue
             section, _, item = key.partition(".")
             try:
-                if section == "data" and item in option_defaults:
-                    data_options[item] = parse(text, option_defaults[item])
-                elif section == "model" and item in _hints(ModelSpec):
-                    model[item] = _parse_typed(text, _hints(ModelSpec)[item], getattr(ModelSpec(), item))
-                elif section == "train" and item in _hints(TrainConfig):
-                    train[item] = _parse_typed(text, _hints(TrainConfig)[item], getattr(TrainConfig(), item))
-                else:
-                    errors[key] = f"'{key}' is not a setting of this lab."
+                values[section][item] = _read_setting(section, item, text, option_defaults)
+            except KeyError:
+                errors[key] = f"'{key}' is not a setting of this lab."
             except ValueError as exc:
                 errors[key] = str(exc)
-        experiment = cls(name, data_options, ModelSpec(**model), TrainConfig(**train))
+        experiment = cls(name, values["data"], ModelSpec(**values["model"]), TrainConfig(**values["train"]))
         return experiment, errors
 
 
-def _hints(cls) -> dict[str, Any]:
-    return get_type_hints(cls)
+SECTIONS = {"model": ModelSpec, "train": TrainConfig}  # flat-key prefix -> the dataclass it sets
+
+
+def _read_setting(section: str, item: str, text: str, option_defaults: dict):
+    """One flat setting's text as its value (KeyError for a name the section lacks)."""
+    if section == "data":
+        return parse(text, option_defaults[item])
+    hints = get_type_hints(SECTIONS[section])
+    return _parse_typed(text, hints[item], getattr(SECTIONS[section](), item))
 
 
 def as_text(value) -> str:

@@ -27,6 +27,12 @@ def stored_run(lab_home):
     return train_job(Quiet(), experiment, store=lab.store(), device="cpu")["run_id"]
 
 
+def second_run() -> str:
+    """Another small run on the same data (another seed), for the compare modes."""
+    experiment = Experiment("moons", {"n": 200}, ModelSpec(width=8, seed=1), TrainConfig(steps=40))
+    return train_job(Quiet(), experiment, store=lab.store(), device="cpu")["run_id"]
+
+
 def trace_types(specs) -> set[str]:
     return {trace.get("name") or trace["type"] for spec in specs for trace in spec["data"]}
 
@@ -80,8 +86,7 @@ def test_pruning_draws_the_sweep_and_the_last_layer_geometry(open_page, stored_r
 
 
 def test_landscape_compares_two_runs_and_the_path_between_them(open_page, stored_run):
-    experiment = Experiment("moons", {"n": 200}, ModelSpec(width=8, seed=1), TrainConfig(steps=40))
-    other = train_job(Quiet(), experiment, store=lab.store(), device="cpu")["run_id"]
+    other = second_run()
     at = open_page("landscape")
     at.toggle(key="ls:compare").set_value(True).run()
     at.multiselect(key="picker:runs").set_value([stored_run, other]).run()
@@ -92,8 +97,7 @@ def test_levelset_compares_two_runs_on_the_same_pairs(open_page, stored_run):
     at = open_page("levelset")
     at.select_slider(key="ls2:steps").set_value(50).run()
     poll_until_charts(at, lambda specs: len(specs) >= 3)
-    experiment = Experiment("moons", {"n": 200}, ModelSpec(width=8, seed=1), TrainConfig(steps=40))
-    other = train_job(Quiet(), experiment, store=lab.store(), device="cpu")["run_id"]
+    other = second_run()
     at.toggle(key="lv:compare").set_value(True).run()
     at.selectbox(key="picker:other").set_value(other).run()
     poll_until_charts(at, lambda specs: any("mean confidence" in json.dumps(s["layout"]) for s in specs))
@@ -114,8 +118,7 @@ def test_geometry_compares_two_runs_layer_by_layer_and_unit_by_unit(open_page, s
     at = open_page("geometry")
     at.select_slider(key="geo:samples").set_value(200).run()
     poll_until_charts(at, lambda specs: len(specs) >= 4)
-    experiment = Experiment("moons", {"n": 200}, ModelSpec(width=8, seed=1), TrainConfig(steps=40))
-    other = train_job(Quiet(), experiment, store=lab.store(), device="cpu")["run_id"]
+    other = second_run()
     at.toggle(key="geo:compare").set_value(True).run()
     at.selectbox(key="picker:other").set_value(other).run()
     poll_until_charts(at, lambda specs: len(specs) >= 6)

@@ -20,7 +20,10 @@ import numpy as np
 import torch
 
 from engine import data as datasets
+from engine import results
 from engine.models import ModelSpec, build
+from engine.probes import NAMES as PROBE_NAMES
+from engine.probes import WatchConfig, make_probes
 from engine.train import Outcome, TrainConfig, Trainer
 from engine.views import prediction_view
 
@@ -31,30 +34,32 @@ VIEW_SHARE = 0.03  # ...and taking at most this share of the training time
 
 @dataclass
 class Experiment:
-    """What to train and how. `errors()` says what is wrong with it, field by field."""
+    """What to train and how, and what to watch while it trains. `errors()` says what is
+    wrong with it, field by field."""
 
     data: str = "moons"
     data_options: dict = field(default_factory=dict)
     model: ModelSpec = field(default_factory=ModelSpec)
     train: TrainConfig = field(default_factory=TrainConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
 
     def errors(self) -> dict[str, str]:
         """A sentence for each invalid setting, keyed by its flat key."""
         e = {}
         if self.data not in datasets.names():
             e["data"] = f"Unknown dataset '{self.data}'. Choose one of: {', '.join(datasets.names())}."
-        e.update({f"model.{k}": v for k, v in self.model.errors().items()})
-        e.update({f"train.{k}": v for k, v in self.train.errors().items()})
+        for section in SECTIONS:
+            e.update({f"{section}.{k}": v for k, v in getattr(self, section).errors().items()})
         return e
 
     def to_dict(self) -> dict:
-        return {"data": self.data, "data_options": dict(self.data_options),
-                "model": self.model.to_dict(), "train": self.train.to_dict()}
+        return {"data": self.data, "data_options": dict(self.data_options)} | {
+            section: getattr(self, section).to_dict() for section in SECTIONS}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Experiment":
         return cls(d.get("data", "moons"), dict(d.get("data_options", {})),
-                   ModelSpec.from_dict(d.get("model", {})), TrainConfig.from_dict(d.get("train", {})))
+                   **{section: kind.from_dict(d.get(section, {})) for section, kind in SECTIONS.items()})
 
     # -- flat keys (query parameters, command line)
 
@@ -62,8 +67,8 @@ class Experiment:
         """Every setting as `key -> text`, the form query parameters take."""
         flat = {"data": self.data}
         flat.update({f"data.{k}": as_text(v) for k, v in self.data_options.items()})
-        flat.update({f"model.{k}": as_text(v) for k, v in self.model.to_dict().items()})
-        flat.update({f"train.{k}": as_text(v) for k, v in self.train.to_dict().items()})
+        for section in SECTIONS:
+            flat.update({f"{section}.{k}": as_text(v) for k, v in getattr(self, section).to_dict().items()})
         return flat
 
     @classmethod
@@ -79,7 +84,7 @@ class Experiment:
             option_defaults = datasets.options(name)
         except ValueError as exc:
             option_defaults, errors["data"] = {}, str(exc)
-        values: dict[str, dict] = {"data": {}, "model": {}, "train": {}}
+        values: dict[str, dict] = {"data": {}} | {section: {} for section in SECTIONS}
         for key, text in flat.items():
             if key == "data":
                 continue
@@ -90,11 +95,12 @@ class Experiment:
                 errors[key] = f"'{key}' is not a setting of this lab."
             except ValueError as exc:
                 errors[key] = str(exc)
-        experiment = cls(name, values["data"], ModelSpec(**values["model"]), TrainConfig(**values["train"]))
-        return experiment, errors
+        sections = {section: kind(**values[section]) for section, kind in SECTIONS.items()}
+        return cls(name, values["data"], **sections), errors
 
 
-SECTIONS = {"model": ModelSpec, "train": TrainConfig}  # flat-key prefix -> the dataclass it sets
+# flat-key prefix -> the dataclass it sets (each has errors, to_dict and from_dict)
+SECTIONS = {"model": ModelSpec, "train": TrainConfig, "watch": WatchConfig}
 
 
 def _read_setting(section: str, item: str, text: str, option_defaults: dict):
@@ -177,8 +183,8 @@ class LiveReport:
     take at most VIEW_SHARE of the time: a slow view is refreshed less often.
     """
 
-    def __init__(self, ctx, trainer: Trainer, total_steps: int):
-        self.ctx, self.trainer, self.total = ctx, trainer, total_steps
+    def __init__(self, ctx, trainer: Trainer, total_steps: int, probes=()):
+        self.ctx, self.trainer, self.total, self.probes = ctx, trainer, total_steps, probes
         self.started = time.perf_counter()
         self.next_progress = 0.0
         self.next_view = 0.0
@@ -206,7 +212,8 @@ class LiveReport:
     def report_view(self) -> None:
         t = self.trainer
         t.flush()
-        self.report_progress(history=t.history.copy(), view=prediction_view(t.model, t.data))
+        self.report_progress(history=t.history.copy(), view=prediction_view(t.model, t.data),
+                             watch=watched(self.probes))
 
 
 def train_job(ctx, experiment: Experiment, store=None, name: str = "", device=None,
@@ -240,9 +247,16 @@ def train_job(ctx, experiment: Experiment, store=None, name: str = "", device=No
             store.save_artifact(run_id, "dataset", dataset_arrays(dataset), {"name": dataset.name})
     ctx.report(progress=0.0, message=f"Training on {trainer.device}", run_id=run_id,
                device=str(trainer.device), dataset=dataset.describe())
-    live = LiveReport(ctx, trainer, experiment.train.steps)
+    probes = make_probes(experiment.watch, trainer)
+    live = LiveReport(ctx, trainer, experiment.train.steps, probes)
+
+    def on_step(trainer: Trainer) -> None:
+        for probe in probes:
+            probe.after_step(trainer)
 
     def on_checkpoint(step: int, state: dict) -> None:
+        for probe in probes:
+            probe.at_checkpoint(trainer)
         if store is not None:
             store.save_checkpoint(run_id, step, state)
 
@@ -251,24 +265,44 @@ def train_job(ctx, experiment: Experiment, store=None, name: str = "", device=No
         return ctx.cancelled
 
     try:
-        outcome = trainer.run(should_stop=should_stop, on_checkpoint=on_checkpoint)
+        outcome = trainer.run(should_stop=should_stop, on_checkpoint=on_checkpoint,
+                              on_step=on_step if probes else None)
     except Exception as exc:  # a failure mid-run still keeps the history so far
-        _save(store, run_id, trainer, Outcome("failed", trainer.step_count, str(exc)))
+        _save(store, run_id, trainer, Outcome("failed", trainer.step_count, str(exc)), probes)
         raise
     live.tick(force=True)
-    _save(store, run_id, trainer, outcome)
+    _save(store, run_id, trainer, outcome, probes)
     return {"run_id": run_id, "status": outcome.status, "step": outcome.step, "message": outcome.message}
 
 
 STORE_STATUS = {"done": "done", "stopped": "cancelled", "diverged": "diverged", "failed": "failed"}
 
 
-def _save(store, run_id, trainer: Trainer, outcome: Outcome) -> None:
+def _save(store, run_id, trainer: Trainer, outcome: Outcome, probes=()) -> None:
     if store is None:
         return
     trainer.flush()
     store.save_metrics(run_id, trainer.history.to_dict())
+    for name, result in watched(probes).items():
+        arrays, meta = results.to_arrays(result)
+        store.save_artifact(run_id, f"watch-{name}", arrays, meta)
     store.finish(run_id, STORE_STATUS[outcome.status], summary=summary(trainer), message=outcome.message)
+
+
+def watched(probes) -> dict:
+    """What the probes have measured so far: {probe name: result}."""
+    return {p.name: r for p in probes if (r := p.result()) is not None}
+
+
+def load_watched(store, run_id: str) -> dict:
+    """What was measured while a stored run trained: {probe name: result} (see `engine.probes`)."""
+    found = {}
+    for name in PROBE_NAMES:
+        saved = store.load_artifact(run_id, f"watch-{name}")
+        if saved is not None:
+            arrays, meta = saved
+            found[name] = results.from_arrays(getattr(results, meta["type"]), arrays, meta)
+    return found
 
 
 def dataset_arrays(dataset: datasets.Dataset) -> dict:

@@ -701,3 +701,36 @@ class LastLayerGeometry:
     correct: np.ndarray
     labels: np.ndarray
     settings: dict = field(default_factory=dict)
+
+
+@dataclass
+class LazyMeasures:
+    """Lazy versus rich, measured at every checkpoint while training (see `engine.probes`).
+
+    Attributes:
+        steps: (T,) checkpoint steps.
+        weight_change: (T,) ||w_t - w_0|| / ||w_0|| over all trainable weights.
+        layer_weight_change: (T, L) the same per layer, in the order of `layers`.
+        layers: the L layer names.
+        kernel_change: (T,) ||K_t - K_0||_F / ||K_0||_F of the trace NTK on the probe's samples.
+        kernel_distance: (T,) 1 - <K_0, K_t>_F / (||K_0||_F ||K_t||_F).
+        alignment: (T,) centred kernel-target alignment of K_t.
+        cka_to_init: (T,) linear CKA of the last hidden layer with itself at init (NaN without one).
+        effective_rank: (T,) effective rank of the last hidden layer's representation.
+        twin_gap: (T,) ||f - f_lin|| / ||f - f_0|| against the linearized twin, or None.
+        twin_loss: (T,) the twin's training loss on the probe's samples, or None.
+        loss: (T,) the network's training loss on the same samples, or None (without a twin).
+    """
+
+    steps: np.ndarray
+    weight_change: np.ndarray
+    layer_weight_change: np.ndarray
+    layers: list
+    kernel_change: np.ndarray
+    kernel_distance: np.ndarray
+    alignment: np.ndarray
+    cka_to_init: np.ndarray
+    effective_rank: np.ndarray
+    twin_gap: np.ndarray | None = None
+    twin_loss: np.ndarray | None = None
+    loss: np.ndarray | None = None

@@ -196,6 +196,7 @@ class Trainer:
         self.data = data.to(self.device)
         alpha = model.alpha if isinstance(model, Centered) else None
         self.loss_fn = make_loss(config.loss, data.task, data.n_classes, alpha)
+        self.base_width = base_width
         self.optimizer = make_optimizer(model, config, base_width)
         self.history = History()
         self.checkpoints: dict[int, dict[str, torch.Tensor]] = {}
@@ -288,7 +289,8 @@ class Trainer:
 
     def run(self, steps: Optional[int] = None, *, should_stop: Callable[[], bool] = lambda: False,
             on_eval: Optional[Callable[["Trainer"], None]] = None,
-            on_checkpoint: Optional[Callable[[int, dict], None]] = None) -> Outcome:
+            on_checkpoint: Optional[Callable[[int, dict], None]] = None,
+            on_step: Optional[Callable[["Trainer"], None]] = None) -> Outcome:
         """Train until `config.steps` (or `steps` more), a stop request, or divergence.
 
         Args:
@@ -296,6 +298,7 @@ class Trainer:
             should_stop: polled every step; True ends the run as "stopped".
             on_eval: called after every evaluation (for live views).
             on_checkpoint: called with (step, weights) at every checkpoint.
+            on_step: called after every optimizer step (for probes that act per step).
         """
         end = self.step_count + steps if steps is not None else self.config.steps
         cfg = self.config
@@ -307,6 +310,8 @@ class Trainer:
                 self._record(on_eval, on_checkpoint, evaluate=True, save=True)
                 return Outcome("stopped", self.step_count, f"Stopped at step {self.step_count}.")
             self.step()
+            if on_step is not None:
+                on_step(self)
             last = self.step_count == end
             evaluate = last or self.step_count % cfg.eval_every == 0
             save = last or self.step_count % cfg.checkpoint_every == 0

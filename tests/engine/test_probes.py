@@ -1,0 +1,115 @@
+"""Probes: what is measured while a network trains, against plain computations."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine import data as datasets
+from engine import hessian, lazy
+from engine.experiment import Experiment, load_watched, train_job
+from engine.models import ModelSpec, build
+from engine.probes import LazyProbe, SharpnessProbe, WatchConfig, fixed_subset
+from engine.store import RunStore
+from engine.train import TrainConfig, Trainer
+
+
+class Quiet:
+    cancelled = False
+
+    def __init__(self):
+        self.partials = []
+
+    def report(self, **partial):
+        self.partials.append(partial)
+
+
+def small_trainer(steps=40, **config) -> Trainer:
+    data = datasets.load("moons", n=128)
+    model = build(ModelSpec(width=8, depth=1), data.input_shape, data.n_outputs)
+    config = TrainConfig(**({"optimizer": "gd", "lr": 0.5, "steps": steps, "checkpoint_every": 20,
+                             "eval_every": 20} | config))
+    return Trainer(model, data, config, device="cpu")
+
+
+def test_watch_settings_have_sentences():
+    errors = WatchConfig(sharpness_every=-1, samples=3).errors()
+    assert set(errors) == {"sharpness_every", "samples"}
+    assert all(text.endswith(".") for text in errors.values())
+
+
+def test_watch_settings_travel_as_flat_keys():
+    experiment = Experiment(watch=WatchConfig(sharpness_every=25, lazy=True))
+    again, errors = Experiment.from_flat(experiment.to_flat())
+    assert not errors and again.watch == experiment.watch
+
+
+def test_sharpness_probe_matches_the_dense_hessian():
+    trainer = small_trainer(steps=20)
+    probe = SharpnessProbe(trainer, every=10, samples=32)
+    trainer.run(on_step=probe.after_step)
+    result = probe.result()
+    assert list(result.steps) == [0, 10, 20]
+    model, (x, y) = trainer.model, fixed_subset(trainer, 32)
+    params = dict(model.named_parameters())
+    flat = torch.cat([p.detach().flatten() for p in params.values()]).double()
+
+    def loss_of(vector):
+        weights, offset = {}, 0
+        for name, p in params.items():
+            weights[name] = vector[offset:offset + p.numel()].view_as(p).float()
+            offset += p.numel()
+        return trainer.loss_fn(torch.func.functional_call(model, weights, (x,)), y).double()
+
+    dense = torch.autograd.functional.hessian(loss_of, flat)
+    top = torch.linalg.eigvalsh(dense).abs().max().item()
+    assert result.eigenvalues[-1, 0] == pytest.approx(top, rel=1e-2)
+    assert result.lr == 0.5
+
+
+def test_lazy_probe_weight_change_matches_the_checkpoints():
+    trainer = small_trainer(steps=40)
+    probe = LazyProbe(trainer, samples=32)
+    trainer.run(on_checkpoint=lambda step, state: probe.at_checkpoint(trainer))
+    result = probe.result()
+    assert list(result.steps) == sorted(trainer.checkpoints) == [0, 20, 40]
+    w0, w = trainer.checkpoints[0], trainer.checkpoints[40]
+    plain = np.sqrt(sum(float(((w[k] - w0[k]) ** 2).sum()) for k in w0) / sum(float((w0[k] ** 2).sum()) for k in w0))
+    assert result.weight_change[-1] == pytest.approx(plain, rel=1e-5)
+    assert result.weight_change[0] == 0 and result.kernel_distance[0] == pytest.approx(0, abs=1e-7)
+    assert result.cka_to_init[0] == pytest.approx(1.0)
+    assert result.layer_weight_change.shape == (3, len(result.layers))
+
+
+def test_lazy_probe_kernel_matches_a_fresh_kernel():
+    trainer = small_trainer(steps=20)
+    probe = LazyProbe(trainer, samples=32)
+    K0 = probe.kernel(trainer.model).clone()
+    trainer.run(on_checkpoint=lambda step, state: probe.at_checkpoint(trainer))
+    from engine import ntk
+    x, y = fixed_subset(trainer, 32)
+    K = ntk.empirical_ntk(trainer.model, x, kind="trace")
+    assert probe.result().kernel_distance[-1] == pytest.approx(lazy.kernel_distance(K0, K), rel=1e-6)
+    assert probe.result().alignment[-1] == pytest.approx(lazy.kernel_alignment(K, y), rel=1e-6)
+
+
+def test_a_watched_run_reports_its_measures_live_and_keeps_them(tmp_path):
+    store = RunStore(tmp_path)
+    experiment = Experiment("moons", {"n": 100}, ModelSpec(width=8),
+                            TrainConfig(optimizer="gd", lr=0.2, steps=30, checkpoint_every=10),
+                            WatchConfig(sharpness_every=10, lazy=True, samples=32))
+    ctx = Quiet()
+    run_id = train_job(ctx, experiment, store=store, device="cpu")["run_id"]
+    live = [p["watch"] for p in ctx.partials if "watch" in p]
+    assert live and set(live[-1]) == {"sharpness", "lazy"}
+    kept = load_watched(store, run_id)
+    assert list(kept["lazy"].steps) == [0, 10, 20, 30]
+    assert list(kept["sharpness"].steps) == [0, 10, 20, 30]
+    assert Experiment.from_dict(store.settings(run_id)).watch == experiment.watch
+
+
+def test_an_unwatched_run_keeps_no_measures(tmp_path):
+    store = RunStore(tmp_path)
+    experiment = Experiment("moons", {"n": 100}, ModelSpec(width=8), TrainConfig(steps=10))
+    run_id = train_job(Quiet(), experiment, store=store, device="cpu")["run_id"]
+    assert load_watched(store, run_id) == {}

@@ -13,6 +13,8 @@ from engine.experiment import Experiment, as_text, train_job
 from engine.models import ACTIVATIONS, KINDS, PARAMETRIZATIONS
 from engine.train import LOSSES, OPTIMIZERS
 from app_pages.lab import POLL_S, error_sentence, jobs, owner, store
+from viz import landscape as landscape_figures
+from viz import lazy as lazy_figures
 from viz.predictions import prediction_figure
 from viz.training import training_curves
 
@@ -44,6 +46,16 @@ TRAIN_SETTINGS = [
     ("train.eval_every", "Evaluate every", None, "Steps between test evaluations."),
     ("train.checkpoint_every", "Checkpoint every", None, "Steps between saved weights."),
     ("train.seed", "Batch seed", None, None),
+]
+WATCH_SETTINGS = [
+    ("watch.sharpness_every", "Sharpness every (steps)", None,
+     "0: off. The top Hessian eigenvalue every this many steps, beside 2 / learning rate: "
+     "under gradient descent it climbs to the edge of stability (Cohen et al. 2021)."),
+    ("watch.lazy", "Lazy/rich measures", None,
+     "At every checkpoint: how far the weights, the NTK and the last hidden layer have moved from init."),
+    ("watch.twin", "Linearized twin", None,
+     "Train the network's linearization at init alongside, with the same optimizer and batches."),
+    ("watch.samples", "Probe samples", None, "The fixed training samples the measures use."),
 ]
 
 
@@ -106,7 +118,8 @@ def settings_sidebar() -> tuple[Experiment, dict[str, str], object]:
                 flat[key] = setting_widget(key, option.replace("_", " ").capitalize(), default)
                 slots[key] = st.empty()
         for title, rows, values in (("Model", MODEL_SETTINGS, defaults.model),
-                                    ("Training", TRAIN_SETTINGS, defaults.train)):
+                                    ("Training", TRAIN_SETTINGS, defaults.train),
+                                    ("Watch while training", WATCH_SETTINGS, defaults.watch)):
             st.header(title)
             for key, label, choices, help in rows:
                 default = getattr(values, key.split(".", 1)[1])
@@ -206,9 +219,21 @@ def _draw_job() -> None:
         left.plotly_chart(training_curves(history), key="live-curves", width="stretch")
     if view is not None:
         right.plotly_chart(prediction_figure(view), key="live-view", width="stretch")
+    watched_charts(partial.get("watch", {}))
     if state.done and st.session_state.get("drawn_done") != state.id:
         st.session_state.drawn_done = state.id
         st.rerun()  # the whole page, so the fragment stops polling and the buttons update
+
+
+def watched_charts(watched: dict) -> None:
+    """What the probes measure while the run trains (see the sidebar's "Watch while training")."""
+    left, right = st.columns(2)
+    if "sharpness" in watched:
+        left.plotly_chart(landscape_figures.sharpness(watched["sharpness"], title="Sharpness (top Hessian eigenvalue)"),
+                          key="live-sharpness", width="stretch")
+    if "lazy" in watched:
+        figure = lazy_figures.measures_figure({"this run": watched["lazy"]}, columns=2, title="Lazy or rich")
+        right.plotly_chart(figure, key="live-lazy", width="stretch")
 
 
 def status_line(state) -> None:

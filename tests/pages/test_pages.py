@@ -43,6 +43,17 @@ def test_training_runs_to_the_end_and_shows_the_curves(open_page):
     assert button(at, "Stop").disabled is True
 
 
+def test_watching_a_run_draws_its_sharpness_and_lazy_measures(open_page):
+    at = open_page("train")
+    at.number_input(key="setting:watch.sharpness_every").set_value(20)
+    at.checkbox(key="setting:watch.lazy").check()
+    start_training(at, steps=60, eval_every=20)
+    poll(at, lambda s: s.done)
+    at.run()
+    titles = [spec["layout"].get("title", {}).get("text") for spec in plotly_specs(at)]
+    assert "Sharpness (top Hessian eigenvalue)" in titles and "Lazy or rich" in titles, titles
+
+
 def test_stop_ends_a_live_training_early(open_page):
     at = open_page("train")
     start_training(at, steps=100_000, eval_every=50)

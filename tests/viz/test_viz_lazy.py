@@ -1,0 +1,45 @@
+"""Lazy/rich figures, from synthetic numpy results."""
+import numpy as np
+
+from engine.results import LazyMeasures
+from viz import lazy as fig_lazy
+from viz_samples import assert_valid
+
+
+def make_measures(scale=1.0, twin=True, n=5):
+    steps = np.arange(n) * 10
+    rising = scale * np.linspace(0, 1, n)
+    return LazyMeasures(steps, rising, np.column_stack([rising, 2 * rising]), ["layers.fc1", "layers.out"],
+                        rising, rising / 2, 0.2 + rising / 4, 1 - rising / 2, 5 - rising,
+                        rising / 10 if twin else None, np.exp(-steps / 10) if twin else None,
+                        np.exp(-steps / 20) if twin else None)
+
+
+def test_measures_share_axes_one_colour_per_run():
+    fig = assert_valid(fig_lazy.measures_figure({"lazy": make_measures(0.01), "rich": make_measures(1.0)}))
+    lazy_colours = {t.line.color for t in fig.data if t.name == "lazy"}
+    rich_colours = {t.line.color for t in fig.data if t.name == "rich"}
+    assert len(lazy_colours) == len(rich_colours) == 1 and lazy_colours != rich_colours
+    assert len([t for t in fig.data if t.name == "lazy"]) == len(fig_lazy.MEASURES)
+
+
+def test_the_twin_panel_is_left_out_when_no_run_has_a_twin():
+    fig = fig_lazy.measures_figure({"a": make_measures(twin=False)})
+    assert "Gap to the linearized twin" not in [a.text for a in fig.layout.annotations]
+
+
+def test_twin_figure_draws_network_and_twin_per_run():
+    fig = assert_valid(fig_lazy.twin_figure({"a": make_measures(), "b": make_measures()}))
+    assert [t.name for t in fig.data] == ["a: network", "a: linearized", "b: network", "b: linearized"]
+
+
+def test_layer_change_shows_the_last_checkpoint():
+    fig = assert_valid(fig_lazy.layer_change_figure({"a": make_measures()}))
+    assert list(fig.data[0].y) == [1.0, 2.0]
+
+
+def test_phase_heatmap_averages_seeds_and_puts_width_on_rows():
+    values = np.arange(2 * 3 * 2, dtype=float).reshape(2, 3, 2)  # (alphas, widths, seeds)
+    fig = assert_valid(fig_lazy.phase_heatmap(values, [0.1, 10], [8, 16, 32], label="change"))
+    z = np.asarray(fig.data[0].z)
+    assert z.shape == (3, 2) and z[1, 0] == values[0, 1].mean()

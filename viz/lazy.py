@@ -1,0 +1,120 @@
+"""Lazy versus rich: the measures of several runs on shared axes, and the phase diagram.
+
+Every figure takes `{run name: LazyMeasures}` so that two to four runs compare on the same
+axes, one colour per run throughout the page.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from engine.results import LazyMeasures
+from viz.style import REFERENCE_COLOR, SEQUENTIAL_SCALE, base_layout, class_color, no_data
+
+# (field of LazyMeasures, panel title, formula shown on hover, log scale)
+MEASURES = [
+    ("weight_change", "Relative weight change", "||w_t - w_0|| / ||w_0||", True),
+    ("kernel_distance", "Kernel distance from init", "1 - <K_0, K_t> / (||K_0|| ||K_t||)", False),
+    ("alignment", "Kernel-target alignment", "<HKH, HYY'H> / (||HKH|| ||HYY'H||)", False),
+    ("cka_to_init", "CKA of the last hidden layer to init", "linear CKA(H_t, H_0)", False),
+    ("effective_rank", "Effective rank of the last hidden layer", "exp(entropy of the normalised singular values)", False),
+    ("twin_gap", "Gap to the linearized twin", "||f - f_lin|| / ||f - f_0||", True),
+]
+
+
+def _shown(measures: Mapping[str, LazyMeasures]) -> list[tuple]:
+    """The measures at least one run has (the twin's only when a run trained one)."""
+    return [m for m in MEASURES
+            if any(getattr(r, m[0]) is not None and np.isfinite(getattr(r, m[0])).any() for r in measures.values())]
+
+
+def measures_figure(measures: Mapping[str, LazyMeasures], *, columns: int = 3,
+                    title: Optional[str] = None) -> go.Figure:
+    """Each lazy/rich measure over training in its own panel, every run on the same axes.
+
+    Args:
+        measures: {run name: its measures}; one colour per run, in order.
+        columns: panels per row.
+    """
+    shown = _shown(measures)
+    if not shown:
+        return no_data(base_layout(go.Figure(), title), "no measures yet")
+    rows = -(-len(shown) // columns)
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=[m[1] for m in shown],
+                        horizontal_spacing=0.08, vertical_spacing=0.16)
+    for i, (name, result) in enumerate(measures.items()):
+        for j, (field, label, formula, log) in enumerate(shown):
+            values = getattr(result, field)
+            if values is None:
+                continue
+            fig.add_trace(go.Scatter(
+                x=result.steps, y=values, name=name, legendgroup=name, showlegend=j == 0,
+                mode="lines+markers", marker={"size": 4}, line={"color": class_color(i)},
+                hovertemplate=f"{name}<br>step %{{x}}<br>{formula} = %{{y:.4g}}<extra></extra>"),
+                row=j // columns + 1, col=j % columns + 1)
+            if log:
+                fig.update_yaxes(type="log", row=j // columns + 1, col=j % columns + 1)
+    fig.update_xaxes(title_text="step", row=rows)
+    return base_layout(fig, title, height=270 * rows + 60)
+
+
+def layer_change_figure(measures: Mapping[str, LazyMeasures], *, title: Optional[str] = None) -> go.Figure:
+    """Each layer's relative weight change at the end of training, runs side by side (bars)."""
+    fig = go.Figure()
+    for i, (name, result) in enumerate(measures.items()):
+        fig.add_trace(go.Bar(x=list(result.layers), y=result.layer_weight_change[-1], name=name,
+                             marker={"color": class_color(i)},
+                             hovertemplate=f"{name}<br>%{{x}}: %{{y:.3g}}<extra></extra>"))
+    fig.update_yaxes(title_text="||w_t - w_0|| / ||w_0||", type="log")
+    fig.update_layout(barmode="group")
+    return base_layout(fig, title)
+
+
+def twin_figure(measures: Mapping[str, LazyMeasures], *, title: Optional[str] = None) -> go.Figure:
+    """Training loss of each network (solid) and of its linearized twin (dashed)."""
+    fig = go.Figure()
+    for i, (name, result) in enumerate(measures.items()):
+        if result.twin_loss is None:
+            continue
+        fig.add_trace(go.Scatter(x=result.steps, y=result.loss, name=f"{name}: network",
+                                 line={"color": class_color(i)}, mode="lines+markers", marker={"size": 4}))
+        fig.add_trace(go.Scatter(x=result.steps, y=result.twin_loss, name=f"{name}: linearized",
+                                 line={"color": class_color(i), "dash": "dash"}, mode="lines"))
+    if not fig.data:
+        return no_data(base_layout(fig, title), "no linearized twin in these runs")
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(title_text="training loss", type="log")
+    return base_layout(fig, title)
+
+
+def phase_heatmap(values: np.ndarray, alphas: Sequence[float], widths: Sequence[int], *, label: str,
+                  log: bool = False, title: Optional[str] = None) -> go.Figure:
+    """One measure of a sweep over output scale alpha (columns) and width (rows), seeds averaged.
+
+    Args:
+        values: (A, W, S) the measure per alpha, width and seed.
+        label: what the values are (the colour bar's title).
+        log: colour by log10 of the values.
+    """
+    mean = np.nanmean(np.asarray(values, dtype=float), axis=-1).T  # (W, A)
+    shown = np.log10(np.where(mean > 0, mean, np.nan)) if log else mean
+    x = [f"{a:g}" for a in alphas]
+    y = [str(w) for w in widths]
+    fig = go.Figure(go.Heatmap(
+        z=shown, x=x, y=y, colorscale=SEQUENTIAL_SCALE, customdata=mean,
+        colorbar={"title": {"text": f"log10 {label}" if log else label, "side": "right"}},
+        hovertemplate="alpha %{x}<br>width %{y}<br>" + label + " = %{customdata:.4g}<extra></extra>"))
+    fig.update_xaxes(title_text="output scale alpha", type="category")
+    fig.update_yaxes(title_text="width", type="category")
+    fig.update_layout(clickmode="event+select")
+    return base_layout(fig, title)
+
+
+def regime_line(fig: go.Figure, text: str) -> go.Figure:
+    """A note under a figure (e.g. which corner is lazy)."""
+    fig.add_annotation(text=text, x=0, y=-0.25, xref="paper", yref="paper", showarrow=False,
+                       font={"color": REFERENCE_COLOR}, xanchor="left")
+    return fig

@@ -9,6 +9,7 @@ navigation = st.navigation([
     st.Page("app_pages/runs.py", title="Runs", icon=":material/folder_open:"),
     st.Page("app_pages/landscape.py", title="Loss landscape", icon=":material/landscape:"),
     st.Page("app_pages/ntk.py", title="Neural tangent kernel", icon=":material/hub:"),
+    st.Page("app_pages/lazy.py", title="Lazy versus rich", icon=":material/speed:"),
     st.Page("app_pages/geometry.py", title="Representation geometry", icon=":material/scatter_plot:"),
     st.Page("app_pages/levelset.py", title="Level sets", icon=":material/conversion_path:"),
     st.Page("app_pages/pruning.py", title="Pruning", icon=":material/content_cut:"),

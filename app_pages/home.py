@@ -25,7 +25,7 @@ LENSES = [
      "Turn the output scale, width or parametrization and see training switch between the "
      "kernel regime, where weights barely move, and feature learning. A lesson a teacher can "
      "run live.",
-     None),
+     "app_pages/lazy.py"),
     ("Representation geometry",
      "Embeddings, CKA, RSA and neural collapse of the hidden layers over training. See how "
      "activations and seeds shape what a network represents.",

@@ -46,7 +46,15 @@ TRAIN_SETTINGS = [
     ("train.eval_every", "Evaluate every", None, "Steps between test evaluations."),
     ("train.checkpoint_every", "Checkpoint every", None, "Steps between saved weights."),
     ("train.seed", "Batch seed", None, None),
+    ("train.adversarial_eps", "Adversarial eps (PGD)", None,
+     "0: standard training. A radius, in input units: every step trains on the worst case of each "
+     "input within this L∞ box, found by projected gradient ascent (Madry et al. 2018). Robust "
+     "models have smoother, more input-aligned level sets: compare them on the Level sets page."),
+    ("train.adversarial_steps", "PGD steps", None,
+     "Attack steps per training step; each costs one more forward and backward pass."),
+    ("train.adversarial_step_size", "PGD step size", None, "Per coordinate. Empty: 2.5 eps / steps."),
 ]
+ADVERSARIAL_KEYS = {"train.adversarial_eps", "train.adversarial_steps", "train.adversarial_step_size"}
 WATCH_SETTINGS = [
     ("watch.sharpness_every", "Sharpness every (steps)", None,
      "0: off. The top Hessian eigenvalue every this many steps, beside 2 / learning rate: "
@@ -122,6 +130,8 @@ def settings_sidebar() -> tuple[Experiment, dict[str, str], object]:
                                     ("Watch while training", WATCH_SETTINGS, defaults.watch)):
             st.header(title)
             for key, label, choices, help in rows:
+                if key in ADVERSARIAL_KEYS and not classifies(flat["data"], uploaded):
+                    continue  # attacks on class confidence: classification only
                 default = getattr(values, key.split(".", 1)[1])
                 flat[key] = setting_widget(key, label, default, choices, help)
                 slots[key] = st.empty()
@@ -134,6 +144,19 @@ def settings_sidebar() -> tuple[Experiment, dict[str, str], object]:
         (slot.error if slot else st.sidebar.error)(sentence)
     share_settings(experiment, uploaded is not None)
     return experiment, errors, uploaded
+
+
+@st.cache_data(show_spinner=False)
+def builtin_task(name: str) -> str:
+    """A built-in dataset's task (the same for all its options)."""
+    return datasets.load(name).task
+
+
+def classifies(name: str, uploaded) -> bool:
+    """Whether the chosen data is a classification (an upload knows; a built-in is loaded once)."""
+    if uploaded is not None:
+        return uploaded.task == "classification"
+    return name in datasets.names() and builtin_task(name) == "classification"
 
 
 def upload_widget(slot):
@@ -256,6 +279,7 @@ def status_line(state) -> None:
 # ---------------------------------------------------------------- presets
 
 LENS_PAGES = {"landscape": ("app_pages/landscape.py", "Loss landscape"), "ntk": ("app_pages/ntk.py", "Neural tangent kernel"),
+              "lazy": ("app_pages/lazy.py", "Lazy versus rich"),
               "geometry": ("app_pages/geometry.py", "Representation geometry"),
               "levelset": ("app_pages/levelset.py", "Level sets")}
 

@@ -8,21 +8,44 @@ al. 2020; Kumar et al. 2023). The measures:
 - relative weight change ||w_t - w_0|| / ||w_0||, in total and per layer;
 - relative kernel change ||K_t - K_0||_F / ||K_0||_F;
 - kernel distance 1 - <K_0, K_t>_F / (||K_0||_F ||K_t||_F), blind to the kernel's scale;
-- centred kernel-target alignment (Cortes, Mohri & Rostamizadeh 2012).
+- centred kernel-target alignment (Cortes, Mohri & Rostamizadeh 2012);
+- the gap between the network and its linearization at w0 (`linearize`) trained alongside.
+
+`phase_diagram` sweeps output scale x width x seeds (Geiger et al. 2020), training each
+width's members together as one vmap'd ensemble (`engine.ensemble`); `sweep_job` runs it as
+a cached job that keeps one ordinary run per cell.
 
 Kernels and targets may be numpy arrays or torch tensors; scalar measures are computed in
 float64 and returned as Python floats.
 """
 from __future__ import annotations
 
-from typing import Iterable, Optional
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import threading
+import time
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+from torch.func import functional_call, jvp
 
-from engine.ntk import as_tensor, eigen, kernel_over_checkpoints, layer_of, subspace_overlap, target_matrix
-from engine.results import KernelTrajectory, WeightChange
+# Forward-mode AD loads (and TorchScript-compiles) its decompositions on first use; two
+# training threads doing that at once fail. Loading them here, once, at import avoids it.
+from torch._decomp import decompositions_for_jvp  # noqa: F401
+
+from engine import data as datasets
+from engine.device import pick
+from engine.ensemble import EnsembleTrainer, fixed_subset
+from engine.models import Centered, ModelSpec, build
+from engine.ntk import (as_tensor, eigen, empirical_ntk, kernel_over_checkpoints, layer_of, subspace_overlap,
+                        target_matrix)
+from engine.results import KernelTrajectory, PhaseDiagram, WeightChange, from_arrays, to_arrays
+from engine.train import TrainConfig
 
 
 def _float64(K) -> torch.Tensor:
@@ -154,3 +177,362 @@ def kernel_trajectory(model: nn.Module, checkpoints: dict, x, y=None, *, kind: s
         alignment=None if y is None else np.array([kernel_alignment(K, y) for K in kernels]),
         kind=kind,
     )
+
+
+# ---------------------------------------------------------------- the linearized twin
+
+# Forward-mode AD keeps its nesting level in a process-wide global, so two threads inside a
+# jvp at once (two twins training side by side) corrupt each other's level. The lock
+# serialises only the forward pass; the backward through its output is ordinary autograd.
+_FORWARD_AD = threading.Lock()
+
+
+class Linearized(nn.Module):
+    """f_lin(x; w) = f(x; w0) + J(x; w0) (w - w0): the first-order Taylor model at w0.
+
+    `model` is a copy of the network (its parameters, registered as `model.<name>`, are what
+    trains; the original is never touched) and w0 is kept as buffers. The forward pass is
+    one `torch.func.jvp` of `functional_call` at w0 along w - w0, so the Jacobian J is
+    never formed. Training backpropagates through the jvp (reverse-over-forward), which
+    torch 2.13 supports directly, so no double-vjp trick is needed.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = copy.deepcopy(model)
+        self.w0 = nn.Module()
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                self.w0.register_buffer(name.replace(".", "__"), p.detach().clone())
+
+    def initial_parameters(self) -> dict[str, torch.Tensor]:
+        return {name.replace("__", "."): b for name, b in self.w0.named_buffers()}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w0 = self.initial_parameters()
+        weights = dict(self.model.named_parameters())
+        moved = {name: weights[name] - start for name, start in w0.items()}
+
+        def network(params):
+            return functional_call(self.model, params, (x,))
+
+        with _FORWARD_AD:
+            at_w0, change = jvp(network, (w0,), (moved,))
+        return at_w0 + change
+
+
+def linearize(model: nn.Module) -> nn.Module:
+    """The linearized twin of `model` at its current weights w0, as a trainable copy.
+
+    Its trainable parameters are copies of the model's, named `model.<original name>` (for a
+    `Centered` model `model.model.<name>`), so `engine.models.lr_multipliers` gives them the
+    same per-layer learning rates and `Trainer(linearize(model), data, config)` trains the
+    twin exactly as it would train the network.
+
+    A `Centered` model alpha * (f(w) - f(w0)) is linearized at its w0, where it is the zero
+    function: the twin is alpha * J(w0) (w - w0), returned as `Centered(Linearized(f), alpha)`
+    so that `Trainer` divides its loss by alpha^2 as it does the network's.
+
+    Raises:
+        ValueError: for a `Centered` model whose weights have moved from its w0 (linearize the
+            network inside it, `model.model`, at those weights instead).
+    """
+    if not isinstance(model, Centered):
+        return Linearized(model)
+    start = model.initial_parameters()
+    if any(not torch.equal(p.detach(), start[n]) for n, p in model.model.named_parameters()):
+        raise ValueError("A Centered model is linearized at its starting weights w0, but this one has "
+                         "been trained away from them; linearize the network inside it (model.model).")
+    return Centered(Linearized(model.model), model.alpha)
+
+
+# ---------------------------------------------------------------- the phase diagram
+
+
+KERNEL_SAMPLES = 64  # training inputs on which the phase diagram's kernels are compared
+PROGRESS_EVERY_S = 0.1  # the progress callback is called at most this often while training
+
+
+def _grid(values, what: str, kind: type) -> list:
+    """A sweep axis as a list, with a sentence for an empty, repeated or ill-typed one."""
+    values = list(np.asarray(values).tolist()) if isinstance(values, np.ndarray) else list(values)
+    if not values:
+        raise ValueError(f"The sweep needs at least one {what}.")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not float(v).is_integer()):
+            raise ValueError(f"Every {what} must be a {'whole ' if kind is int else ''}number; got {v!r}.")
+    values = [kind(v) for v in values]
+    if len(set(values)) != len(values):
+        raise ValueError(f"The {what}s of a sweep must differ from each other; got {values}.")
+    return values
+
+
+def _cell_spec(spec: ModelSpec, alpha: float, width: int, seed: int) -> ModelSpec:
+    return dataclasses.replace(spec, alpha=alpha, width=width, seed=seed)
+
+
+def check_grid(spec: ModelSpec, alphas, widths, seeds) -> tuple[list[float], list[int], list[int]]:
+    """The three axes of a sweep as lists, or a ValueError whose sentences say what is wrong."""
+    alphas = _grid(alphas, "output scale alpha", float)
+    widths = _grid(widths, "width", int)
+    seeds = _grid(seeds, "seed", int)
+    errors = {}
+    for alpha in alphas:
+        for width in widths:
+            errors.update(_cell_spec(spec, alpha, width, seeds[0]).errors())
+    if any(s < 0 for s in seeds):
+        errors["seed"] = "Seeds must be 0 or more."
+    if errors:
+        raise ValueError(" ".join(errors.values()))
+    return alphas, widths, seeds
+
+
+def _rough_cost(spec: ModelSpec, width: int, data) -> float:
+    """A width's weights per member, roughly (for sharing out progress and refusing sweeps
+    that would take too long; not an exact parameter count)."""
+    return data.n_features * width + spec.depth * width * (width + 1) + width * data.n_outputs
+
+
+def phase_diagram(data, spec: ModelSpec | dict, config: TrainConfig, alphas: Sequence[float],
+                  widths: Sequence[int], seeds: Sequence[int], *, device=None,
+                  progress: Optional[Callable[[float], None]] = None, kernel_samples: int = KERNEL_SAMPLES,
+                  on_width: Optional[Callable[[int, EnsembleTrainer], None]] = None) -> PhaseDiagram:
+    """Train alpha * (f(w) - f(w0)) over output scales x widths x seeds and measure each cell.
+
+    All alphas and seeds of one width are trained together as an `EnsembleTrainer` (each
+    member exactly as `Trainer` would train it alone, on the same minibatches).
+
+    With Adam the loss scaling 1/alpha^2 does not change the step size (Adam normalises the
+    gradient), so the weights move about as far whatever alpha is: use "sgd" or "gd" to see
+    the lazy regime at large alpha (Chizat et al. 2019).
+
+    Args:
+        data: a `engine.data.Dataset`.
+        spec: the model (its alpha, width and seed are replaced by each cell's).
+        config: the training settings, shared by every cell.
+        alphas, widths, seeds: the grid's axes.
+        device: where to train; `engine.device.pick()` by default.
+        progress: called with the fraction done (0..1) often; it may raise (e.g. a job's
+            `Cancelled`) to stop the sweep.
+        kernel_samples: the NTKs at init and at the end are compared on this many training
+            inputs (a fixed subset).
+        on_width: called with (width index, the trained ensemble) after each width; its
+            member m is alpha index m // len(seeds), seed index m % len(seeds), and it keeps
+            the checkpoints of each alpha's first seed (`ensemble.checkpoints[m]`).
+
+    Returns:
+        A `PhaseDiagram` (its run_ids empty: `sweep_job` stores runs).
+    """
+    spec = ModelSpec.from_dict(spec) if isinstance(spec, dict) else spec
+    alphas, widths, seeds = check_grid(spec, alphas, widths, seeds)
+    if not isinstance(kernel_samples, int) or kernel_samples < 2:
+        raise ValueError("The kernels need at least 2 samples.")
+    device = torch.device(device) if device is not None else pick()
+    shape = (len(alphas), len(widths), len(seeds))
+    measures = {name: np.full(shape, np.nan) for name in _MEASURES}
+    diverged = np.zeros(shape, dtype=bool)
+    costs = np.array([_rough_cost(spec, w, data) for w in widths], dtype=float)
+    shares = costs / costs.sum()
+    kernel_index = fixed_subset(len(data.x_train), config, torch.device("cpu"))[:kernel_samples]
+    kernel_x, kernel_y = data.x_train[kernel_index], data.y_train[kernel_index]
+    report = progress or (lambda fraction: None)
+    for j, width in enumerate(widths):
+        models = [build(_cell_spec(spec, a, width, s), data.input_shape, data.n_outputs) for a in alphas for s in seeds]
+        first_seeds = [i * len(seeds) for i in range(len(alphas))]
+        ensemble = EnsembleTrainer(models, data, config, device=device, base_width=spec.base_width,
+                                   checkpoint_members=first_seeds if on_width is not None else ())
+        done = float(shares[:j].sum())
+        ensemble.run(should_stop=_ticker(report, done, 0.9 * shares[j], config.steps, ensemble))
+        cells = _measure(ensemble, kernel_x.to(device), kernel_y.to(device))
+        for m, cell in enumerate(cells):
+            i, k = divmod(m, len(seeds))
+            diverged[i, j, k] = ensemble.diverged_at[m] is not None
+            for name, value in cell.items():
+                measures[name][i, j, k] = value
+        if on_width is not None:
+            on_width(j, ensemble)
+        report(done + float(shares[j]))
+    return PhaseDiagram(
+        alphas=np.array(alphas, dtype=float), widths=np.array(widths), seeds=np.array(seeds), **measures,
+        diverged=diverged, run_ids=np.full(shape[:2], "", dtype=str),
+        settings={"data": data.name, "data_options": dict(data.options), "model": spec.to_dict(),
+                  "train": config.to_dict(), "kernel_samples": len(kernel_index), "kernel": "trace"},
+    )
+
+
+_MEASURES = ("weight_change", "kernel_distance", "kernel_change", "alignment", "initial_alignment",
+             "train_loss", "test_loss", "test_accuracy")
+
+
+def _ticker(report, done: float, share: float, steps: int, ensemble: EnsembleTrainer):
+    """A `should_stop` for the ensemble that reports progress at most every PROGRESS_EVERY_S
+    (the report may raise to cancel) and never asks to stop by itself."""
+    next_report = [0.0]
+
+    def should_stop() -> bool:
+        now = time.perf_counter()
+        if now >= next_report[0]:
+            report(done + share * ensemble.step_count / steps)
+            next_report[0] = now + PROGRESS_EVERY_S
+        return False
+
+    return should_stop
+
+
+def _measure(ensemble: EnsembleTrainer, x: torch.Tensor, y: torch.Tensor) -> list[dict[str, float]]:
+    """Each member's final measures: weight and kernel movement, alignment, losses.
+
+    The kernels are the NTK of the network f inside alpha * (f - f0): the centred model's is
+    alpha^2 times it, which no measure here sees (each is blind to the kernel's scale).
+    """
+    train_loss = ensemble.output_losses("train").tolist()
+    test_loss = ensemble.output_losses("test").tolist()
+    test_accuracy = ensemble.output_accuracy("test")
+    cells = []
+    for m in range(ensemble.size):
+        if ensemble.diverged_at[m] is not None:
+            cells.append({})
+            continue
+        K0 = empirical_ntk(ensemble.network(m, initial=True), x)
+        K = empirical_ntk(ensemble.network(m), x)
+        cells.append({
+            "weight_change": relative_weight_change(ensemble.parameters_of(m, initial=True),
+                                                    ensemble.parameters_of(m)).total,
+            "kernel_distance": kernel_distance(K0, K),
+            "kernel_change": relative_kernel_change(K0, K),
+            "alignment": kernel_alignment(K, y),
+            "initial_alignment": kernel_alignment(K0, y),
+            "train_loss": train_loss[m], "test_loss": test_loss[m], "test_accuracy": test_accuracy[m],
+        })
+    return cells
+
+
+# ---------------------------------------------------------------- the sweep as a job
+
+
+MAX_SWEEP_RUNS = 120  # cells x seeds
+MAX_SWEEP_WORK = 2e13  # rough floating-point operations; beyond this a CPU takes far too long
+SWEEP_VERSION = 1  # part of the cache key: bump it when the computation changes
+
+
+def sweep_key(experiment, alphas, widths, seeds, kernel_samples: int = KERNEL_SAMPLES) -> str:
+    """The cache key of a sweep: a hash of the data, the model and training settings (less the
+    alpha, width and seed each cell sets) and the grid."""
+    model = experiment.model.to_dict() | {"alpha": None, "width": None, "seed": None}
+    described = {"version": SWEEP_VERSION, "data": experiment.data, "data_options": experiment.data_options,
+                 "model": model, "train": experiment.train.to_dict(), "alphas": list(alphas),
+                 "widths": list(widths), "seeds": list(seeds), "kernel_samples": kernel_samples}
+    digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
+    return f"sweep-{digest[:32]}"
+
+
+def check_sweep(experiment, alphas, widths, seeds, data=None) -> tuple[list[float], list[int], list[int]]:
+    """The grid as lists, or a ValueError with sentences: invalid settings, an empty or
+    repeated axis, a model that cannot be built on the data, or a sweep too large to run."""
+    errors = {k: v for k, v in experiment.errors().items() if k not in ("model.alpha", "model.width", "model.seed")}
+    if errors:
+        raise ValueError(" ".join(errors.values()))
+    alphas, widths, seeds = check_grid(experiment.model, alphas, widths, seeds)
+    runs = len(alphas) * len(widths) * len(seeds)
+    if runs > MAX_SWEEP_RUNS:
+        raise ValueError(f"This sweep would train {runs} networks; the lab's limit is {MAX_SWEEP_RUNS}. "
+                         "Use fewer output scales, widths or seeds.")
+    if data is not None:
+        build(_cell_spec(experiment.model, alphas[0], min(widths), seeds[0]), data.input_shape, data.n_outputs)
+        t = experiment.train
+        batch = len(data.x_train) if t.optimizer == "gd" else min(t.batch_size, len(data.x_train))
+        work = 6 * batch * t.steps * len(alphas) * len(seeds) * sum(_rough_cost(experiment.model, w, data)
+                                                                   for w in widths)
+        if work > MAX_SWEEP_WORK:
+            raise ValueError(f"This sweep would take about {work:.1e} floating-point operations, more than "
+                             f"the lab's limit of {MAX_SWEEP_WORK:.0e}; use fewer steps, smaller widths "
+                             "or fewer cells.")
+    return alphas, widths, seeds
+
+
+def sweep_job(ctx, store, experiment, alphas, widths, seeds, *, device=None,
+              kernel_samples: int = KERNEL_SAMPLES) -> PhaseDiagram:
+    """Compute (or fetch from the store's cache) the phase diagram of `experiment`, as a job.
+
+    Each (alpha, width) cell's first seed is also saved as an ordinary run (its settings are
+    the experiment with that cell's model.alpha, model.width and model.seed; checkpoints at
+    step 0, every `train.checkpoint_every` and the end; the training history as metrics), so
+    the page can open a cell's run in any lens. A cancelled or failed sweep deletes the runs
+    it made and caches nothing.
+
+    Args:
+        ctx: the job's context (progress, cancelling).
+        store: a `RunStore`.
+        experiment: an `engine.experiment.Experiment` with a built-in dataset.
+        alphas, widths, seeds: the grid.
+        device: where to train; `engine.device.pick()` by default.
+        kernel_samples: see `phase_diagram`.
+
+    Returns:
+        The `PhaseDiagram`, with `run_ids` naming each cell's run ("" where a cached sweep's
+        run has since been deleted).
+    """
+    ctx.report(progress=0.0, message="Preparing the sweep…")
+    data = datasets.load(experiment.data, **experiment.data_options)
+    alphas, widths, seeds = check_sweep(experiment, alphas, widths, seeds, data)
+    key = sweep_key(experiment, alphas, widths, seeds, kernel_samples)
+    cached = store.load_sweep(key)
+    if cached is not None:
+        ctx.report(progress=1.0, message="This sweep was computed before; showing the saved result.")
+        return _with_existing_runs(store, from_arrays(PhaseDiagram, *cached))
+    device = torch.device(device) if device is not None else pick()
+    run_ids = np.full((len(alphas), len(widths)), "", dtype=object)
+    total = len(alphas) * len(widths) * len(seeds)
+
+    def report(fraction: float) -> None:
+        ctx.check()
+        ctx.report(progress=fraction, message=f"Training {total} networks on {device}: {fraction:.0%}")
+
+    def keep(j: int, ensemble: EnsembleTrainer) -> None:
+        for i, alpha in enumerate(alphas):
+            ctx.check()
+            cell = dataclasses.replace(experiment, model=_cell_spec(experiment.model, alpha, widths[j], seeds[0]))
+            run_ids[i, j] = _save_member(store, ensemble, i * len(seeds), cell, data, device, key)
+
+    try:
+        diagram = phase_diagram(data, experiment.model, experiment.train, alphas, widths, seeds, device=device,
+                                progress=report, kernel_samples=kernel_samples, on_width=keep)
+    except BaseException:
+        for run_id in run_ids.ravel():
+            if run_id:
+                store.delete(run_id)
+        raise
+    diagram.run_ids = run_ids.astype(str)
+    diagram.settings["sweep"] = key
+    store.save_sweep(key, *to_arrays(diagram))
+    ctx.report(progress=1.0, message=f"Trained {total} networks.")
+    return diagram
+
+
+def _save_member(store, ensemble: EnsembleTrainer, m: int, experiment, data, device, key: str) -> str:
+    """Save ensemble member m as an ordinary run of `experiment`; returns its id."""
+    model = experiment.model
+    settings = experiment.to_dict() | {"dataset": data.name, "input_shape": list(data.input_shape),
+                                       "n_outputs": data.n_outputs, "device": str(device), "sweep": key}
+    run_id = store.create(f"{data.name} sweep alpha={model.alpha:g} width={model.width} seed={model.seed}", settings)
+    for step, state in sorted(ensemble.checkpoints[m].items()):
+        store.save_checkpoint(run_id, step, state)
+    history = ensemble.histories[m]
+    store.save_metrics(run_id, history.to_dict())
+    summary = {"steps": ensemble.step_count}
+    if history.test_loss:
+        summary["test_loss"] = history.test_loss[-1]
+        if not math.isnan(history.test_accuracy[-1]):
+            summary["test_accuracy"] = history.test_accuracy[-1]
+    if ensemble.diverged_at[m] is not None:
+        store.finish(run_id, "diverged", summary, f"The loss became NaN or infinite at step {ensemble.diverged_at[m]}.")
+    else:
+        store.finish(run_id, "done", summary, f"Finished {ensemble.step_count} steps in a sweep.")
+    return run_id
+
+
+def _with_existing_runs(store, diagram: PhaseDiagram) -> PhaseDiagram:
+    """The diagram with the ids of runs deleted since it was cached blanked out."""
+    existing = {run.id for run in store.list()}
+    diagram.run_ids = np.array([[r if r in existing else "" for r in row] for row in diagram.run_ids.tolist()], dtype=str)
+    return diagram

@@ -3,12 +3,18 @@
 Each preset is a JSON file in `assets/presets/`: a title, the lens to look through, a
 description of what to look for, and one to four runs, each a name and flat settings (the
 keys of `engine.experiment.Experiment.to_flat`, as in the Train page's URL).
+
+A preset may also be a step of a lesson: `"lesson": [lesson name, step number]`, `"watch"`
+(what to look at while it trains) and `"knob"` (one setting the learner turns: its flat
+key, a label and the values to choose from; the chosen value replaces that setting in the
+last run).
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from engine.experiment import Experiment
 
@@ -29,6 +35,21 @@ class Preset:
     lens: str
     description: str
     runs: list[PresetRun]
+    lesson: Optional[tuple[str, int]] = None
+    watch: str = ""
+    knob: dict = field(default_factory=dict)  # {"key", "label", "choices"}
+
+    def with_knob(self, value: str) -> list[PresetRun]:
+        """The runs with the knob's setting of the last run set to `value` (flat text)."""
+        if not self.knob:
+            return self.runs
+        last = self.runs[-1]
+        flat = last.experiment.to_flat() | {self.knob["key"]: str(value)}
+        experiment, errors = Experiment.from_flat(flat)
+        errors |= experiment.errors()
+        if errors:
+            raise ValueError(" ".join(errors.values()))
+        return self.runs[:-1] + [PresetRun(f"{last.name.split(' (')[0]} ({self.knob['label']} {value})", experiment)]
 
 
 def load(path: Path) -> Preset:
@@ -45,7 +66,22 @@ def load(path: Path) -> Preset:
         if errors:
             raise ValueError(f"Preset {path.name}, run '{run['name']}': " + " ".join(errors.values()))
         runs.append(PresetRun(run["name"], experiment))
-    return Preset(path.stem, record["title"], record["lens"], record["description"], runs)
+    lesson = record.get("lesson")
+    preset = Preset(path.stem, record["title"], record["lens"], record["description"], runs,
+                    (str(lesson[0]), int(lesson[1])) if lesson else None, record.get("watch", ""),
+                    record.get("knob", {}))
+    for value in preset.knob.get("choices", []):
+        try:
+            preset.with_knob(value)
+        except ValueError as exc:
+            raise ValueError(f"Preset {path.name}, knob value {value}: {exc}") from None
+    return preset
+
+
+def lesson(name: str, folder: Path = FOLDER) -> list[Preset]:
+    """The steps of a lesson, in order."""
+    steps = [p for p in all_presets(folder) if p.lesson and p.lesson[0] == name]
+    return sorted(steps, key=lambda p: p.lesson[1])
 
 
 def all_presets(folder: Path = FOLDER) -> list[Preset]:

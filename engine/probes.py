@@ -186,7 +186,7 @@ class LazyProbe(Probe):
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.w0 = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         self.layer = _last_hidden_layer(model)
-        self.loss_fn = trainer.loss_fn
+        self.loss_fn, self.loss_unit = trainer.loss_fn, trainer.loss_unit
         self.K0 = self.kernel(model)
         self.H0 = self.hidden(model)
         self.f0 = self.outputs(model)
@@ -226,8 +226,8 @@ class LazyProbe(Probe):
         if self.twin is not None:
             f, f_lin = self.outputs(model), self.outputs(self.twin.model)
             row["twin_gap"] = self.gap(f, f_lin)
-            row["loss"] = float(self.loss_fn(f, self.y))
-            row["twin_loss"] = float(self.loss_fn(f_lin, self.y))
+            row["loss"] = float(self.loss_fn(f, self.y)) * self.loss_unit
+            row["twin_loss"] = float(self.loss_fn(f_lin, self.y)) * self.loss_unit
         self.rows.append(row)
 
     @torch.no_grad()

@@ -185,6 +185,9 @@ class Surface:
         loss: (Ny, Nx) mean loss, row j at b = ys[j]; (Nx,) for a line.
         accuracy: the same shape, for class labels; None otherwise.
         settings: what made it (loss name, samples, batch and chunk sizes, device).
+        marks: (K, 2) points of the plane to mark, such as the models a plane passes
+            through; None for none.
+        mark_names: K names of the marks.
     """
 
     xs: np.ndarray
@@ -192,6 +195,8 @@ class Surface:
     loss: np.ndarray
     accuracy: np.ndarray | None = None
     settings: dict = field(default_factory=dict)
+    marks: np.ndarray | None = None
+    mark_names: list[str] | None = None
 
 
 @dataclass
@@ -388,6 +393,10 @@ class Embedding:
         method: "pca" or "umap", for the axis titles.
         value_name: what the values are ("class", "target", "loss", ...).
         class_names: names of classes 0..C-1 for the legend, or None for "class k".
+        inputs: (N, D) the samples themselves (flattened), for pictures of them in the hover
+            text and beside the chart; None to leave them out.
+        input_shape: the natural shape of one sample, e.g. [1, 8, 8] (an image), [1, 40] (a
+            signal) or [2] (a point); None when unknown.
     """
 
     points: np.ndarray
@@ -397,6 +406,8 @@ class Embedding:
     method: str = "pca"
     value_name: str = "class"
     class_names: list[str] | None = None
+    inputs: np.ndarray | None = None
+    input_shape: list[int] | None = None
 
 
 @dataclass
@@ -734,3 +745,284 @@ class LazyMeasures:
     twin_gap: np.ndarray | None = None
     twin_loss: np.ndarray | None = None
     loss: np.ndarray | None = None
+
+
+@dataclass
+class EmbeddingFrames:
+    """One layer's embedding at successive checkpoints, aligned so that frames compare
+    (engine.geometry.aligned_embed): the frames of an animation over training.
+
+    Attributes:
+        steps: (T,) the checkpoints' steps.
+        points: (T, N, dim) coordinates of the same N samples in every frame.
+        values, categorical, hover, method, value_name, class_names, inputs, input_shape:
+            as for `Embedding`, the same in every frame.
+    """
+
+    steps: np.ndarray
+    points: np.ndarray
+    values: np.ndarray
+    categorical: bool = True
+    hover: np.ndarray | None = None
+    method: str = "pca"
+    value_name: str = "class"
+    class_names: list[str] | None = None
+    inputs: np.ndarray | None = None
+    input_shape: list[int] | None = None
+
+    def frame(self, t: int) -> Embedding:
+        """Frame t as an `Embedding`."""
+        shared = {f.name: getattr(self, f.name) for f in fields(Embedding) if f.name != "points"}
+        return Embedding(points=self.points[t], **shared)
+
+
+# ---------------------------------------------------------------- NTK: extreme samples, Fourier content, layers
+
+
+@dataclass
+class ExtremeSamples:
+    """The samples at the two ends of each top kernel eigenvector (for image or signal data).
+
+    Column j of row i is a sample of the kernel's subset: the first m columns hold the m most
+    negative entries of eigenvector i (most negative first), the last m the m most positive
+    (most positive last).
+
+    Attributes:
+        values: (k,) the eigenvalues, largest first.
+        indices: (k, 2m) the samples' indices in the subset the kernel was computed on.
+        entries: (k, 2m) the eigenvector's entries at those samples.
+        inputs: (k, 2m, *input_shape) the samples, in the data's natural shape ((1, 8, 8)
+            for digits, (1, 40) for MNIST-1D).
+        labels: (k, 2m) their labels (classes, or the first regression target).
+        kind: the kernel's kind.
+    """
+
+    values: np.ndarray
+    indices: np.ndarray
+    entries: np.ndarray
+    inputs: np.ndarray
+    labels: np.ndarray
+    kind: str = "trace"
+
+
+@dataclass
+class FourierContent:
+    """How each eigenfunction's power spreads over frequencies (spectral bias made visible).
+
+    Attributes:
+        values: (k,) the eigenfunctions' eigenvalues, largest first.
+        frequencies: (F,) 0, 1, 2, ...: cycles around the circle, or half-cycles over the span
+            of a line (a cosine series there, so the ends add no spurious frequencies).
+        power: (k, F) the share of each eigenfunction's squared norm at each frequency; a row
+            sums to 1 less what lies above the highest frequency kept.
+        dominant: (k,) the frequency with the largest share, for each eigenfunction.
+        periodic: True around the circle, False along a line.
+        kind: the kernel's kind.
+    """
+
+    values: np.ndarray
+    frequencies: np.ndarray
+    power: np.ndarray
+    dominant: np.ndarray
+    periodic: bool = True
+    kind: str = "trace"
+
+
+@dataclass
+class LayerKernels:
+    """Each layer's part of the NTK, K = sum_l K_l, with K_l from that layer's parameters alone.
+
+    Attributes:
+        layers: the layers' names (their modules, e.g. "layers.fc1"), input to output.
+        traces: (L,) trace of each layer's kernel; they add up to the trace of K.
+        values: (L, n) each layer's eigenvalues, largest first.
+        total_values: (n,) the eigenvalues of K itself.
+        kind: the kernel's kind.
+    """
+
+    layers: list
+    traces: np.ndarray
+    values: np.ndarray
+    total_values: np.ndarray
+    kind: str = "trace"
+
+
+@dataclass
+class TargetPowerTrajectory:
+    """The share of the target's squared norm in the kernel's top-k eigenvectors, over training.
+
+    Attributes:
+        steps: (T,) the checkpoints' steps.
+        top_k: (K,) the numbers of top eigenvectors.
+        share: (T, K) the cumulative share in the top top_k[j] eigenvectors at step t.
+        kind: the kernel's kind.
+    """
+
+    steps: np.ndarray
+    top_k: np.ndarray
+    share: np.ndarray
+    kind: str = "trace"
+
+
+@dataclass
+class PruningMasks:
+    """Which weights one pruning keeps (engine.pruning.masks), for drawing as images.
+
+    Attributes:
+        masks: weight name -> bool array of the weight's shape, True where the weight is kept.
+        input_shape: one sample's shape, so a first layer's rows can be drawn as inputs.
+        settings: the method, sparsity and scope.
+    """
+
+    masks: dict[str, np.ndarray]
+    input_shape: tuple = ()
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass
+class PrunedRegions:
+    """Decision regions of the dense model and of pruned ones, side by side on one grid.
+
+    Attributes:
+        names: K panel names: "dense", then one per method.
+        grid_x, grid_y, points, labels, task, n_classes: as in `DecisionRegions`.
+        values, confidence: (K, Gy, Gx) each panel's `DecisionRegions.value` and `.confidence`.
+        accuracy: (K,) each model's test accuracy (NaN for regression).
+        settings: the methods, sparsity, fine-tuning and scope.
+    """
+
+    names: list[str]
+    grid_x: np.ndarray
+    grid_y: np.ndarray
+    values: np.ndarray
+    confidence: np.ndarray
+    points: np.ndarray
+    labels: np.ndarray
+    accuracy: np.ndarray
+    task: str = "classification"
+    n_classes: int = 0
+    settings: dict = field(default_factory=dict)
+
+    def panel(self, k: int) -> DecisionRegions:
+        """Panel k as the `DecisionRegions` that viz.predictions draws."""
+        return DecisionRegions(self.grid_x, self.grid_y, self.values[k], self.confidence[k],
+                               self.points, self.labels, self.task, self.n_classes)
+
+
+@dataclass
+class FlipGallery:
+    """Fragile and robust test samples under pruning (Hooker et al. 2019's "pruning identified
+    exemplars"): a sample flips when the pruned model's predicted class differs from the dense
+    model's (engine.pruning.flips).
+
+    Attributes:
+        method: the pruning method.
+        sparsities: (S,) the sparsities tried, ascending.
+        inputs: (N, ...) the test inputs, each of `input_shape`.
+        labels: (N,) their true classes.
+        dense_prediction: (N,) the dense model's predicted classes.
+        predictions: (S, N) the pruned model's predicted classes at each sparsity.
+        flip_sparsity: (N,) the lowest sparsity at which the sample flips; inf if it never does.
+        fragile: indices of the samples that flip earliest (lowest sparsity first).
+        robust: indices of samples that keep the dense prediction at every sparsity.
+        input_shape: one sample's shape.
+        settings: fine-tuning, scope and how many samples were chosen.
+    """
+
+    method: str
+    sparsities: np.ndarray
+    inputs: np.ndarray
+    labels: np.ndarray
+    dense_prediction: np.ndarray
+    predictions: np.ndarray
+    flip_sparsity: np.ndarray
+    fragile: np.ndarray
+    robust: np.ndarray
+    input_shape: tuple = ()
+    settings: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- lazy versus rich
+
+
+@dataclass
+class PhaseDiagram:
+    """Lazy versus rich over output scale alpha x width, for several seeds (Geiger et al. 2020).
+
+    Every cell trains the centred network alpha * (f(w) - f(w0)) with the loss divided by
+    alpha^2 (engine.lazy.phase_diagram). Arrays indexed [alpha, width, seed]:
+
+    Attributes:
+        alphas: (A,) output scales; widths: (W,) hidden widths; seeds: (S,) init seeds.
+        weight_change: (A, W, S) final ||w - w0|| / ||w0|| over the network's weights.
+        kernel_distance: (A, W, S) 1 - <K0, K>_F / (||K0||_F ||K||_F) between the NTK at
+            init and at the end, on a fixed subset of the training inputs.
+        kernel_change: (A, W, S) ||K - K0||_F / ||K0||_F on the same subset.
+        alignment, initial_alignment: (A, W, S) centred kernel-target alignment of the final
+            and the initial NTK with the subset's targets.
+        train_loss, test_loss: (A, W, S) the loss of the network's output (NOT divided by
+            alpha^2, so cells with different alphas compare) on the fixed evaluation subsets.
+        test_accuracy: (A, W, S) NaN for regression.
+        diverged: (A, W, S) True where the training loss became NaN or infinite (the measures
+            are NaN there).
+        run_ids: (A, W) the stored run of each cell's first seed; "" where none was stored.
+        settings: the data, model, training settings and the kernel subset that made it.
+    """
+
+    alphas: np.ndarray
+    widths: np.ndarray
+    seeds: np.ndarray
+    weight_change: np.ndarray
+    kernel_distance: np.ndarray
+    kernel_change: np.ndarray
+    alignment: np.ndarray
+    initial_alignment: np.ndarray
+    train_loss: np.ndarray
+    test_loss: np.ndarray
+    test_accuracy: np.ndarray
+    diverged: np.ndarray
+    run_ids: np.ndarray
+    settings: dict = field(default_factory=dict)
+
+    def seed_mean(self, name: str) -> np.ndarray:
+        """(A, W) the mean of a measure over the seeds that did not diverge (NaN if none)."""
+        values = np.where(self.diverged, np.nan, getattr(self, name).astype(float))
+        counts = (~np.isnan(values)).sum(axis=2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(counts > 0, np.nansum(values, axis=2) / counts, np.nan)
+
+
+# ---------------------------------------------------------------- level sets: picking samples
+
+
+def is_image_shape(shape) -> bool:
+    """Whether one sample's natural shape is an image, (H, W) or (C, H, W) with H, W > 1; a
+    signal such as MNIST-1D's (1, 40) is not."""
+    return shape is not None and len(shape) >= 2 and shape[-2] > 1 and shape[-1] > 1
+
+
+@dataclass
+class SampleGallery:
+    """Test samples to pick a level-set traversal's source and targets from
+    (engine.recipes.levelset_gallery).
+
+    Attributes:
+        index: (N,) each sample's position in the test split.
+        x: (N, D) the samples, flattened.
+        label: (N,) their classes.
+        predicted: (N,) the model's predictions.
+        input_shape: one sample's natural shape, e.g. (1, 8, 8); None when unknown.
+        settings: what made it (step, per_class, seed).
+    """
+
+    index: np.ndarray
+    x: np.ndarray
+    label: np.ndarray
+    predicted: np.ndarray
+    input_shape: tuple | None = None
+    settings: dict = field(default_factory=dict)
+
+    def position(self, sample: int) -> int | None:
+        """Where test sample `sample` is in the gallery, or None."""
+        hits = np.flatnonzero(self.index == sample)
+        return int(hits[0]) if len(hits) else None

@@ -6,6 +6,7 @@ One folder per run, named by its id (time-sortable, e.g. "20261122-063512-a1b2c3
                     metrics.json                        what training measured
                     checkpoints/step-00000100.safetensors
                     artifacts/<key>.npz + <key>.json    cached analysis results
+    <root>/.sweeps/<key>.npz + <key>.json                results that span many runs (phase diagrams)
 
 The root is $DYNAMICS_LAB_HOME/runs, or ~/.dynamics-lab/runs when the variable is unset.
 
@@ -51,6 +52,7 @@ MAX_IMPORT_BYTES = 2 * 1024**3  # refuse zips that unpack to more than this (zip
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
 _CHECKPOINT_PATTERN = re.compile(r"^step-(\d{8,})\.safetensors$")
 _ZIP_CHECKPOINT_PATTERN = re.compile(r"^checkpoints/step-\d{8,}\.safetensors$")
+SWEEPS_FOLDER = ".sweeps"  # inside the root; a dot-name is never a run id
 _FLOAT_TAG = "$float"  # JSON has no NaN or infinity: they are written as {"$float": "nan"}
 
 
@@ -169,6 +171,30 @@ def _whole_number(value: Any) -> int:
         return int(value)
     except (TypeError, ValueError, OverflowError):
         return 0
+
+
+def _save_arrays(folder: Path, key: str, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Write <key>.npz (the arrays) then <key>.json (meta) into `folder`, atomically each."""
+    arrays = {str(k): np.asarray(v) for k, v in arrays.items()}
+    for name, array in arrays.items():
+        if array.dtype.hasobject:
+            raise ValueError(f"Array {name!r} holds Python objects; only numeric and text arrays are saved.")
+    folder.mkdir(exist_ok=True)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    _atomic_write(folder / f"{key}.npz", buffer.getvalue())
+    # The .json goes second: once it is there, the matching .npz is complete.
+    _atomic_write(folder / f"{key}.json", _dumps(dict(meta)))
+
+
+def _load_arrays(folder: Path, key: str) -> tuple[dict[str, np.ndarray], dict] | None:
+    """The (arrays, meta) `_save_arrays` wrote under `key`, or None when there are none."""
+    npz, meta = folder / f"{key}.npz", folder / f"{key}.json"
+    if not (npz.exists() and meta.exists()):
+        return None
+    with np.load(npz, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    return arrays, _loads(meta.read_bytes())
 
 
 def _checkpoint_name(step: int) -> str:
@@ -336,28 +362,51 @@ class RunStore:
             meta: the settings that made the result, JSON-able.
         """
         _check_key(key, "artifact key")
-        arrays = {str(k): np.asarray(v) for k, v in arrays.items()}
-        for name, array in arrays.items():
-            if array.dtype.hasobject:
-                raise ValueError(f"Artifact array {name!r} holds Python objects; only numeric arrays are saved.")
-        folder = self._existing(run_id) / "artifacts"
-        folder.mkdir(exist_ok=True)
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        _atomic_write(folder / f"{key}.npz", buffer.getvalue())
-        # The .json goes second: once it is there, the matching .npz is complete.
-        _atomic_write(folder / f"{key}.json", _dumps(dict(meta)))
+        _save_arrays(self._existing(run_id) / "artifacts", key, arrays, meta)
 
     def load_artifact(self, run_id: str, key: str) -> tuple[dict[str, np.ndarray], dict] | None:
         """The cached (arrays, meta) for `key`, or None when nothing is cached under it."""
         _check_key(key, "artifact key")
-        folder = self._existing(run_id) / "artifacts"
-        npz, meta = folder / f"{key}.npz", folder / f"{key}.json"
-        if not (npz.exists() and meta.exists()):
-            return None
-        with np.load(npz, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-        return arrays, _loads(meta.read_bytes())
+        return _load_arrays(self._existing(run_id) / "artifacts", key)
+
+    # ----- sweeps (results that span many runs, e.g. a phase diagram) -----------------
+
+    def _sweeps(self) -> Path:
+        """<root>/.sweeps: a dot-folder, so run listings never mistake it for a run."""
+        return self.root / SWEEPS_FOLDER
+
+    def save_sweep(self, key: str, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        """Cache a sweep's result as .sweeps/<key>.npz (arrays) and <key>.json (meta).
+
+        Args:
+            key: a name like "sweep-3f2a..." (same rules as a run id).
+            arrays: numeric or text arrays by name (object arrays would need pickle: refused).
+            meta: the settings that made the result, JSON-able.
+        """
+        _check_key(key, "sweep key")
+        _save_arrays(self._sweeps(), key, arrays, meta)
+
+    def load_sweep(self, key: str) -> tuple[dict[str, np.ndarray], dict] | None:
+        """The cached (arrays, meta) of a sweep, or None when nothing is cached under `key`."""
+        _check_key(key, "sweep key")
+        return _load_arrays(self._sweeps(), key)
+
+    def list_sweeps(self) -> list[tuple[str, dict]]:
+        """Every complete cached sweep as (key, meta), newest first."""
+        folder = self._sweeps()
+        if not folder.is_dir():
+            return []
+        found = []
+        for meta in folder.glob("*.json"):
+            key = meta.stem
+            if not _ID_PATTERN.match(key) or ".." in key or not (folder / f"{key}.npz").exists():
+                continue
+            try:
+                found.append((meta.stat().st_mtime, key, _loads(meta.read_bytes())))
+            except (OSError, ValueError):
+                continue  # a broken cache entry is left out, not fatal
+        found.sort(key=lambda item: (item[0], item[1]), reverse=True)
+        return [(key, meta) for _, key, meta in found]
 
     # ----- one file to download and upload ---------------------------------------------
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from engine.data import Dataset
 from engine.device import pick
+from engine.levelset import pgd_attack
 from engine.models import Centered, lr_multipliers
 from engine.results import History
 
@@ -45,6 +46,12 @@ class TrainConfig:
         checkpoint_every: steps between saved weights (step 0 and the last step always).
         eval_samples: evaluations use at most this many samples of each split (a fixed subset).
         seed: seed of the minibatch order.
+        adversarial_eps: the L_inf radius, in input units, of PGD adversarial training
+            (Madry et al. 2018): each step trains on the worst case of every input within
+            this box (found by `engine.levelset.pgd_attack`) instead of the input. 0 is off.
+            Classification only.
+        adversarial_steps: PGD steps per training step (each costs a forward and backward pass).
+        adversarial_step_size: PGD's step per coordinate; None for 2.5 eps / steps.
     """
 
     optimizer: str = "adam"
@@ -58,6 +65,9 @@ class TrainConfig:
     checkpoint_every: int = 100
     eval_samples: int = 1024
     seed: int = 0
+    adversarial_eps: float = 0.0
+    adversarial_steps: int = 7
+    adversarial_step_size: Optional[float] = None
 
     def errors(self) -> dict[str, str]:
         """A sentence for each invalid field, keyed by field name (empty when valid)."""
@@ -74,13 +84,23 @@ class TrainConfig:
             e["weight_decay"] = "Weight decay must be 0 or a positive number."
         for name, low, high in (("batch_size", 1, 1_000_000), ("steps", 1, 10_000_000),
                                 ("eval_every", 1, 10_000_000), ("checkpoint_every", 1, 10_000_000),
-                                ("eval_samples", 1, 10_000_000)):
+                                ("eval_samples", 1, 10_000_000), ("adversarial_steps", 1, 1000)):
             value = getattr(self, name)
             if not _whole(value) or not low <= value <= high:
                 e[name] = f"{name.replace('_', ' ').capitalize()} must be a whole number from {low} to {high:,}."
         if self.loss not in LOSSES:
             e["loss"] = f"Loss must be one of {', '.join(LOSSES)}."
+        if not _number(self.adversarial_eps) or self.adversarial_eps < 0:
+            e["adversarial_eps"] = "Adversarial eps must be 0 (off) or a positive number."
+        if self.adversarial_step_size is not None and not _positive_number(self.adversarial_step_size):
+            e["adversarial_step_size"] = ("Adversarial step size must be empty (2.5 eps / steps) "
+                                          "or a positive number.")
         return e
+
+    @property
+    def adversarial(self) -> bool:
+        """Whether training is adversarial (PGD on every batch)."""
+        return self.adversarial_eps > 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -190,12 +210,18 @@ class Trainer:
         errors = config.errors()
         if errors:
             raise ValueError(" ".join(errors.values()))
+        if config.adversarial and data.task != "classification":
+            raise ValueError("Adversarial training attacks the confidence in class labels; this data is a "
+                             "regression, so set adversarial eps to 0.")
         self.config = config
         self.device = torch.device(device) if device is not None else pick()
         self.model = model.to(self.device)
         self.data = data.to(self.device)
         alpha = model.alpha if isinstance(model, Centered) else None
         self.loss_fn = make_loss(config.loss, data.task, data.n_classes, alpha)
+        # The history reports the plain loss of the function, comparable across alphas, not
+        # the loss / alpha^2 whose gradients train a Centered model.
+        self.loss_unit = alpha**2 if alpha else 1.0
         self.base_width = base_width
         self.optimizer = make_optimizer(model, config, base_width)
         self.history = History()
@@ -236,14 +262,28 @@ class Trainer:
         """One optimizer step on one minibatch; its loss lands in the history on the next flush."""
         self.model.train()
         x, y = self._batch()
+        if self.config.adversarial:
+            x = self._worst_case(x, y)
         loss = self.loss_fn(self.model(x), y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.step_count += 1
-        self._pending.append(loss.detach())
+        self._pending.append(loss.detach() * self.loss_unit)
         if len(self._pending) >= FLUSH_EVERY:
             self.flush()
+
+    def _worst_case(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The batch moved by PGD to where the model's cross-entropy is highest within the
+        eps-box (and the data's range): training on it is adversarial training.
+
+        The random start is seeded by the batch seed and the step, so runs repeat.
+        """
+        c = self.config
+        alpha = c.adversarial_step_size or 2.5 * c.adversarial_eps / c.adversarial_steps
+        return pgd_attack(self.model, x, y, c.adversarial_eps, alpha, c.adversarial_steps,
+                          self.data.bounds, random_start=True,
+                          seed=c.seed * 1_000_003 + self.step_count)
 
     def flush(self) -> None:
         """Move the pending per-step losses to the history and look for divergence."""
@@ -265,7 +305,7 @@ class Trainer:
         result = {}
         for split, (x, y) in (("train", self._eval_train), ("test", self._eval_test)):
             output = self.model(x)
-            result[f"{split}_loss"] = self.loss_fn(output, y).item()
+            result[f"{split}_loss"] = self.loss_fn(output, y).item() * self.loss_unit
             result[f"{split}_accuracy"] = accuracy(output, y, self.data.task)
         self.model.train()
         h = self.history

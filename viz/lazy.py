@@ -107,10 +107,32 @@ def phase_heatmap(values: np.ndarray, alphas: Sequence[float], widths: Sequence[
         z=shown, x=x, y=y, colorscale=SEQUENTIAL_SCALE, customdata=mean,
         colorbar={"title": {"text": f"log10 {label}" if log else label, "side": "right"}},
         hovertemplate="alpha %{x}<br>width %{y}<br>" + label + " = %{customdata:.4g}<extra></extra>"))
+    # Invisible markers on the cells: plotly selects points, not heatmap cells, so these carry
+    # each cell's (alpha index, width index) for a click to open the cell's run.
+    cells = [(i, j) for j in range(len(widths)) for i in range(len(alphas))]
+    fig.add_trace(go.Scatter(x=[x[i] for i, _ in cells], y=[y[j] for _, j in cells], mode="markers",
+                             customdata=cells, hoverinfo="skip", showlegend=False,
+                             marker={"size": 28, "symbol": "square", "color": "rgba(0,0,0,0)"}))
     fig.update_xaxes(title_text="output scale alpha", type="category")
     fig.update_yaxes(title_text="width", type="category")
-    fig.update_layout(clickmode="event+select")
+    fig.update_layout(clickmode="event+select", dragmode=False)
     return base_layout(fig, title)
+
+
+def selected_cell(selection: Mapping | None) -> Optional[tuple[int, int]]:
+    """The (alpha index, width index) of the cell a user clicked on a `phase_heatmap`, or None.
+
+    Args:
+        selection: Streamlit's selection state of the chart (the event or its `selection`).
+    """
+    if not selection:
+        return None
+    selection = selection.get("selection", selection)
+    for point in selection.get("points", []) or []:
+        data = point.get("customdata")
+        if isinstance(data, (list, tuple)) and len(data) == 2:
+            return int(data[0]), int(data[1])
+    return None
 
 
 def regime_line(fig: go.Figure, text: str) -> go.Figure:

@@ -7,11 +7,11 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 PAGES = {"home": "/", "train": "/train", "runs": "/runs", "landscape": "/landscape", "ntk": "/ntk",
-         "geometry": "/geometry", "levelset": "/levelset", "pruning": "/pruning"}
-NAV = ["Home", "Train", "Runs", "Loss landscape", "Neural tangent kernel", "Representation geometry", "Level sets",
+         "lazy": "/lazy", "geometry": "/geometry", "levelset": "/levelset", "pruning": "/pruning"}
+NAV = ["Home", "Train", "Runs", "Loss landscape", "Neural tangent kernel", "Lazy versus rich", "Representation geometry", "Level sets",
        "Pruning"]
 # lens page -> how many charts it draws for a small 2-D classification run
-LENS_CHARTS = {"landscape": 2, "ntk": 7, "geometry": 4, "levelset": 3, "pruning": 5}
+LENS_CHARTS = {"landscape": 2, "ntk": 10, "geometry": 5, "levelset": 3, "pruning": 8}
 STEP = re.compile(r"step ([\d,]+)")
 SPEED = re.compile(r"([\d,]+) steps/s")
 MIN_STEPS_PER_S = 30  # a 64-wide MLP on moons trains at ~200 steps/s on 2 CPU cores
@@ -135,3 +135,24 @@ def test_lens_pages_compute_and_draw_a_stored_run(page, lens_app_url, artifacts,
     assert page.locator("[data-testid='stException']").count() == 0
     assert page.locator("[data-testid='stAlertContentError']").count() == 0
     page.screenshot(path=str(artifacts / f"{name}-run.png"), full_page=True)
+
+
+def test_geometry_hovering_and_clicking_a_point_shows_its_sample(page, lens_app_url, artifacts):
+    open_page(page, lens_app_url, PAGES["geometry"])
+    page.wait_for_function(
+        f"() => document.querySelectorAll(\"[data-testid='stPlotlyChart']\").length >= {LENS_CHARTS['geometry']}",
+        timeout=120_000)
+    wait_idle(page)
+    point = page.locator("[data-testid='stPlotlyChart']").first.locator("path.point").first
+    point.hover(force=True)
+    label = page.locator("g.hovertext").first
+    label.wait_for(timeout=10_000)
+    text = label.text_content()  # an SVG group: no inner_text
+    assert re.search(r"sample \d+ .*\([^,()]+, [^,()]+\)", text), text  # the text, then the point's coordinates
+    point.click(force=True)  # a point selection reruns the page, which draws the picked sample
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.gtitle')].some(t => t.textContent.startsWith('Picked samples'))",
+        timeout=60_000)
+    wait_idle(page)
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.screenshot(path=str(artifacts / "geometry-picked.png"), full_page=True)

@@ -1,12 +1,23 @@
-"""Lazy-versus-rich measures against plain numpy formulas."""
+"""Lazy versus rich: the measures against plain numpy formulas, the linearized twin against
+explicit Jacobians, the phase diagram against networks trained alone, and the known laws."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
+from engine import data as datasets
+from engine.experiment import Experiment, load_model
+from engine.jobs import Cancelled, JobContext
 from engine.lazy import (
-    kernel_alignment, kernel_distance, kernel_trajectory, relative_kernel_change, relative_weight_change,
+    kernel_alignment, kernel_distance, kernel_trajectory, linearize, phase_diagram, relative_kernel_change,
+    relative_weight_change, sweep_job,
 )
-from engine.models import Centered, ModelSpec, build
+from engine.models import Centered, ModelSpec, build, lr_multipliers
+from engine.ntk import empirical_ntk
+from engine.results import PhaseDiagram, from_arrays, to_arrays
+from engine.store import RunStore
+from engine.train import TrainConfig, Trainer
 
 
 def random_kernel(n=6, seed=0):
@@ -99,3 +110,270 @@ def test_kernel_trajectory_starts_at_zero_change():
     assert trajectory.relative_change[0] == 0 and trajectory.weight_change[0] == 0
     assert trajectory.subspace_overlap[0] == pytest.approx(1.0)
     assert trajectory.distance[1] > 0 and trajectory.alignment.shape == (2,)
+
+
+# ---------------------------------------------------------------- the linearized twin
+
+
+def tiny_float64_mlp(alpha=None):
+    spec = ModelSpec(width=5, depth=2, activation="tanh", parametrization="mup", base_width=2, alpha=alpha)
+    return build(spec, (3,), 2).double()
+
+
+def moved(twin, scale=0.3, seed=0):
+    """The twin with every trainable weight moved to a random point near w0."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return twin
+
+
+def taylor_reference(network, w, x):
+    """f(x; w0) + J(x; w0) (w - w0) with the Jacobian J formed explicitly (network at w0)."""
+    names = [n for n, _ in network.named_parameters()]
+    shapes = [p.shape for _, p in network.named_parameters()]
+    w0 = torch.cat([p.detach().reshape(-1) for p in network.parameters()])
+    dw = torch.cat([w[n].detach().reshape(-1) for n in names]) - w0
+
+    def f(flat):
+        params, i = {}, 0
+        for name, shape in zip(names, shapes):
+            params[name] = flat[i:i + shape.numel()].reshape(shape)
+            i += shape.numel()
+        return torch.func.functional_call(network, params, (x,))
+
+    J = torch.autograd.functional.jacobian(f, w0)  # (N, O, P)
+    return f(w0) + J @ dw, J
+
+
+def twin_weights(twin, prefix="model."):
+    return {n[len(prefix):]: p for n, p in twin.named_parameters()}
+
+
+def test_linearized_twin_is_the_first_order_taylor_model():
+    network, x = tiny_float64_mlp(), torch.randn(7, 3, dtype=torch.float64)
+    twin = moved(linearize(network))
+    expected, _ = taylor_reference(network, twin_weights(twin), x)
+    assert torch.allclose(twin(x), expected, atol=1e-12)
+
+
+def test_linearized_twin_equals_the_network_at_w0():
+    network, x = tiny_float64_mlp(), torch.randn(7, 3, dtype=torch.float64)
+    assert torch.allclose(linearize(network)(x), network(x), atol=1e-14)
+
+
+def test_gradient_through_the_twin_is_the_transposed_jacobian_times_the_residual():
+    network, x = tiny_float64_mlp(), torch.randn(7, 3, dtype=torch.float64)
+    y = torch.randn(7, 2, dtype=torch.float64)
+    twin = moved(linearize(network))
+    residual = twin(x) - y
+    (0.5 * (residual**2).sum()).backward()
+    _, J = taylor_reference(network, twin_weights(twin), x)
+    expected = torch.einsum("nop,no->p", J, residual.detach())
+    got = torch.cat([p.grad.reshape(-1) for p in twin.parameters()])
+    assert torch.allclose(got, expected, atol=1e-10)
+
+
+def test_training_the_twin_leaves_the_network_alone():
+    network = tiny_float64_mlp()
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    moved(linearize(network))
+    assert all(torch.equal(network.state_dict()[k], before[k]) for k in before)
+
+
+@pytest.mark.parametrize("alpha", [None, 4.0])
+def test_twin_gets_the_networks_per_layer_learning_rates(alpha):
+    network = tiny_float64_mlp(alpha)
+    twin = linearize(network)
+    for optimizer in ("sgd", "adam"):
+        rates = lr_multipliers(network, optimizer, base_width=2)
+        assert lr_multipliers(twin, optimizer, base_width=2) == {f"model.{k}": v for k, v in rates.items()}
+    assert len(set(lr_multipliers(network, "sgd", base_width=2).values())) > 1  # the check means something
+
+
+def test_twin_of_a_centred_model_is_alpha_times_the_jacobian_step_and_divides_its_loss():
+    network, x = tiny_float64_mlp(alpha=4.0), torch.randn(7, 3, dtype=torch.float64)
+    twin = linearize(network)
+    assert isinstance(twin, Centered) and twin.alpha == 4.0  # so Trainer divides its loss by alpha^2
+    assert torch.allclose(twin(x), torch.zeros(7, 2, dtype=torch.float64), atol=1e-14)
+    moved(twin)
+    expected, _ = taylor_reference(network.model, twin_weights(twin, "model.model."), x)
+    assert torch.allclose(twin(x), 4.0 * (expected - network.model(x)), atol=1e-12)
+
+
+def test_a_trained_centred_model_is_not_linearized_at_its_w0():
+    network = tiny_float64_mlp(alpha=2.0)
+    moved(network)
+    with pytest.raises(ValueError, match="linearize the network inside"):
+        linearize(network)
+
+
+@pytest.fixture(scope="module")
+def small_circle():
+    return datasets.load("circle", n=64)
+
+
+def gap_after_training(data, alpha, steps=60):
+    """||f - f_lin|| / ||f|| on the training inputs after training both the same way."""
+    config = TrainConfig(optimizer="sgd", lr=0.1, steps=steps, batch_size=16, eval_every=steps)
+    network = build(ModelSpec(width=32, depth=1, alpha=alpha), data.input_shape, data.n_outputs)
+    twin = linearize(network)
+    for model in (network, twin):
+        Trainer(model, data, config, device="cpu").run()
+    with torch.no_grad():
+        f, f_lin = network(data.x_train), twin(data.x_train)
+    return float((f - f_lin).norm() / f.norm())
+
+
+def test_a_lazy_network_tracks_its_twin_and_a_rich_one_leaves_it(small_circle, one_thread):
+    assert gap_after_training(small_circle, alpha=1000.0) < 0.01
+    assert gap_after_training(small_circle, alpha=0.3) > 0.1
+
+
+# ---------------------------------------------------------------- the phase diagram
+
+
+SGD = TrainConfig(optimizer="sgd", lr=0.05, steps=40, batch_size=16, eval_every=20, checkpoint_every=20)
+
+
+def test_a_phase_diagram_cell_equals_the_same_network_trained_and_measured_alone(small_circle, one_thread):
+    spec, (alpha, width, seed) = ModelSpec(depth=1, activation="tanh"), (3.0, 16, 1)
+    n_train = len(small_circle.x_train)
+    diagram = phase_diagram(small_circle, spec, SGD, [0.5, alpha], [width], [0, seed], device="cpu",
+                            kernel_samples=n_train)  # the whole training set, in another order
+    cell = (1, 0, 1)
+    cell_spec = dataclasses.replace(spec, alpha=alpha, width=width, seed=seed)
+    network = build(cell_spec, small_circle.input_shape, small_circle.n_outputs)
+    start = build(cell_spec, small_circle.input_shape, small_circle.n_outputs).model
+    trainer = Trainer(network, small_circle, SGD, device="cpu")
+    trainer.run()
+    K0 = empirical_ntk(start, small_circle.x_train)
+    K = empirical_ntk(network.model, small_circle.x_train)
+    assert diagram.weight_change[cell] == pytest.approx(relative_weight_change(start, network.model).total, rel=1e-4)
+    assert diagram.kernel_distance[cell] == pytest.approx(kernel_distance(K0, K), rel=1e-3, abs=1e-7)
+    assert diagram.kernel_change[cell] == pytest.approx(relative_kernel_change(K0, K), rel=1e-3)
+    assert diagram.alignment[cell] == pytest.approx(kernel_alignment(K, small_circle.y_train), rel=1e-4)
+    assert diagram.initial_alignment[cell] == pytest.approx(kernel_alignment(K0, small_circle.y_train), rel=1e-4)
+    with torch.no_grad():  # the plain loss of the output, on the trainer's evaluation subsets
+        test_loss = trainer.loss_fn(network(trainer._eval_test[0]), trainer._eval_test[1]) * alpha**2
+        train_loss = trainer.loss_fn(network(trainer._eval_train[0]), trainer._eval_train[1]) * alpha**2
+    assert diagram.test_loss[cell] == pytest.approx(float(test_loss), rel=1e-4)
+    assert diagram.train_loss[cell] == pytest.approx(float(train_loss), rel=1e-4)
+
+
+def test_weights_and_kernel_move_less_as_alpha_grows(small_circle, one_thread):
+    config = dataclasses.replace(SGD, steps=100)
+    diagram = phase_diagram(small_circle, ModelSpec(depth=1), config, [1.0, 10.0, 100.0], [32], [0], device="cpu")
+    weight_change, distance = diagram.weight_change[:, 0, 0], diagram.kernel_distance[:, 0, 0]
+    assert np.all(weight_change[1:] < weight_change[:-1] / 3)  # about 1/alpha
+    assert np.all(distance[1:] < distance[:-1])
+    assert not diagram.diverged.any() and diagram.run_ids.shape == (3, 1)
+
+
+def test_progress_runs_to_one_and_raising_from_it_stops_the_sweep(small_circle):
+    fractions = []
+    config = dataclasses.replace(SGD, steps=5)
+    phase_diagram(small_circle, ModelSpec(depth=1), config, [1.0], [4, 8], [0], device="cpu",
+                  progress=fractions.append)
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0) and len(fractions) >= 4
+
+    def cancel(fraction):
+        raise Cancelled("stop")
+
+    with pytest.raises(Cancelled):
+        phase_diagram(small_circle, ModelSpec(depth=1), config, [1.0], [4], [0], device="cpu", progress=cancel)
+
+
+@pytest.mark.parametrize("alphas, widths, seeds, sentence", [
+    ([], [8], [0], "at least one output scale"),
+    ([1.0, 1.0], [8], [0], "must differ"),
+    ([-1.0], [8], [0], "alpha must be a positive number"),
+    ([1.0], [0], [0], "Width must be"),
+    ([1.0], [8.5], [0], "whole number"),
+    ([1.0], [8], [-1], "Seeds must be 0 or more"),
+])
+def test_a_bad_grid_gets_a_sentence(small_circle, alphas, widths, seeds, sentence):
+    with pytest.raises(ValueError, match=sentence):
+        phase_diagram(small_circle, ModelSpec(), SGD, alphas, widths, seeds, device="cpu")
+
+
+def test_a_phase_diagram_survives_saving_and_loading(tmp_path, small_circle):
+    diagram = phase_diagram(small_circle, ModelSpec(depth=1), dataclasses.replace(SGD, steps=3), [1.0, 2.0], [4],
+                            [0, 1], device="cpu")
+    diagram.run_ids = np.array([["run-a"], ["run-b"]])
+    runs = RunStore(tmp_path)
+    runs.save_sweep("sweep-x", *to_arrays(diagram))
+    loaded = from_arrays(PhaseDiagram, *runs.load_sweep("sweep-x"))
+    for f in dataclasses.fields(PhaseDiagram):
+        a, b = getattr(diagram, f.name), getattr(loaded, f.name)
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f") if isinstance(a, np.ndarray) else a == b
+
+
+# ---------------------------------------------------------------- the sweep job
+
+
+def job_context(cancel_after=None):
+    """A real JobContext whose reports are recorded; it asks to cancel after some reports."""
+    reports = []
+
+    def on_report(progress, message, partial):
+        reports.append((progress, message))
+        if cancel_after is not None and len(reports) >= cancel_after:
+            ctx.stop_event.set()
+
+    ctx = JobContext("test", on_report)
+    return ctx, reports
+
+
+def tiny_sweep_experiment(**train):
+    return Experiment("circle", {"n": 64}, ModelSpec(depth=1),
+                      TrainConfig(optimizer="sgd", lr=0.05, steps=30, batch_size=16, eval_every=10,
+                                  checkpoint_every=10, **train))
+
+
+def test_sweep_job_keeps_one_ordinary_run_per_cell(tmp_path, one_thread):
+    runs, experiment = RunStore(tmp_path), tiny_sweep_experiment()
+    ctx, reports = job_context()
+    diagram = sweep_job(ctx, runs, experiment, [1.0, 10.0], [4, 8], [0], device="cpu")
+    assert diagram.run_ids.shape == (2, 2) and len(runs.list()) == 4
+    run_id = diagram.run_ids[1, 0]
+    settings = runs.settings(run_id)
+    assert (settings["model"]["alpha"], settings["model"]["width"], settings["model"]["seed"]) == (10.0, 4, 0)
+    assert runs.checkpoint_steps(run_id) == [0, 10, 20, 30] and runs.metrics(run_id)["test_loss"]
+    start, end = load_model(runs, run_id, step=0), load_model(runs, run_id)
+    assert relative_weight_change(start.model, end.model).total == pytest.approx(diagram.weight_change[1, 0, 0],
+                                                                               rel=1e-5)
+    assert reports[-1][0] == 1.0
+
+
+def test_the_same_sweep_again_comes_from_the_cache(tmp_path, one_thread):
+    runs, experiment = RunStore(tmp_path), tiny_sweep_experiment()
+    first = sweep_job(job_context()[0], runs, experiment, [1.0, 10.0], [4], [0], device="cpu")
+    other_width = dataclasses.replace(experiment, model=dataclasses.replace(experiment.model, width=99))
+    again = sweep_job(job_context()[0], runs, other_width, [1.0, 10.0], [4], [0], device="cpu")
+    assert len(runs.list()) == 2 and np.array_equal(again.run_ids, first.run_ids)
+    assert np.array_equal(again.weight_change, first.weight_change)
+    runs.delete(first.run_ids[0, 0])
+    assert sweep_job(job_context()[0], runs, experiment, [1.0, 10.0], [4], [0], device="cpu").run_ids[0, 0] == ""
+
+
+def test_a_cancelled_sweep_leaves_no_runs_and_no_cache(tmp_path):
+    runs, experiment = RunStore(tmp_path), tiny_sweep_experiment()
+    ctx, _ = job_context(cancel_after=3)
+    with pytest.raises(Cancelled):
+        sweep_job(ctx, runs, experiment, [1.0, 10.0], [4, 8], [0], device="cpu")
+    assert runs.list() == [] and runs.list_sweeps() == []
+
+
+@pytest.mark.parametrize("change, grid, sentence", [
+    ({}, ([1.0] * 1, list(range(1, 122)), [0]), "limit is 120"),
+    ({"steps": 1_000_000}, ([1.0], [2048], [0]), "floating-point operations"),
+    ({"lr": -1.0}, ([1.0], [8], [0]), "Learning rate"),
+    ({}, ([], [8], [0]), "at least one output scale"),
+])
+def test_sweep_job_refuses_bad_or_too_large_sweeps_with_a_sentence(tmp_path, change, grid, sentence):
+    experiment = tiny_sweep_experiment()
+    experiment.train = dataclasses.replace(experiment.train, **change)
+    with pytest.raises(ValueError, match=sentence):
+        sweep_job(job_context()[0], RunStore(tmp_path), experiment, *grid, device="cpu")

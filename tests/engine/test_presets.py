@@ -23,3 +23,16 @@ def test_a_preset_with_a_bad_setting_is_refused_with_its_name(tmp_path):
 
 def test_every_lens_page_has_a_preset():
     assert {"landscape", "ntk", "geometry"} <= {p.lens for p in presets.all_presets()}
+
+
+def test_the_lazy_lesson_has_its_steps_in_order():
+    steps = presets.lesson("lazy-rich")
+    assert [s.lesson[1] for s in steps] == list(range(1, len(steps) + 1)) and len(steps) >= 4
+    assert all(s.watch and s.knob for s in steps)
+
+
+def test_a_lesson_knob_sets_only_the_last_run():
+    step = presets.lesson("lazy-rich")[0]
+    runs = step.with_knob("100")
+    assert runs[-1].experiment.model.alpha == 100.0
+    assert [r.experiment for r in runs[:-1]] == [r.experiment for r in step.runs[:-1]]

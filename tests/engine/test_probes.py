@@ -1,6 +1,9 @@
 """Probes: what is measured while a network trains, against plain computations."""
 from __future__ import annotations
 
+import copy
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +12,7 @@ from engine import data as datasets
 from engine import hessian, lazy
 from engine.experiment import Experiment, load_watched, train_job
 from engine.models import ModelSpec, build
-from engine.probes import LazyProbe, SharpnessProbe, WatchConfig, fixed_subset
+from engine.probes import LazyProbe, SharpnessProbe, TwinTrainer, WatchConfig, fixed_subset
 from engine.store import RunStore
 from engine.train import TrainConfig, Trainer
 
@@ -113,3 +116,32 @@ def test_an_unwatched_run_keeps_no_measures(tmp_path):
     experiment = Experiment("moons", {"n": 100}, ModelSpec(width=8), TrainConfig(steps=10))
     run_id = train_job(Quiet(), experiment, store=store, device="cpu")["run_id"]
     assert load_watched(store, run_id) == {}
+
+
+def test_the_twin_trains_on_the_networks_minibatches():
+    data = datasets.load("wave", n=64)
+    model = build(ModelSpec(width=8), data.input_shape, data.n_outputs)
+    initial = copy.deepcopy(model)
+    config = TrainConfig(optimizer="sgd", lr=0.05, batch_size=16, steps=12, checkpoint_every=6)
+    trainer = Trainer(model, data, config, device="cpu")
+    probe = LazyProbe(trainer, samples=16, twin=TwinTrainer(trainer))
+    trainer.run(on_step=probe.after_step)
+    alone = Trainer(lazy.linearize(initial), data, config, device="cpu")
+    alone.run()
+    for (name, a), b in zip(probe.twin.model.state_dict().items(), alone.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_twins_train_in_parallel_threads_as_they_do_alone():
+    data = datasets.load("wave", n=64)
+    config = TrainConfig(optimizer="gd", lr=0.1, steps=15)
+
+    def trained_twin(seed):
+        twin = lazy.linearize(build(ModelSpec(width=8, seed=seed), data.input_shape, data.n_outputs))
+        Trainer(twin, data, config, device="cpu").run()
+        return torch.cat([p.detach().flatten() for p in twin.parameters()])
+
+    alone = [trained_twin(seed) for seed in (0, 1)]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(trained_twin, (0, 1)))
+    assert all(torch.allclose(a, b) for a, b in zip(alone, together))

@@ -1,6 +1,7 @@
 """The run store: round trips, atomic writes, and refusing unsafe ids and uploads."""
 import io
 import math
+import os
 import threading
 import zipfile
 from pathlib import Path
@@ -249,3 +250,44 @@ def test_env_var_moves_the_root(monkeypatch, tmp_path):
 def test_default_root_is_in_the_home_folder(monkeypatch):
     monkeypatch.delenv(store.ENV_VAR, raising=False)
     assert store.default_root() == Path.home() / ".dynamics-lab" / "runs"
+
+
+# ----- sweeps ---------------------------------------------------------------------------
+
+
+def test_sweep_round_trip_keeps_numbers_and_text(runs):
+    arrays = {"loss": np.array([[0.5, np.nan]]), "run_ids": np.array([["a-run", ""]])}
+    runs.save_sweep("sweep-1", arrays, {"alphas": [1.0, 10.0]})
+    loaded, meta = runs.load_sweep("sweep-1")
+    assert np.array_equal(loaded["loss"], arrays["loss"], equal_nan=True)
+    assert loaded["run_ids"].tolist() == [["a-run", ""]] and meta == {"alphas": [1.0, 10.0]}
+
+
+def test_an_unknown_sweep_is_none(runs):
+    assert runs.load_sweep("sweep-never") is None and runs.list_sweeps() == []
+
+
+def test_list_sweeps_is_newest_first_and_skips_half_written_ones(runs):
+    runs.save_sweep("sweep-old", {"x": np.zeros(1)}, {"n": 1})
+    runs.save_sweep("sweep-new", {"x": np.zeros(1)}, {"n": 2})
+    folder = runs.root / store.SWEEPS_FOLDER
+    old_time = (folder / "sweep-old.json").stat().st_mtime - 10
+    os.utime(folder / "sweep-old.json", (old_time, old_time))
+    (folder / "sweep-half.json").write_text("{}")  # its .npz never arrived
+    assert runs.list_sweeps() == [("sweep-new", {"n": 2}), ("sweep-old", {"n": 1})]
+
+
+def test_sweeps_are_not_runs(runs, run_id):
+    runs.save_sweep("sweep-1", {"x": np.zeros(1)}, {})
+    assert [r.id for r in runs.list()] == [run_id]
+
+
+@pytest.mark.parametrize("key", ["../escape", "a/b", ".hidden", ""])
+def test_unsafe_sweep_keys_are_refused(runs, key):
+    with pytest.raises(ValueError, match="not a valid sweep key"):
+        runs.save_sweep(key, {"x": np.zeros(1)}, {})
+
+
+def test_object_arrays_are_refused_in_sweeps(runs):
+    with pytest.raises(ValueError, match="holds Python objects"):
+        runs.save_sweep("sweep-1", {"x": np.array([{"a": 1}], dtype=object)}, {})

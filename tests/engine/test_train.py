@@ -115,3 +115,62 @@ def test_mup_optimizer_has_per_layer_learning_rates(moons):
 def test_invalid_settings_raise_sentences(moons, bad):
     with pytest.raises(ValueError, match=r"\.$"):
         trainer_for(moons, **bad)
+
+
+def test_a_centered_run_reports_the_plain_loss_not_the_scaled_one():
+    data = datasets.load("wave", n=64)
+    spec = ModelSpec(width=8, alpha=10.0)
+    trainer = Trainer(build(spec, data.input_shape, data.n_outputs), data, TrainConfig(steps=1), device="cpu")
+    x, y = trainer._eval_train
+    with torch.no_grad():
+        plain = torch.nn.functional.mse_loss(trainer.model.eval()(x), y).item()
+    assert trainer.evaluate()["train_loss"] == pytest.approx(plain, rel=1e-5)
+
+
+# ---------------------------------------------------------------- adversarial training
+
+
+def attack_success(model, data, eps=0.3):
+    """The share of training inputs that a 10-step PGD attack of radius eps misclassifies."""
+    from engine.levelset import pgd_attack
+
+    model.eval()
+    x_adv = pgd_attack(model, data.x_train, data.y_train, eps, 2.5 * eps / 10, 10, data.bounds)
+    with torch.no_grad():
+        return (model(x_adv).argmax(dim=1) != data.y_train).float().mean().item()
+
+
+def test_adversarial_training_makes_pgd_attacks_succeed_far_less_often():
+    data = datasets.load("moons", n=200, noise=0.1, seed=0)
+    settings = dict(spec=ModelSpec(width=16), steps=100, lr=0.05, batch_size=160, eval_every=100)
+    standard = trainer_for(data, **settings)
+    robust = trainer_for(data, adversarial_eps=0.3, adversarial_steps=2, **settings)
+    standard.run(), robust.run()
+    assert attack_success(robust.model, data) < 0.6 * attack_success(standard.model, data)
+
+
+def test_an_adversarial_step_is_a_gradient_step_at_the_pgd_inputs(moons):
+    from engine.levelset import pgd_attack
+
+    t = trainer_for(moons, optimizer="gd", lr=0.5, steps=1, adversarial_eps=0.2, adversarial_steps=2)
+    before = {k: v.clone() for k, v in t.model.named_parameters()}
+    x_adv = pgd_attack(t.model, moons.x_train, moons.y_train, 0.2, 0.25, 2, moons.bounds,
+                       random_start=True, seed=0)  # the trainer's seed at step 0
+    loss = torch.nn.functional.cross_entropy(t.model(x_adv), moons.y_train)
+    grads = dict(zip(before, torch.autograd.grad(loss, list(t.model.parameters()))))
+    t.step()
+    for name, p in t.model.named_parameters():
+        assert torch.allclose(p, before[name] - 0.5 * grads[name], atol=1e-6)
+
+
+@pytest.mark.parametrize("bad, field", [(dict(adversarial_eps=-0.1), "adversarial_eps"),
+                                        (dict(adversarial_steps=0), "adversarial_steps"),
+                                        (dict(adversarial_step_size=0.0), "adversarial_step_size")])
+def test_invalid_adversarial_settings_are_named_in_sentences(bad, field):
+    errors = TrainConfig(**bad).errors()
+    assert list(errors) == [field] and errors[field].startswith("Adversarial") and errors[field].endswith(".")
+
+
+def test_adversarial_training_on_regression_is_refused_with_a_sentence():
+    with pytest.raises(ValueError, match=r"regression.*eps to 0\.$"):
+        trainer_for(datasets.load("wave", n=100), adversarial_eps=0.1)

@@ -11,7 +11,7 @@ import app_pages.lab as lab
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 PAGES = {"home": "app_pages/home.py", "train": "app_pages/train.py", "runs": "app_pages/runs.py",
-         "landscape": "app_pages/landscape.py", "ntk": "app_pages/ntk.py",
+         "landscape": "app_pages/landscape.py", "ntk": "app_pages/ntk.py", "lazy": "app_pages/lazy.py",
          "geometry": "app_pages/geometry.py", "levelset": "app_pages/levelset.py",
          "pruning": "app_pages/pruning.py"}
 

@@ -43,3 +43,11 @@ def test_phase_heatmap_averages_seeds_and_puts_width_on_rows():
     fig = assert_valid(fig_lazy.phase_heatmap(values, [0.1, 10], [8, 16, 32], label="change"))
     z = np.asarray(fig.data[0].z)
     assert z.shape == (3, 2) and z[1, 0] == values[0, 1].mean()
+
+
+def test_a_click_on_a_heatmap_cell_names_its_alpha_and_width():
+    fig = fig_lazy.phase_heatmap(np.ones((2, 3, 1)), [0.1, 10], [8, 16, 32], label="change")
+    cells = fig.data[1].customdata
+    point = {"x": fig.data[1].x[3], "y": fig.data[1].y[3], "customdata": list(cells[3])}
+    assert fig_lazy.selected_cell({"selection": {"points": [point]}}) == (1, 1)
+    assert fig_lazy.selected_cell({"selection": {"points": []}}) is None

@@ -1,0 +1,356 @@
+"""Lazy versus rich: a lesson to run live, a free comparison, and the alpha x width phase diagram.
+
+Every configuration trains as an ordinary run with its lazy/rich measures and its linearized
+twin watched (see `engine.probes`), so each is saved and opens in every other lens.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import streamlit as st
+
+from app_pages.lab import POLL_S, error_sentence, finished_runs, jobs, owner, store
+from engine import presets as preset_files
+from engine.experiment import Experiment, load_watched, train_job
+from engine.lazy import sweep_job
+from engine.models import PARAMETRIZATIONS
+from engine.probes import WatchConfig
+from viz import lazy as figures
+from viz.predictions import prediction_figure
+from viz.training import compare_curves
+
+LESSON = "lazy-rich"
+WATCH = WatchConfig(lazy=True, twin=True, samples=64)
+MODES = ("Lesson", "Free comparison", "Phase diagram", "Saved runs")
+
+# (measure, what it says, formula in LaTeX)
+EXPLAINED = [
+    ("Relative weight change", "How far the weights have moved, relative to their size at init: "
+     "it vanishes in the lazy regime.", r"\|w_t - w_0\| / \|w_0\|"),
+    ("Kernel distance", "How much the NTK has changed shape since init, blind to its scale: 0 means "
+     "the network still learns with its initial kernel.",
+     r"1 - \langle K_0, K_t\rangle_F / (\|K_0\|_F \|K_t\|_F)"),
+    ("Kernel-target alignment", "How well the kernel's geometry matches the targets (centred): it "
+     "grows when the network learns features for the task.",
+     r"\langle HKH, HYY^\top H\rangle_F / (\|HKH\|_F \|HYY^\top H\|_F)"),
+    ("CKA to init", "How similar the last hidden layer's representation is to its initial one "
+     "(1: the same up to rotation and scale).", r"\mathrm{CKA}(H_t, H_0)"),
+    ("Effective rank", "How many directions the last hidden layer really uses (entropy of its "
+     "normalised singular values).", r"\exp\left(-\textstyle\sum_i p_i \log p_i\right),\ p_i = \sigma_i / \sum_j \sigma_j"),
+    ("Gap to the linearized twin", "How far the network is from its first-order Taylor model at init, "
+     "trained alongside with the same optimizer and batches, relative to how far it has moved.",
+     r"\|f - f_{\mathrm{lin}}\| / \|f - f_0\|,\quad f_{\mathrm{lin}}(x; w) = f(x; w_0) + J(x; w_0)(w - w_0)"),
+]
+
+
+def introduction() -> None:
+    st.title("Lazy versus rich")
+    st.write(
+        "A network can learn in two ways. In the **lazy** (kernel) regime its weights barely move, "
+        "its neural tangent kernel stays put and it behaves like its linearization at init. In the "
+        "**rich** regime it learns features: the kernel turns toward the task. The output scale "
+        "alpha, the width, the parametrization and the initial weights decide which "
+        "(Chizat, Oyallon & Bach 2019; Geiger et al. 2020; Yang & Hu 2021)."
+    )
+    with st.expander("The measures, their formulas"):
+        for name, text, formula in EXPLAINED:
+            st.markdown(f"**{name}.** {text}")
+            st.latex(formula)
+
+
+# ---------------------------------------------------------------- training together
+
+
+def train_together(runs: list[tuple[str, Experiment]]) -> None:
+    """Start one watched training job per configuration; the page follows them."""
+    st.session_state.lazy_jobs = [
+        (name, jobs().submit(train_job, owner=owner(), kind="train", label=name,
+                             experiment=dataclasses.replace(experiment, watch=WATCH), store=store(),
+                             name=f"lazy/rich: {name}"))
+        for name, experiment in runs]
+    st.query_params["jobs"] = ",".join(job for _, job in st.session_state.lazy_jobs)
+
+
+def followed_jobs() -> list[tuple[str, object]]:
+    """The configurations this session trains (found again through the URL after a reload)."""
+    if "lazy_jobs" not in st.session_state:
+        found = [jobs().get(j, owner()) for j in st.query_params.get("jobs", "").split(",") if j]
+        st.session_state.lazy_jobs = [(s.label, s.id) for s in found if s is not None]
+    states = [(name, jobs().get(job_id, owner())) for name, job_id in st.session_state.lazy_jobs]
+    return [(name, state) for name, state in states if state is not None]
+
+
+def live_comparison() -> None:
+    """The followed jobs side by side; polls while any of them trains."""
+    followed = followed_jobs()
+    if not followed:
+        return
+    running = any(not state.done for _, state in followed)
+    st.fragment(run_every=POLL_S if running else None)(_draw_live)()
+
+
+def _draw_live() -> None:
+    followed = followed_jobs()
+    for (name, state), column in zip(followed, st.columns(len(followed))):
+        partial = state.partial
+        column.progress(min(max(state.progress, 0.0), 1.0), text=f"{name}: {state.status} · {state.message}")
+        if state.status == "failed":
+            column.error(state.error or "Training failed.")
+        elif state.result and state.result.get("status") == "diverged":
+            column.warning(state.result["message"])
+        if partial.get("view") is not None:
+            column.plotly_chart(prediction_figure(partial["view"], title=name), key=f"lazy-view-{state.id}",
+                                width="stretch")
+    histories = {name: s.partial["history"] for name, s in followed if s.partial.get("history") is not None}
+    measures = {name: s.partial["watch"]["lazy"] for name, s in followed if "lazy" in s.partial.get("watch", {})}
+    comparison_figures(histories, measures, key="live")
+    if all(state.done for _, state in followed) and st.session_state.get("lazy_drawn") != st.session_state.lazy_jobs:
+        st.session_state.lazy_drawn = st.session_state.lazy_jobs
+        st.rerun()  # the whole page: the fragment stops polling
+
+
+def comparison_figures(histories: dict, measures: dict, *, key: str) -> None:
+    """Training curves, the measures on shared axes, the twins and each layer's change."""
+    if histories:
+        left, right = st.columns(2)
+        left.plotly_chart(compare_curves(histories, "eval_train_loss", title="Training loss"),
+                          key=f"{key}-train-loss", width="stretch")
+        right.plotly_chart(compare_curves(histories, "test_loss", title="Test loss"),
+                           key=f"{key}-test-loss", width="stretch")
+    if measures:
+        st.plotly_chart(figures.measures_figure(measures), key=f"{key}-measures", width="stretch")
+        left, right = st.columns(2)
+        left.plotly_chart(figures.twin_figure(measures, title="The network against its linearized twin"),
+                          key=f"{key}-twin", width="stretch")
+        right.plotly_chart(figures.layer_change_figure(measures, title="Weight change by layer (last checkpoint)"),
+                           key=f"{key}-layers", width="stretch")
+
+
+# ---------------------------------------------------------------- lesson
+
+
+@st.cache_data
+def lesson_steps():
+    return preset_files.lesson(LESSON)
+
+
+def lesson() -> None:
+    steps = lesson_steps()
+    wanted = st.query_params.get("step", "1")
+    number = int(wanted) if wanted.isdigit() and 1 <= int(wanted) <= len(steps) else 1
+    number = st.segmented_control("Step", list(range(1, len(steps) + 1)), default=number,
+                                  format_func=lambda i: f"{i}. {steps[i - 1].title}", key="lazy:step") or number
+    st.query_params["step"] = str(number)
+    step = steps[number - 1]
+    st.subheader(step.title)
+    st.write(step.description)
+    runs = step.runs
+    if step.knob:
+        choices = [str(c) for c in step.knob["choices"]]
+        default = str(step.knob.get("default", choices[len(choices) // 2]))
+        value = st.select_slider(step.knob["label"].capitalize() + " of the last run", choices, value=default,
+                                 key=f"lazy:knob:{step.key}", help=f"Sets {step.knob['key']} of the last run.")
+        runs = step.with_knob(value)
+    st.info(f"**Watch:** {step.watch}", icon=":material/visibility:")
+    st.caption("Runs: " + "; ".join(run.name for run in runs))
+    if st.button("Train these runs together", type="primary", key="lazy:lesson-start", disabled=busy()):
+        train_together([(run.name, run.experiment) for run in runs])
+        st.rerun()
+
+
+def busy() -> bool:
+    return any(not state.done for _, state in followed_jobs())
+
+
+# ---------------------------------------------------------------- free comparison
+
+SHARED = Experiment("circle", model=Experiment().model, train=dataclasses.replace(
+    Experiment().train, optimizer="gd", lr=0.2, steps=400, checkpoint_every=50, eval_every=50))
+
+
+def free_mode() -> None:
+    st.write("Choose two to four configurations; they train at the same time, on the same data, "
+             "each with its linearized twin.")
+    with st.expander("Shared settings", expanded=False):
+        data = st.selectbox("Data", ["circle", "wave", "teacher", "moons", "gaussians", "modular"], key="lazy:data")
+        depth = st.number_input("Depth", 1, 6, 1, key="lazy:depth")
+        optimizer = st.selectbox("Optimizer", ["gd", "sgd", "adam"], key="lazy:optimizer")
+        steps = st.number_input("Steps", 10, 20000, 400, step=100, key="lazy:steps")
+    count = st.slider("Configurations", 2, 4, 2, key="lazy:count")
+    runs, problems = [], []
+    for i, column in enumerate(st.columns(count)):
+        with column:
+            name, experiment, errors = configuration(i, data, depth, optimizer, steps)
+            runs.append((name, experiment))
+            problems += errors
+    if st.button("Train together", type="primary", key="lazy:free-start", disabled=bool(problems) or busy()):
+        train_together(runs)
+        st.rerun()
+
+
+def configuration(i: int, data: str, depth: int, optimizer: str, steps: int):
+    """One column's knobs; returns its name, experiment and the sentences of bad settings."""
+    st.markdown(f"**Configuration {i + 1}**")
+    alpha = st.text_input("Output scale alpha", ["0.1", "10", "1", ""][i], key=f"lazy:alpha:{i}",
+                          help="Empty: the plain network. A number: alpha (f(w) - f(w0)), loss / alpha^2.")
+    width = st.select_slider("Width", [16, 32, 64, 128, 256, 512, 1024], 128, key=f"lazy:width:{i}")
+    parametrization = st.selectbox("Parametrization", PARAMETRIZATIONS, index=PARAMETRIZATIONS.index("ntk"),
+                                   key=f"lazy:param:{i}")
+    init_scale = st.text_input("Init scale", "1.0", key=f"lazy:init:{i}")
+    rank = st.text_input("Initial rank", "", key=f"lazy:rank:{i}", help="Empty: full rank.")
+    lr = st.text_input("Learning rate", "0.2", key=f"lazy:lr:{i}")
+    flat = {"data": data, "model.depth": str(depth), "model.width": str(width), "model.alpha": alpha,
+            "model.parametrization": parametrization, "model.init_scale": init_scale, "model.rank": rank,
+            "train.optimizer": optimizer, "train.lr": lr, "train.steps": str(steps),
+            "train.checkpoint_every": str(max(steps // 10, 1)), "train.eval_every": str(max(steps // 10, 1))}
+    experiment, errors = Experiment.from_flat(flat)
+    errors |= experiment.errors()
+    for sentence in errors.values():
+        st.error(sentence)
+    name = f"alpha {alpha or 'none'}, width {width}, {parametrization}" + (f", rank {rank}" if rank else "")
+    return f"{i + 1}: {name}", experiment, list(errors.values())
+
+
+# ---------------------------------------------------------------- phase diagram
+
+# (field of PhaseDiagram, label, log colour scale)
+PHASE_MEASURES = [("weight_change", "relative weight change", True), ("kernel_distance", "kernel distance", True),
+                  ("test_loss", "test loss", True), ("alignment", "kernel-target alignment", False)]
+
+
+def phase_diagram() -> None:
+    st.write("Train a grid of output scales alpha and widths (and seeds) of one network: all alphas and "
+             "seeds of one width train together as one vectorised ensemble. Large alpha and large width "
+             "are lazy; small alpha is rich (Geiger et al. 2020). Click a cell to open its run.")
+    left, right = st.columns(2)
+    with left:
+        data = st.selectbox("Data", ["circle", "wave", "teacher", "moons", "gaussians"], key="phase:data")
+        alphas = st.text_input("Output scales alpha", "0.01, 0.1, 1, 10, 100", key="phase:alphas")
+        widths = st.text_input("Widths", "16, 64, 256", key="phase:widths")
+        seeds = st.number_input("Seeds", 1, 5, 1, key="phase:seeds")
+    with right:
+        parametrization = st.selectbox("Parametrization", PARAMETRIZATIONS, index=PARAMETRIZATIONS.index("ntk"),
+                                       key="phase:param")
+        optimizer = st.selectbox("Optimizer", ["gd", "sgd", "adam"], key="phase:optimizer",
+                                 help="Adam normalises the gradient, so the 1/alpha^2 loss scale does not make it lazy.")
+        lr = st.text_input("Learning rate", "0.2", key="phase:lr")
+        steps = st.number_input("Steps", 10, 20000, 300, step=100, key="phase:steps")
+    flat = {"data": data, "model.depth": "1", "model.parametrization": parametrization, "train.optimizer": optimizer,
+            "train.lr": lr, "train.steps": str(steps), "train.checkpoint_every": str(steps),
+            "train.eval_every": str(max(steps // 10, 1))}
+    experiment, errors = Experiment.from_flat(flat)
+    for sentence in errors.values():
+        st.error(sentence)
+    if st.button("Run the sweep", type="primary", key="phase:start", disabled=bool(errors)):
+        try:
+            grid = [_numbers(alphas, float), _numbers(widths, int), list(range(int(seeds)))]
+        except ValueError as exc:
+            st.error(error_sentence(exc))
+        else:
+            st.session_state.sweep_job = jobs().submit(sweep_job, owner=owner(), kind="sweep", label="Phase diagram",
+                                                       store=store(), experiment=experiment, alphas=grid[0],
+                                                       widths=grid[1], seeds=grid[2])
+            st.query_params["sweep"] = st.session_state.sweep_job
+    sweep_result()
+
+
+def _numbers(text: str, kind: type) -> list:
+    try:
+        return [kind(part) for part in text.replace(";", ",").split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"'{text}' is not a list of {'whole numbers' if kind is int else 'numbers'} "
+                         "separated by commas.") from None
+
+
+def sweep_result() -> None:
+    """The followed sweep: its progress while it runs, its heatmaps when done."""
+    job_id = st.session_state.get("sweep_job") or st.query_params.get("sweep")
+    state = jobs().get(job_id, owner()) if job_id else None
+    if state is None:
+        return
+    if not state.done:
+        st.fragment(run_every=POLL_S)(_sweep_progress)(job_id)
+        return
+    if state.status == "failed":
+        st.error(state.error or "The sweep failed.")
+        return
+    if state.status == "cancelled":
+        st.info("The sweep was cancelled; nothing was kept.")
+        return
+    draw_phase_diagram(state.result)
+
+
+def _sweep_progress(job_id: str) -> None:
+    state = jobs().get(job_id, owner())
+    if state.done:
+        st.rerun()
+    left, right = st.columns([5, 1])
+    left.progress(min(max(state.progress, 0.0), 1.0), text=state.message or "Sweeping…")
+    if right.button("Cancel", key=f"cancel:{job_id}"):
+        jobs().cancel(job_id, owner())
+
+
+def draw_phase_diagram(diagram) -> None:
+    chosen = None
+    for (field, label, log), column in zip(PHASE_MEASURES, st.columns(2) + st.columns(2)):
+        figure = figures.phase_heatmap(getattr(diagram, field), diagram.alphas, diagram.widths, label=label,
+                                       log=log, title=label.capitalize())
+        event = column.plotly_chart(figure, key=f"phase-{field}", on_select="rerun", selection_mode="points",
+                                    width="stretch")
+        chosen = chosen or figures.selected_cell(event)
+    if diagram.diverged.any():
+        st.warning(f"{int(diagram.diverged.sum())} of {diagram.diverged.size} networks diverged (blank cells): "
+                   "try a smaller learning rate.")
+    labels = [(i, j) for j in range(len(diagram.widths)) for i in range(len(diagram.alphas))]
+    cell = st.selectbox("Open the run of a cell", labels, index=labels.index(chosen) if chosen in labels else 0,
+                        format_func=lambda c: f"alpha {diagram.alphas[c[0]]:g}, width {diagram.widths[c[1]]}",
+                        key="phase:cell")
+    run_id = diagram.run_ids[cell]
+    if run_id:
+        st.page_link("app_pages/runs.py", label="Open this run", icon=":material/arrow_forward:",
+                     query_params={"runs": run_id})
+    else:
+        st.caption("This cell's run has been deleted.")
+
+
+# ---------------------------------------------------------------- saved runs
+
+
+def saved_runs() -> None:
+    """Runs trained with the lazy/rich measures, compared on shared axes."""
+    watched = {r.id: r for r in finished_runs() if "lazy" in load_watched(store(), r.id)}
+    if not watched:
+        st.info("No saved run has lazy/rich measures yet: train some here, or tick "
+                "\"Lazy/rich measures\" on the Train page.")
+        return
+    chosen = st.multiselect("Runs", list(watched), default=list(watched)[:2], max_selections=4,
+                            format_func=lambda i: watched[i].name, key="lazy:saved")
+    from engine.results import History
+
+    histories = {watched[i].name: History.from_dict(store().metrics(i)) for i in chosen}
+    measures = {watched[i].name: load_watched(store(), i)["lazy"] for i in chosen}
+    comparison_figures(histories, measures, key="saved")
+
+
+def lazy_page() -> None:
+    introduction()
+    owner()
+    mode = st.segmented_control("Mode", MODES, default=st.query_params.get("mode", MODES[0])
+                                if st.query_params.get("mode") in MODES else MODES[0], key="lazy:mode") or MODES[0]
+    st.query_params["mode"] = mode
+    if mode == "Lesson":
+        lesson()
+        live_comparison()
+    elif mode == "Free comparison":
+        free_mode()
+        live_comparison()
+    elif mode == "Phase diagram":
+        phase_diagram()
+    else:
+        saved_runs()
+
+
+try:
+    lazy_page()
+except ValueError as exc:  # a bad preset or setting: say it, keep the page
+    st.error(error_sentence(exc))

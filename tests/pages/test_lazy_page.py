@@ -1,0 +1,72 @@
+"""The lazy-versus-rich page in AppTest: a lesson step, a free comparison trained live, a sweep."""
+from __future__ import annotations
+
+import time
+
+import app_pages.lab as lab
+from apptest_helpers import button, plotly_specs
+
+
+def titles(at) -> list[str]:
+    return [spec["layout"].get("title", {}).get("text") for spec in plotly_specs(at)]
+
+
+def wait_for_jobs(at, timeout: float = 120.0):
+    """Rerun the page, as its fragment's timer would, until every job of the session is done."""
+    deadline = time.monotonic() + timeout
+    while True:
+        at.run()
+        assert not at.exception, at.exception
+        states = lab.jobs().list(at.session_state["owner"])
+        if states and all(s.done for s in states):
+            at.run()
+            return states
+        assert time.monotonic() < deadline, [(s.label, s.status, s.message) for s in states]
+        time.sleep(0.3)
+
+
+def test_a_lesson_step_says_what_to_watch_and_its_knob_sets_the_last_run(open_page):
+    at = open_page("lazy")
+    assert "Watch:" in at.info[0].value
+    at.select_slider(key="lazy:knob:lazy-1-output-scale").set_value("100").run()
+    assert not at.exception, at.exception
+    assert any("alpha 100" in c.value for c in at.caption), [c.value for c in at.caption]
+
+
+def test_two_configurations_train_together_with_their_twins(open_page):
+    at = open_page("lazy")
+    at.segmented_control(key="lazy:mode").set_value("Free comparison").run()
+    at.number_input(key="lazy:steps").set_value(20)
+    for i in range(2):
+        at.select_slider(key=f"lazy:width:{i}").set_value(16)
+    at.run()
+    button(at, "Train together").click().run()
+    states = wait_for_jobs(at)
+    assert [s.status for s in states] == ["done", "done"], [(s.status, s.error) for s in states]
+    shown = titles(at)
+    assert "The network against its linearized twin" in shown and "Test loss" in shown, shown
+    twin = next(spec for spec in plotly_specs(at)
+                if spec["layout"].get("title", {}).get("text") == "The network against its linearized twin")
+    assert len(twin["data"]) == 4  # each run's network and twin
+
+
+def test_a_bad_setting_in_a_configuration_is_a_sentence(open_page):
+    at = open_page("lazy")
+    at.segmented_control(key="lazy:mode").set_value("Free comparison").run()
+    at.text_input(key="lazy:lr:1").set_value("fast").run()
+    assert at.error and "not a number" in at.error[0].value
+    assert button(at, "Train together").disabled
+
+
+def test_the_phase_diagram_sweeps_and_links_each_cell_to_its_run(open_page):
+    at = open_page("lazy")
+    at.segmented_control(key="lazy:mode").set_value("Phase diagram").run()
+    at.text_input(key="phase:alphas").set_value("0.1, 10")
+    at.text_input(key="phase:widths").set_value("8, 16")
+    at.number_input(key="phase:steps").set_value(20)
+    at.run()
+    button(at, "Run the sweep").click().run()
+    wait_for_jobs(at)
+    assert {"Relative weight change", "Kernel distance", "Test loss"} <= set(titles(at)), titles(at)
+    links = at.get("page_link")
+    assert any("runs=" in str(link.proto) or link.proto.page.endswith("runs.py") for link in links)

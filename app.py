@@ -7,6 +7,7 @@ navigation = st.navigation([
     st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("app_pages/train.py", title="Train", icon=":material/play_arrow:"),
     st.Page("app_pages/runs.py", title="Runs", icon=":material/folder_open:"),
+    st.Page("app_pages/overview.py", title="Overview", icon=":material/dashboard:"),
     st.Page("app_pages/landscape.py", title="Loss landscape", icon=":material/landscape:"),
     st.Page("app_pages/ntk.py", title="Neural tangent kernel", icon=":material/hub:"),
     st.Page("app_pages/lazy.py", title="Lazy versus rich", icon=":material/speed:"),

@@ -12,6 +12,11 @@ LENSES = [
      "Open, rename, delete and download finished runs. Compare the curves of two to four runs "
      "on shared axes.",
      "app_pages/runs.py"),
+    ("Overview",
+     "Every lens side by side on one run, or two, at one checkpoint: landscape, kernel, "
+     "representations, level sets and pruning. Point it at a run that is training and the panels "
+     "follow its newest checkpoint; download the whole overview as one interactive HTML file.",
+     "app_pages/overview.py"),
     ("Loss landscape",
      "The loss around the trained weights along filter-normalized random directions "
      "(Li et al. 2018), with the optimizer's trajectory and the Hessian's spectrum. "

@@ -1,0 +1,59 @@
+"""The overview page in AppTest: every panel of a stored run, a live run followed, two runs."""
+from __future__ import annotations
+
+import time
+
+import app_pages.lab as lab
+from apptest_helpers import plotly_specs
+from engine.experiment import Experiment, train_job
+from engine.models import ModelSpec
+from engine.train import TrainConfig
+from test_lens_pages import Quiet, second_run, stored_run  # noqa: F401  (fixtures)
+
+
+def rerun_until(at, until, timeout: float = 180.0):
+    """Rerun the page, as its timers would, until `until(at)` holds."""
+    deadline = time.monotonic() + timeout
+    while not until(at):
+        assert time.monotonic() < deadline, f"{len(plotly_specs(at))} charts after {timeout} s"
+        time.sleep(0.5)
+        at.run()
+        assert not at.exception, at.exception
+    return at
+
+
+def panel_titles(at) -> set[str]:
+    return {m.value.strip("*") for m in at.markdown if m.value.startswith("**")}
+
+
+def test_every_panel_of_a_finished_classifier_draws(open_page, stored_run):
+    at = open_page("overview")
+    assert {"Training", "NTK spectrum", "Loss around the weights", "A level-set walk",
+            "Magnitude pruning (final weights)"} <= panel_titles(at), panel_titles(at)
+    # training curves, predictions and the eight analysis panels of a 2-D classifier but one
+    # (the extreme samples are for images and signals)
+    rerun_until(at, lambda at: len(plotly_specs(at)) >= 9)
+    links = [el.proto.page for el in at.get("page_link")]
+    assert any(link.endswith("landscape.py") or link.endswith("landscape") for link in links), links
+
+
+def test_two_runs_side_by_side(open_page, stored_run):
+    other = second_run()
+    at = open_page("overview")
+    at.multiselect(key="overview:runs").set_value([stored_run, other]).run()
+    rerun_until(at, lambda at: len(plotly_specs(at)) >= 18)
+    assert len(at.get("select_slider")) == 2  # a checkpoint slider per run
+
+
+def test_a_training_run_is_followed_at_its_newest_checkpoint(open_page, lab_home):
+    experiment = Experiment("moons", {"n": 200}, ModelSpec(width=8),
+                            TrainConfig(steps=20_000, checkpoint_every=500, eval_every=500))
+    at = open_page("overview")
+    job = lab.jobs().submit(train_job, owner=at.session_state["owner"], kind="train", label="live",
+                            experiment=experiment, store=lab.store(), device="cpu")
+    while not lab.store().list() or len(lab.store().checkpoint_steps(lab.store().list()[0].id)) < 2:
+        time.sleep(0.2)
+    at.run()
+    assert any("training" in c.value for c in at.caption), [c.value for c in at.caption]
+    rerun_until(at, lambda at: len(plotly_specs(at)) >= 4)
+    lab.jobs().cancel(job, at.session_state["owner"])

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages.lab import analysis_result, chart, checkpoint_picker, run_picker, store
+from app_pages.lab import analysis_result, chart, checkpoint_picker, error_sentence, run_picker, store
 from engine import recipes
 from engine.experiment import load_model
 from viz import geometry as figures
@@ -37,7 +37,26 @@ def settings(run_id: str) -> dict:
         method = st.radio("Embedding", ["pca", "umap"], horizontal=True, key="geo:method",
                           help="UMAP's first use on a machine compiles code (about a minute); later uses take seconds.")
         samples = st.select_slider("Samples", [200, 500, 1000, 2000], value=500, key="geo:samples")
-    return {"layer": layer, "method": method, "samples": samples}
+        colour = st.radio("Colour by", list(recipes.COLOURS), horizontal=True, key="geo:colour",
+                          help="label: the class (or target); prediction: what the model says; margin: the "
+                               "true class's logit minus the largest other (negative where misclassified).")
+    return {"layer": layer, "method": method, "samples": samples, "colour": colour}
+
+
+def picked_samples(view) -> None:
+    """The samples picked on the embedding chart or typed in, drawn as themselves."""
+    typed = st.text_input("Samples to show", key="geo:picked", placeholder="e.g. 3, 17, 42",
+                          help="Click points of the embedding, or drag a box or lasso around some (toolbar), "
+                               "to see those samples here; or type their numbers (hover a point to see its number).")
+    try:
+        chosen = figures.selected_samples(st.session_state.get("geo-embedding"))
+        chosen += [i for i in figures.parse_sample_numbers(typed, len(view.points)) if i not in chosen]
+    except ValueError as exc:
+        st.error(error_sentence(exc))
+        return
+    if chosen:
+        shown = f"the first {figures.GALLERY_LIMIT} of {len(chosen)}" if len(chosen) > figures.GALLERY_LIMIT else ""
+        chart(figures.sample_gallery(view, chosen, title=f"Picked samples {shown}".strip()), "geo-samples")
 
 
 def geometry_page() -> None:
@@ -50,16 +69,19 @@ def geometry_page() -> None:
     left, right = st.columns(2)
     with left:
         view = analysis_result("embedding", run_id, dict(step=step, layer=s["layer"], method=s["method"],
-                                                          samples=s["samples"]), recipes.embedding,
-                               label=f"{s['method'].upper()} of {s['layer']}")
+                                                          samples=s["samples"], colour=s["colour"]),
+                               recipes.embedding, label=f"{s['method'].upper()} of {s['layer']}")
         if view is not None:
             chart(figures.embedding_scatter(view, title=f"{s['layer']} at step {step:,}"), "geo-embedding",
-                  result=view)
+                  result=view, select=("points", "box", "lasso"))
+            st.caption("Hover a point to see its sample; click or lasso points to draw them below.")
     with right:
         cka = analysis_result("layer-cka", run_id, dict(step=step, samples=s["samples"]),
                               recipes.layer_similarity, label="CKA between layers")
         if cka is not None:
             chart(figures.similarity_heatmap(cka, title="Linear CKA between layers"), "geo-cka", result=cka)
+    if view is not None:
+        picked_samples(view)
     rdms = analysis_result("rsa", run_id, dict(step=step, layer=s["layer"], samples=min(s["samples"], 300)),
                            recipes.representational_dissimilarity, label="Dissimilarity matrices")
     if rdms is not None:
@@ -75,6 +97,15 @@ def geometry_page() -> None:
                    "cka_input / cka_target: alignment with the input and target kernels. NC1: within-class "
                    "over between-class variability; NC2: distance of class means from a simplex; NC3: "
                    "readout versus class means; NC4: disagreement with the nearest class mean.")
+    frames = recipes.ANIMATION_FRAMES[s["method"]]
+    film = analysis_result("embedding-frames", run_id, dict(layer=s["layer"], method=s["method"],
+                                                            samples=s["samples"], frames=frames),
+                           recipes.embedding_over_training, label=f"{s['layer']} at every checkpoint")
+    if film is not None:
+        chart(figures.embedding_animation(film, title=f"{s['layer']} over training ({s['method'].upper()}, aligned)"),
+              "geo-film", result=film)
+        st.caption("Press play or drag the slider: each frame is aligned to the one before (Procrustes for PCA, "
+                   "AlignedUMAP for UMAP), so a point moves only as far as its representation does.")
     st.subheader("Across runs")
     compare_runs(run_id, s)
 

@@ -144,18 +144,23 @@ def _progress(job_id: str) -> None:
 # ---------------------------------------------------------------- export
 
 
-def chart(figure, key: str, *, result=None, name: str = "", container=None) -> None:
+def chart(figure, key: str, *, result=None, name: str = "", container=None, select: tuple = ()):
     """A plotly chart with, when a result is given, downloads of its numbers and the figure.
 
     The files are made only when a download is clicked (deferred data), so an export costs
     nothing on the page's reruns.
+
+    Args:
+        select: selection modes ("points", "box", "lasso") that rerun the page with the
+            user's selection, which is returned (and kept in st.session_state[key]).
     """
     from engine import results
 
     place = container if container is not None else st
-    place.plotly_chart(figure, key=key, width="stretch")
+    options = {"on_select": "rerun", "selection_mode": select} if select else {}
+    event = place.plotly_chart(figure, key=key, width="stretch", **options)
     if result is None:
-        return
+        return event
     name = name or key
     with place.popover("Export", icon=":material/download:"):
         st.download_button("Numbers (.npz)", data=lambda: results.to_npz_bytes(result),
@@ -166,3 +171,4 @@ def chart(figure, key: str, *, result=None, name: str = "", container=None) -> N
         st.download_button("Figure (interactive .html)",
                            data=lambda: figure.to_html(include_plotlyjs=True, full_html=True),
                            file_name=f"{name}.html", mime="text/html", key=f"{key}:html")
+    return event

@@ -48,18 +48,46 @@ def surface_for(run_id: str, step: int, s: dict, resolution: int):
                            label=f"Trajectory plane {resolution}x{resolution}")
 
 
+def slice_for(run_id: str, step: int, s: dict, split: str):
+    """The loss and accuracy along the first random direction (the contour's middle row)."""
+    options = dict(step=step, split=split, samples=s["samples"], span=s["span"], resolution=s["resolution"],
+                   one_dimensional=True)
+    return analysis_result("slice", run_id, options, recipes.random_plane_surface, label=f"1-D slice ({split})")
+
+
 def trajectory_for(run_id: str, s: dict):
     options = dict(split=s["split"], samples=s["samples"])
     return analysis_result("trajectory", run_id, options, recipes.trajectory, label="Trajectory")
 
 
-def best_surface(run_id: str, step: int, s: dict):
-    """The full-resolution surface if ready, else the coarse one (show fast, then refine)."""
-    coarse = surface_for(run_id, step, s, COARSE)
+def refined(surface_at, resolution: int):
+    """Show fast, then refine: the full-resolution surface if ready, else the coarse one
+    (computed first; the full one's progress bar shows above it), else None.
+
+    Args:
+        surface_at: resolution -> the surface at that resolution, or None while it computes.
+    """
+    coarse = surface_at(COARSE)
     if coarse is None:
         return None
-    full = surface_for(run_id, step, s, s["resolution"])
+    full = surface_at(resolution)
+    if full is None:
+        st.caption(f"A quick {COARSE}x{COARSE} picture; the {resolution}x{resolution} grid follows.")
     return full if full is not None else coarse
+
+
+def best_surface(run_id: str, step: int, s: dict):
+    """The surface of one run: coarse first, then at the chosen resolution."""
+    return refined(lambda resolution: surface_for(run_id, step, s, resolution), s["resolution"])
+
+
+def slices(run_id: str, step: int, s: dict) -> None:
+    """Loss and accuracy on train and test along one random direction."""
+    st.subheader("1-D slice along the first direction")
+    curves = {split: slice_for(run_id, step, s, split) for split in ("train", "test")}
+    if all(c is not None for c in curves.values()):
+        chart(figures.curves(curves["train"], curves["test"], x_title="step a along direction 1 (b = 0)",
+                             log_y=s["log"]), "ls-slice", result=curves["train"], name=f"slice-{run_id}")
 
 
 def single_run(run_id: str, s: dict) -> None:
@@ -77,6 +105,8 @@ def single_run(run_id: str, s: dict) -> None:
             f"The plane explains {100 * trajectory.explained_variance.sum():.1f}% of the trajectory's "
             "variance. Where the loss measured at a checkpoint differs from the plane's loss under its "
             "marker, the picture passes over ground the run never walked.")
+    else:
+        slices(run_id, step, s)
     curvature(run_id, step, s)
 
 
@@ -111,6 +141,8 @@ def compare_runs(run_ids: list[str], s: dict) -> None:
     if all(surface is not None for surface in surfaces):
         st.plotly_chart(figures.compare(surfaces, titles=[r[-6:] for r in run_ids], log=s["log"], clip=s["clip"]),
                         key="ls-compare", width="stretch")
+    if len(run_ids) == 3 and st.toggle("Plane through the three runs", key="ls:three"):
+        three_run_plane(run_ids, s)
     st.subheader("Straight path between the first two runs")
     paths = {split: analysis_result("interpolation", run_ids[0], dict(other=run_ids[1], split=split,
                                                                         samples=s["samples"]),
@@ -120,6 +152,22 @@ def compare_runs(run_ids: list[str], s: dict) -> None:
         chart(figures.curves(paths["train"], paths["test"], x_title="t (0: first run, 1: second run)",
                              log_y=s["log"]), "ls-interpolation", result=paths["train"],
               name=f"interpolation-{run_ids[0]}-{run_ids[1]}")
+
+
+def three_run_plane(run_ids: list[str], s: dict) -> None:
+    """The loss on the plane through the three runs' final weights, the runs marked."""
+    st.caption("The first run sits at (0, 0) and the second at (1, 0); the second axis is the part of "
+               "the third run's offset orthogonal to the first, scaled to the same length.")
+
+    def surface_at(resolution: int):
+        options = dict(others=list(run_ids[1:]), split=s["split"], samples=s["samples"], resolution=resolution)
+        return analysis_result("three-plane", run_ids[0], options, recipes.three_run_plane,
+                               label=f"Plane through three runs {resolution}x{resolution}")
+
+    surface = refined(surface_at, s["resolution"])
+    if surface is not None:
+        chart(figures.contour(surface, log=s["log"], clip=s["clip"]), "ls-three", result=surface,
+              name="plane-" + "-".join(r[-6:] for r in run_ids))
 
 
 def landscape_page() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import streamlit as st
 
 from app_pages.lab import POLL_S, error_sentence, finished_runs, jobs, owner, store
@@ -30,6 +31,9 @@ EXPLAINED = [
     ("Kernel distance", "How much the NTK has changed shape since init, blind to its scale: 0 means "
      "the network still learns with its initial kernel.",
      r"1 - \langle K_0, K_t\rangle_F / (\|K_0\|_F \|K_t\|_F)"),
+    ("Kernel velocity", "How fast the kernel is changing now: its relative change since the previous "
+     "checkpoint, per 1,000 steps (Fort et al. 2020). Rich training keeps it up; lazy training stops it.",
+     r"\frac{1000}{t - s}\,\|K_t - K_s\|_F / \|K_s\|_F"),
     ("Kernel-target alignment", "How well the kernel's geometry matches the targets (centred): it "
      "grows when the network learns features for the task.",
      r"\langle HKH, HYY^\top H\rangle_F / (\|HKH\|_F \|HYY^\top H\|_F)"),
@@ -62,11 +66,13 @@ def introduction() -> None:
 
 
 def train_together(runs: list[tuple[str, Experiment]]) -> None:
-    """Start one watched training job per configuration; the page follows them."""
+    """Start one watched training job per configuration (with the lazy/rich measures and the
+    twin unless it says what to watch); the page follows them."""
     st.session_state.lazy_jobs = [
         (name, jobs().submit(train_job, owner=owner(), kind="train", label=name,
-                             experiment=dataclasses.replace(experiment, watch=WATCH), store=store(),
-                             name=f"lazy/rich: {name}"))
+                             experiment=experiment if experiment.watch.active else dataclasses.replace(
+                                 experiment, watch=WATCH),
+                             store=store(), name=f"lazy/rich: {name}"))
         for name, experiment in runs]
     st.query_params["jobs"] = ",".join(job for _, job in st.session_state.lazy_jobs)
 
@@ -112,11 +118,13 @@ def _draw_live() -> None:
 def comparison_figures(histories: dict, measures: dict, *, key: str) -> None:
     """Training curves, the measures on shared axes, the twins and each layer's change."""
     if histories:
-        left, right = st.columns(2)
-        left.plotly_chart(compare_curves(histories, "eval_train_loss", title="Training loss"),
-                          key=f"{key}-train-loss", width="stretch")
-        right.plotly_chart(compare_curves(histories, "test_loss", title="Test loss"),
-                           key=f"{key}-test-loss", width="stretch")
+        classified = any(not np.isnan(h.test_accuracy).all() for h in histories.values() if h.test_accuracy)
+        metrics = [("eval_train_loss", "Training loss"), ("test_loss", "Test loss")]
+        if classified:  # grokking shows in accuracy: train at 100% long before test
+            metrics = [("eval_train_accuracy", "Training accuracy"), ("test_accuracy", "Test accuracy")] + metrics
+        for (metric, title), column in zip(metrics, st.columns(len(metrics))):
+            column.plotly_chart(compare_curves(histories, metric, title=title), key=f"{key}-{metric}",
+                                width="stretch")
     if measures:
         st.plotly_chart(figures.measures_figure(measures), key=f"{key}-measures", width="stretch")
         left, right = st.columns(2)
@@ -174,7 +182,7 @@ def free_mode() -> None:
     with st.expander("Shared settings", expanded=False):
         data = st.selectbox("Data", ["circle", "wave", "teacher", "moons", "gaussians", "modular"], key="lazy:data")
         depth = st.number_input("Depth", 1, 6, 1, key="lazy:depth")
-        optimizer = st.selectbox("Optimizer", ["gd", "sgd", "adam"], key="lazy:optimizer")
+        optimizer = st.selectbox("Optimizer", ["gd", "sgd", "adam", "adamw"], key="lazy:optimizer")
         steps = st.number_input("Steps", 10, 20000, 400, step=100, key="lazy:steps")
     count = st.slider("Configurations", 2, 4, 2, key="lazy:count")
     runs, problems = [], []

@@ -1,14 +1,18 @@
 """Pruning: many criteria compared side by side on accuracy, robustness and geometry."""
 from __future__ import annotations
 
+import math
+
 import streamlit as st
 
-from app_pages.lab import analysis_result, chart, run_picker
+from app_pages.lab import analysis_result, chart, run_picker, store
 from engine import pruning, recipes
 from viz import pruning as figures
 
-SPARSITIES = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99]
+SPARSITIES = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998]
 DEFAULT_METHODS = ["magnitude", "random", "taylor", "snip", "synflow"]
+FINETUNE_STEPS = [0, 50, 100, 200, 500, 1000, 2000]
+PRUNE_AT = {"trained weights": False, "initial weights (then train)": True}
 
 
 def introduction() -> None:
@@ -16,9 +20,9 @@ def introduction() -> None:
     st.write(
         "Remove a fraction of a trained network's weights by one criterion or another, optionally "
         "fine-tune, and compare what is left: accuracy on clean and corrupted test data, which "
-        "layers lost most, how similar each layer stays to the dense model, and the geometry of "
-        "the last layer, whose logits are feature norm times class-weight norm times the cosine "
-        "of their angle (Li et al. 2022)."
+        "layers lost most, how similar each layer stays to the dense model, which test samples "
+        "change their prediction first, and the geometry of the last layer, whose logits are "
+        "feature norm times class-weight norm times the cosine of their angle (Li et al. 2022)."
     )
     st.latex(r"z_c = \lVert w_c \rVert\, \lVert f(x) \rVert \cos\theta_c")
 
@@ -29,10 +33,16 @@ def settings() -> dict:
         methods = st.multiselect("Methods", pruning.method_names(), default=DEFAULT_METHODS, key="pr:methods")
         sparsities = st.multiselect("Sparsities (fraction removed)", SPARSITIES, default=[0.5, 0.8, 0.9, 0.95],
                                     key="pr:sparsities")
-        finetune = st.select_slider("Fine-tuning steps", [0, 50, 100, 200, 500], value=100, key="pr:finetune")
+        at = st.radio("Prune the run's", list(PRUNE_AT), key="pr:at",
+                      help="Initial weights: pruning at initialisation (SNIP, GraSP, SynFlow); the pruned "
+                           "networks then train for the fine-tuning steps, and are compared with the run's "
+                           "trained dense model.")
+        finetune = st.select_slider("Fine-tuning steps (training, when pruned at init)", FINETUNE_STEPS,
+                                    value=100, key="pr:finetune")
         scope = st.radio("Scope", ["global", "layer"], horizontal=True, key="pr:scope",
                          help="global: one threshold for all layers; layer: the same fraction in every layer.")
-    return dict(methods=tuple(methods), sparsities=tuple(sorted(sparsities)), finetune_steps=finetune, scope=scope)
+    return dict(methods=tuple(methods), sparsities=tuple(sorted(sparsities)), finetune_steps=finetune, scope=scope,
+                at_init=PRUNE_AT[at])
 
 
 def pruning_page() -> None:
@@ -47,7 +57,15 @@ def pruning_page() -> None:
     sweep = analysis_result("pruning-sweep", run_id, options, recipes.pruning_sweep, label="Pruning sweep")
     if sweep is None:
         return
-    chart(figures.accuracy_curves(sweep), "pr-curves", result=sweep, name=f"pruning-{run_id}")
+    left, right = st.columns(2)
+    with left:
+        chart(figures.accuracy_curves(sweep, title="test accuracy"), "pr-curves", result=sweep,
+              name=f"pruning-{run_id}")
+    with right:
+        measure = st.selectbox("Beside it", list(figures.MEASURES), key="pr:measure",
+                               help="Sharpness is the top eigenvalue of the training loss's Hessian over the kept "
+                                    "weights; flipped: test samples predicted another class than by the dense model.")
+        chart(figures.measure_curves(sweep, measure), "pr-measure")
     chosen = st.select_slider("Look closer at sparsity", list(sweep.sparsities), value=sweep.sparsities[-1],
                               key="pr:closer")
     i = list(sweep.sparsities).index(chosen)
@@ -55,14 +73,56 @@ def pruning_page() -> None:
     left.plotly_chart(figures.layer_sparsity_bars(sweep, i), key="pr-layers", width="stretch")
     middle.plotly_chart(figures.cka_bars(sweep, i), key="pr-cka", width="stretch")
     right.plotly_chart(figures.overlap_heatmap(sweep, i), key="pr-overlap", width="stretch")
-    method = st.selectbox("Last-layer geometry of", list(sweep.methods), key="pr:geometry-method")
-    geometry = analysis_result("pruned-geometry", run_id,
-                               dict(method=method, sparsity=float(chosen), finetune_steps=options["finetune_steps"],
-                                    scope=options["scope"]),
-                               recipes.pruned_geometry, label="Last-layer geometry")
-    if geometry is not None:
-        chart(figures.geometry_scatter(geometry), "pr-geometry", result=geometry)
+    at_chosen = {k: v for k, v in options.items() if k != "sparsities"} | {"sparsity": float(chosen)}
+    if list(store().settings(run_id).get("input_shape", [])) == [2]:
+        decision_regions(run_id, at_chosen)
+    method = st.selectbox("Look closer at method", list(sweep.methods), key="pr:method")
+    one = {k: v for k, v in at_chosen.items() if k != "methods"} | {"method": method}
+    geometry_and_masks(run_id, one, classifier=math.isfinite(sweep.dense_accuracy))
+    if math.isfinite(sweep.dense_accuracy):
+        gallery(run_id, {k: v for k, v in options.items() if k != "methods"} | {"method": method})
     lottery(run_id)
+
+
+def decision_regions(run_id: str, settings: dict) -> None:
+    """The dense model's decision regions beside each pruned model's (2-D data only)."""
+    st.subheader("Decision regions")
+    regions = analysis_result("pruning-regions", run_id, settings, recipes.pruning_regions,
+                              label="Decision regions of the pruned models")
+    if regions is not None:
+        chart(figures.regions_side_by_side(
+            regions, title=f"dense and pruned to {settings['sparsity']:.1%}, test accuracy in the titles"),
+            "pr-regions", result=regions)
+
+
+def geometry_and_masks(run_id: str, settings: dict, classifier: bool) -> None:
+    """One method at one sparsity: its last-layer geometry and which weights it keeps."""
+    left, right = st.columns(2)
+    if classifier:
+        with left:
+            geometry = analysis_result("pruned-geometry", run_id, settings, recipes.pruned_geometry,
+                                       label="Last-layer geometry")
+            if geometry is not None:
+                chart(figures.geometry_scatter(geometry, title="last-layer geometry"), "pr-geometry",
+                      result=geometry)
+    mask_settings = {k: settings[k] for k in ("method", "sparsity", "scope", "at_init")}
+    with right if classifier else left:
+        masks = analysis_result("pruning-masks", run_id, mask_settings, recipes.pruning_masks, label="Masks")
+        if masks is not None:
+            chart(figures.mask_images(masks.masks, title="kept weights (dark), rows are units"), "pr-masks",
+                  result=masks)
+
+
+def gallery(run_id: str, settings: dict) -> None:
+    """The test samples whose prediction this method changes first, and some it never changes."""
+    st.subheader("Fragile and robust samples")
+    st.caption("A sample flips when the pruned model predicts another class than the dense one (Hooker et al. "
+               "2019 call them pruning identified exemplars). Fragile: they flip at the lowest sparsity; "
+               "robust: they keep the dense prediction up to the highest.")
+    result = analysis_result("pruning-gallery", run_id, settings, recipes.pruning_gallery,
+                             label="Fragile and robust samples")
+    if result is not None:
+        chart(figures.flip_gallery(result, title=f"pruned by {result.method}"), "pr-gallery", result=result)
 
 
 def lottery(run_id: str) -> None:

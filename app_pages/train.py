@@ -281,7 +281,7 @@ def status_line(state) -> None:
 LENS_PAGES = {"landscape": ("app_pages/landscape.py", "Loss landscape"), "ntk": ("app_pages/ntk.py", "Neural tangent kernel"),
               "lazy": ("app_pages/lazy.py", "Lazy versus rich"),
               "geometry": ("app_pages/geometry.py", "Representation geometry"),
-              "levelset": ("app_pages/levelset.py", "Level sets")}
+              "levelset": ("app_pages/levelset.py", "Level sets"), "pruning": ("app_pages/pruning.py", "Pruning")}
 
 
 @st.cache_data

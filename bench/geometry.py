@@ -1,4 +1,4 @@
-"""How fast representation geometry is: UMAP's first use in a new process, and CKA.
+"""How fast representation geometry is: UMAP's first use in a new process, CKA, the page.
 
 UMAP of N x D activations (clustered random data shaped like a hidden layer's) is timed in
 fresh subprocesses: first with an empty numba cache (cold: everything compiles), then with
@@ -6,7 +6,15 @@ the cache that run filled (warm: what every later process of the app sees). Each
 reports how long importing the engine (torch), `import_umap` and the first fit took. Then
 linear, debiased, minibatch and RBF CKA of two N x D matrices are timed in this process.
 
-    python bench/geometry.py [--n 4000] [--features 256] [--warm-rounds 2] [--only umap|cka]
+The page: a digits MLP is trained with 20 checkpoints into a temporary run store, and each
+analysis the geometry page runs (its default settings) is timed as a recipe, then each
+figure; the baseline is the plain cost of reading that run's representations (load every
+checkpoint, one forward pass of the samples with hooks), so the ratios say how much an
+analysis costs beyond what any look at the representations must pay. Last, the page itself
+in Streamlit's AppTest: from opening until every chart is drawn (cold: the analyses run as
+jobs) and again with every analysis stored (warm: what a revisit costs).
+
+    python bench/geometry.py [--n 4000] [--features 256] [--warm-rounds 2] [--only umap|cka|page]
 
 Wall times depend on what else runs on the machine; the load average is printed first, and
 each UMAP child's CPU time is given beside its wall time.
@@ -120,18 +128,143 @@ def bench_cka(n: int, features: int) -> None:
         print(f"{label:<16} {best_time(fn) * 1000:8.1f} ms")
 
 
+PAGE_CHECKPOINTS = 20
+PAGE_CHARTS = 5  # the geometry page's charts for a run: embedding, CKA, RSA, curves, film
+
+
+def page_run(store) -> str:
+    """A digits MLP (two hidden layers of 128) trained with PAGE_CHECKPOINTS checkpoints."""
+    from engine.experiment import Experiment, train_job
+    from engine.models import ModelSpec
+    from engine.train import TrainConfig
+
+    class Quiet:
+        cancelled = False
+
+        def report(self, *args, **kwargs):
+            pass
+
+    every = 20
+    config = TrainConfig(steps=every * (PAGE_CHECKPOINTS - 1), eval_every=100, checkpoint_every=every)
+    experiment = Experiment("digits", {}, ModelSpec(width=128, depth=2), config)
+    return train_job(Quiet(), experiment, store=store, device="cpu")["run_id"]
+
+
+def page_analyses(run_id: str, layer: str) -> list[tuple[str, object, dict]]:
+    """(name, recipe, settings) of what the geometry page computes with its default settings."""
+    from engine import recipes
+
+    samples = 500
+    return [
+        ("embedding (PCA)", recipes.embedding, dict(layer=layer, method="pca", samples=samples)),
+        ("CKA between layers", recipes.layer_similarity, dict(samples=samples)),
+        ("RSA", recipes.representational_dissimilarity, dict(layer=layer, samples=300)),
+        ("curves at every checkpoint", recipes.geometry_over_training, dict(samples=samples)),
+        ("film (aligned PCA)", recipes.embedding_over_training,
+         dict(layer=layer, method="pca", samples=samples, frames=recipes.ANIMATION_FRAMES["pca"])),
+    ]
+
+
+def read_representations(store, run_id: str, samples: int = 500) -> None:
+    """The baseline: every checkpoint loaded and its layers' activations taken once."""
+    from engine import geometry, recipes
+
+    run = recipes.run_data(store, run_id, None, "train", samples)
+    layers = recipes.representation_layers(run.model)
+    for step in store.checkpoint_steps(run_id):
+        run.model.load_state_dict(store.load_checkpoint(run_id, step))
+        geometry.activations(run.model, run.x, layers)
+
+
+def bench_page() -> None:
+    import torch
+
+    from engine import recipes
+    from engine.experiment import load_model
+    from engine.store import RunStore
+    from viz import geometry as figures
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))  # as the app's job runner does
+    with tempfile.TemporaryDirectory(prefix="dl-geometry-") as home:
+        os.environ["DYNAMICS_LAB_HOME"] = home
+        store = RunStore()
+        start = time.perf_counter()
+        run_id = page_run(store)
+        print(f"Geometry page for a digits MLP (128 x 2) with {len(store.checkpoint_steps(run_id))} checkpoints "
+              f"(trained in {time.perf_counter() - start:.1f} s); 500 samples")
+        layers = recipes.representation_layers(load_model(store, run_id))
+        layer = layers[max(len(layers) - 2, 0)]  # the page's default layer
+        baseline = best_time(lambda: read_representations(store, run_id), repeats=3)
+        print(f"{'baseline: read every checkpoint':<34} {baseline * 1000:8.1f} ms")
+        results = {}
+        for name, recipe, settings in page_analyses(run_id, layer):
+            elapsed = best_time(lambda: results.__setitem__(name, recipe(None, store, run_id, **settings)), repeats=3)
+            print(f"{name:<34} {elapsed * 1000:8.1f} ms  {elapsed / baseline:6.2f} x baseline")
+        builders = [
+            ("figure: embedding", lambda: figures.embedding_scatter(results["embedding (PCA)"])),
+            ("figure: CKA", lambda: figures.similarity_heatmap(results["CKA between layers"])),
+            ("figure: RSA", lambda: figures.rdm_panels(results["RSA"])),
+            ("figure: curves", lambda: figures.geometry_curves(results["curves at every checkpoint"])),
+            ("figure: film", lambda: figures.embedding_animation(results["film (aligned PCA)"])),
+        ]
+        for name, build in builders:
+            elapsed = best_time(build, repeats=3)
+            size = len(build().to_json()) / 1e6
+            print(f"{name:<34} {elapsed * 1000:8.1f} ms  {size:5.2f} MB of JSON")
+        cold, warm = page_in_apptest(store)
+        print(f"{'page in AppTest, cold (jobs)':<34} {cold * 1000:8.1f} ms  {cold / baseline:6.2f} x baseline")
+        print(f"{'page in AppTest, warm (stored)':<34} {warm * 1000:8.1f} ms  {warm / baseline:6.2f} x baseline")
+
+
+def page_in_apptest(store, timeout: float = 300.0) -> tuple[float, float]:
+    """Seconds from opening the geometry page until its PAGE_CHARTS charts are drawn: for a
+    new run with nothing computed (the analyses run as jobs, polled as the page's fragments
+    would), then in a new session with every analysis stored.
+
+    A first opening on the run already there pays for the imports and Streamlit's first
+    script run; the page then shows the newest run, trained after it.
+    """
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    import app_pages.lab as lab
+
+    def open_and_wait() -> float:
+        start = time.perf_counter()
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
+        at.run()
+        at.switch_page("app_pages/geometry.py").run()
+        while len(at.get("plotly_chart")) < PAGE_CHARTS:
+            if at.exception or at.error or time.perf_counter() - start > timeout:
+                raise RuntimeError(f"The page did not draw its charts: {at.exception or [e.value for e in at.error]}")
+            time.sleep(0.05)
+            at.run()
+        return time.perf_counter() - start
+
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    try:
+        open_and_wait()
+        page_run(store)  # the newest run, which the page opens on
+        return open_and_wait(), open_and_wait()
+    finally:
+        lab.jobs().shutdown(timeout=10.0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=4000)
     parser.add_argument("--features", type=int, default=256)
     parser.add_argument("--warm-rounds", type=int, default=2)
-    parser.add_argument("--only", choices=["umap", "cka"], help="run one part")
+    parser.add_argument("--only", choices=["umap", "cka", "page"], help="run one part")
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     if args.only in (None, "umap"):
         bench_umap(args.n, args.features, args.warm_rounds)
     if args.only in (None, "cka"):
         bench_cka(args.n, args.features)
+    if args.only in (None, "page"):
+        bench_page()
 
 
 if __name__ == "__main__":

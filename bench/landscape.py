@@ -1,8 +1,8 @@
 """Loss-landscape and Hessian speed, against the plain ways of doing the same, in one process.
 
 1. A 51 x 51 surface of a 2-32-32-2 MLP on 500 moons points: `engine.landscape.surface`
-   (vmap over stacked weights) against a per-point loop (set the weights, loop over batches
-   of 128). Goal: 10x or more on the CPU.
+   (batched products for a linear chain; also forced onto its generic vmap path) against a
+   per-point loop (set the weights, loop over batches of 128). Goal: 10x or more on the CPU.
 2. Surfaces of the MLP 40-256-256-256-10 on 4000 MNIST-1D samples: grid points per second of
    `surface`, of the per-point loop (batches of 128, and one full batch) and of the PyPI
    package `loss-landscapes` (one full-batch forward per point) when it is installed, all on
@@ -16,6 +16,7 @@ several rounds and the median is reported. The packages are optional, imported o
     .venv/bin/pip install loss-landscapes pyhessian
 
     python bench/landscape.py [--quick] [--threads N] [--rounds 3] [--baseline-points 64]
+                              [--clock wall|cpu] [--budget-mb 8] [--parts 1 2 3]
 """
 from __future__ import annotations
 
@@ -56,10 +57,16 @@ def trained(spec: ModelSpec, x: torch.Tensor, y: torch.Tensor, input_shape, n_cl
     return model.eval()
 
 
+# Wall-clock time by default; `--clock cpu` counts this process's CPU time instead, which
+# leaves out the time spent waiting for a core while other work crowds the machine (with one
+# thread it is the work done; with more it also counts threads spinning at barriers).
+CLOCK = time.perf_counter
+
+
 def timed(fn):
-    start = time.perf_counter()
+    start = CLOCK()
     result = fn()
-    return result, time.perf_counter() - start
+    return result, CLOCK() - start
 
 
 # ---------------------------------------------------------------- surfaces
@@ -89,6 +96,16 @@ def grid_points(xs, ys) -> np.ndarray:
     return np.stack([a.ravel(), b.ravel()], axis=1)
 
 
+def vmap_only(surface_call):
+    """Run a surface with the generic vmap path, as for a model that is not a linear chain."""
+    chain = landscape.linear_chain
+    landscape.linear_chain = lambda model: None
+    try:
+        return surface_call()
+    finally:
+        landscape.linear_chain = chain
+
+
 def bench_moons(args) -> dict:
     n = 21 if args.quick else 51
     dataset = datasets.load("moons", n=625, test_fraction=0.2)
@@ -97,21 +114,29 @@ def bench_moons(args) -> dict:
     d1, d2 = (landscape.random_direction(model, seed=s) for s in (1, 2))
     xs = np.linspace(-1, 1, n)
     landscape.surface(model, "ce", x, y, d1, d2, xs=xs[:3])  # warm up vmap and the allocator
-    times = {"vmap surface": [], "per-point loop": []}
+    surface = lambda: landscape.surface(model, "ce", x, y, d1, d2, xs=xs)  # noqa: E731
+    methods = {"surface": surface, "surface, vmap path": lambda: vmap_only(surface),
+               "per-point loop": lambda: loop_surface(model, x, y, d1, d2, grid_points(xs, xs))}
+    times = {name: [] for name in methods}
+    results = {}
     for _ in range(args.rounds):
-        ours, t_ours = timed(lambda: landscape.surface(model, "ce", x, y, d1, d2, xs=xs))
-        loop, t_loop = timed(lambda: loop_surface(model, x, y, d1, d2, grid_points(xs, xs)))
-        times["vmap surface"].append(t_ours)
-        times["per-point loop"].append(t_loop)
-    ratio = statistics.median(b / a for a, b in zip(*times.values()))
+        for name, run in methods.items():
+            results[name], t = timed(run)
+            times[name].append(t)
+    ratios = {name: sorted(b / a for a, b in zip(times[name], times["per-point loop"]))
+              for name in ("surface", "surface, vmap path")}
     print(f"(1) moons, {n}x{n} surface of a 2-32-32-2 MLP on 500 points; "
           f"median of {args.rounds} rounds")
     for name, t in times.items():
         t = statistics.median(t)
-        print(f"    {name:15s} {t:7.2f} s   ({n * n / t:8.0f} points/s)")
-    print(f"    speed-up {ratio:.1f}x ({ours.settings['points_per_chunk']} points per chunk);"
-          f" max |difference| {np.abs(ours.loss.ravel() - loop).max():.1e}")
-    return {"moons speed-up": ratio}
+        print(f"    {name:20s} {t:7.2f} s   ({n * n / t:8.0f} points/s)")
+    for name, r in ratios.items():
+        print(f"    speed-up of the {name} over the loop: median {statistics.median(r):.1f}x "
+              f"(rounds: {', '.join(f'{v:.1f}' for v in r)})")
+    ours, loop = results["surface"], results["per-point loop"]
+    print(f"    {ours.settings['points_per_chunk']} points per chunk; max |difference| "
+          f"{np.abs(ours.loss.ravel() - loop).max():.1e}")
+    return {"moons speed-up": statistics.median(ratios["surface"])}
 
 
 def loss_landscapes_plane(model, x, y, steps: int):
@@ -144,7 +169,7 @@ def bench_mnist1d(args, dataset, model) -> dict:
     sub_xs = np.linspace(-1, 1, steps)  # a steps x steps grid, as many points as the subset
     plane, note = loss_landscapes_plane(model, x, y, steps)
     methods = {
-        "vmap surface": lambda: landscape.surface(model, "ce", x, y, d1, d2, xs=sub_xs),
+        "surface": lambda: landscape.surface(model, "ce", x, y, d1, d2, xs=sub_xs),
         "per-point loop, batch 128": lambda: loop_surface(model, x, y, d1, d2, subset),
         "per-point loop, full batch": lambda: loop_surface(model, x, y, d1, d2, subset, len(x)),
     }
@@ -161,7 +186,7 @@ def bench_mnist1d(args, dataset, model) -> dict:
     print(f"(2) MNIST-1D, MLP 40-256-256-256-10 on {len(x)} samples; median of {args.rounds} "
           f"rounds on {len(subset)} grid points")
     for name, r in rate.items():
-        print(f"    {name:27s} {r:7.1f} points/s   (ours / this: {rate['vmap surface'] / r:.2f})")
+        print(f"    {name:27s} {r:7.1f} points/s   (ours / this: {rate['surface'] / r:.2f})")
     if plane is None:
         print(f"    loss-landscapes: {note}")
     else:
@@ -188,10 +213,10 @@ def pyhessian_top_and_trace(ph, model, x, y, iters: int, tol: float, samples: in
     graph once, and each HVP is one backward pass through it, as ours does)."""
     torch.manual_seed(0)
     try:
-        start = time.perf_counter()
+        start = CLOCK()
         computer = ph.hessian(model, F.cross_entropy, data=(x, y), cuda=False)
         values, _ = computer.eigenvalues(maxIter=iters, tol=tol, top_n=1)
-        t_eig = time.perf_counter() - start
+        t_eig = CLOCK() - start
         # tol=0 runs exactly `samples` HVPs (its stopping test is a strict "< tol")
         estimate, t_trace = timed(lambda: float(np.mean(computer.trace(maxIter=samples, tol=0.0))))
         return values[0], estimate, t_eig, t_trace
@@ -250,14 +275,23 @@ def main() -> None:
                         help="grid points the MNIST-1D methods are compared on (64; quick 16)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (3; quick 1)")
     parser.add_argument("--parts", type=int, nargs="+", default=[1, 2, 3], help="which of 1 2 3")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="wall-clock time, or this process's CPU time")
+    parser.add_argument("--budget-mb", type=float, default=None,
+                        help="landscape.CPU_MEMORY_BUDGET for the surfaces, in MiB")
     args = parser.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
+    if args.budget_mb:
+        landscape.CPU_MEMORY_BUDGET = int(args.budget_mb * 2**20)
     args.baseline_points = args.baseline_points or (16 if args.quick else 64)
     args.rounds = args.rounds or (1 if args.quick else 3)
     if args.threads:
         torch.set_num_threads(args.threads)
     parts = set(args.parts)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
-          f"{', quick' if args.quick else ''}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {args.clock} clock, "
+          f"{landscape.CPU_MEMORY_BUDGET / 2**20:g} MiB chunks{', quick' if args.quick else ''}",
+          flush=True)
     if 1 in parts:
         bench_moons(args)
     if parts & {2, 3}:

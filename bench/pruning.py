@@ -4,7 +4,8 @@ A `digits` MLP (64-128-128-10, ReLU) is trained dense, then `engine.pruning.swee
 by 6 methods at 8 sparsities and fine-tunes every cell 200 steps (Adam, batch 64). Reported:
 the total time and its shares (scoring and mask making, fine-tuning, measuring), the test
 accuracy of every cell, and the cost of each data-dependent score against one forward and
-backward pass over the same scoring batch (512 samples).
+backward pass over the same scoring batch (512 samples), and of the sharpness the sweep
+measures on every pruned model.
 
     python bench/pruning.py [--quick] [--device cpu] [--threads 2]
 
@@ -68,6 +69,10 @@ def score_costs(model, x, y) -> None:
         seconds = median_seconds(lambda: pruning.scores(model, method, x, y, **options), 5)
         print(f"  {method:<9} {seconds * 1000:8.1f} ms  = {seconds / base:6.1f} x forward+backward"
               + (f"  ({options})" if options else ""))
+    # the sweep measures every pruned model's sharpness: its share of "measuring"
+    seconds = median_seconds(lambda: pruning.top_eigenvalue(model, x, y, iters=pruning.SHARPNESS_ITERS), 5)
+    print(f"  sharpness {seconds * 1000:8.1f} ms  = {seconds / base:6.1f} x forward+backward  "
+          f"({pruning.SHARPNESS_ITERS} power iterations, measured on every model of a sweep)")
 
 
 def report(result, total: float) -> None:

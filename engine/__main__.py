@@ -16,28 +16,34 @@ from __future__ import annotations
 import argparse
 import inspect
 import sys
+import typing
 from pathlib import Path
 
 from engine import analysis, recipes, results
-from engine.experiment import Experiment, parse, train_job
+from engine.experiment import Experiment, parse, parse_typed, train_job
 from engine.store import RunStore
 
 # lens -> what it can compute -> the recipe (the first is the default)
 LENSES = {
     "landscape": {"surface": recipes.random_plane_surface, "trajectory-plane": recipes.trajectory_surface,
                   "trajectory": recipes.trajectory, "interpolation": recipes.interpolation,
+                  "three-plane": recipes.three_run_plane,
                   "sharpness": recipes.sharpness, "density": recipes.spectral_density,
                   "convexity": recipes.convexity},
     "ntk": {"spectrum": recipes.ntk_spectrum, "eigenfunctions": recipes.ntk_eigenfunctions,
             "power": recipes.ntk_target_power, "trajectory": recipes.ntk_trajectory,
-            "modes": recipes.ntk_mode_curves},
+            "modes": recipes.ntk_mode_curves, "extremes": recipes.ntk_extreme_samples,
+            "fourier": recipes.ntk_fourier, "layers": recipes.ntk_layers,
+            "power-trajectory": recipes.ntk_power_over_training},
     "geometry": {"embedding": recipes.embedding, "cka": recipes.layer_similarity,
                  "rsa": recipes.representational_dissimilarity, "curves": recipes.geometry_over_training,
-                 "cross-cka": recipes.cross_run_similarity, "units": recipes.matched_units},
+                 "cross-cka": recipes.cross_run_similarity, "units": recipes.matched_units,
+                 "frames": recipes.embedding_over_training},
     "levelset": {"traversal": recipes.levelset_traversal, "triangle": recipes.levelset_triangle,
-                 "map": recipes.levelset_map},
+                 "map": recipes.levelset_map, "width": recipes.levelset_width},
     "prune": {"sweep": recipes.pruning_sweep, "geometry": recipes.pruned_geometry,
-              "lottery": recipes.lottery_tickets},
+              "lottery": recipes.lottery_tickets, "masks": recipes.pruning_masks,
+              "gallery": recipes.pruning_gallery, "regions": recipes.pruning_regions},
 }
 
 
@@ -84,13 +90,17 @@ def train(args) -> int:
 def recipe_settings(recipe, pairs: list[str]) -> dict:
     """key=value texts read as the types of the recipe's own defaults."""
     parameters = inspect.signature(recipe).parameters
+    hints = typing.get_type_hints(recipe)
     settings = {}
     for key, text in parse_settings(pairs).items():
         if key not in parameters or key in ("ctx", "store", "run_id"):
             names = [n for n in parameters if n not in ("ctx", "store", "run_id")]
             raise SystemExit(f"'{key}' is not a setting of this analysis; it takes: {', '.join(names)}.")
         default = parameters[key].default
-        settings[key] = text if default in (None, inspect.Parameter.empty) else parse(text, default)
+        if default in (None, inspect.Parameter.empty):  # read as its annotation says: step=0 is 0
+            settings[key] = parse_typed(text, hints[key], None) if key in hints else text
+        else:
+            settings[key] = parse(text, default)
         if isinstance(settings[key], list):
             settings[key] = tuple(settings[key])
     return settings

@@ -108,7 +108,7 @@ def _read_setting(section: str, item: str, text: str, option_defaults: dict):
     if section == "data":
         return parse(text, option_defaults[item])
     hints = get_type_hints(SECTIONS[section])
-    return _parse_typed(text, hints[item], getattr(SECTIONS[section](), item))
+    return parse_typed(text, hints[item], getattr(SECTIONS[section](), item))
 
 
 def as_text(value) -> str:
@@ -120,7 +120,7 @@ def as_text(value) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def _parse_typed(text: str, hint, default):
+def parse_typed(text: str, hint, default):
     """Read `text` as the type `hint` names (Optional[...] accepts an empty text as None)."""
     args = [a for a in get_args(hint) if a is not type(None)]
     if args and type(None) in get_args(hint):
@@ -320,8 +320,11 @@ def summary(trainer: Trainer) -> dict:
 
 
 def default_name(experiment: Experiment, data_name: str) -> str:
-    m = experiment.model
-    return f"{data_name} {m.kind} {m.width}x{m.depth} {m.activation} {experiment.train.optimizer} lr={experiment.train.lr:g}"
+    m, t = experiment.model, experiment.train
+    name = f"{data_name} {m.kind} {m.width}x{m.depth} {m.activation} {t.optimizer} lr={t.lr:g}"
+    if m.alpha is not None:
+        name += f" alpha={m.alpha:g}"
+    return name + (f" PGD eps={t.adversarial_eps:g}" if t.adversarial else "")
 
 
 def load_model(store, run_id: str, step: Optional[int] = None, device="cpu") -> torch.nn.Module:

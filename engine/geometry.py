@@ -8,6 +8,7 @@
   `input_target_alignment` (Alleman et al. 2024).
 - Structure of one representation: `neural_collapse` (Papyan et al. 2020), `effective_rank`,
   `participation_ratio`; `match_units` lines up the units of two representations.
+- Outputs: `classification_margin` (true-class logit minus the largest other).
 
 Array arguments may be torch tensors (on any device) or numpy arrays; more than two
 dimensions are flattened to (N, features). Statistics are computed in float64.
@@ -32,13 +33,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from engine.models import Square
+
 Array = torch.Tensor | np.ndarray
 
 # Modules whose outputs are worth looking at: the linear maps and the non-linearities.
 MAP_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 ACTIVATION_TYPES = (
     nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
-    nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid,
+    nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, Square,
 )
 EXACT_PCA_LIMIT = 2048  # above this many samples and features, PCA is randomized (pca_lowrank)
 # UMAP's layout epochs. umap picks 500 below 10,000 samples and 200 above; 200 gives a settled
@@ -719,6 +722,31 @@ def compare_rdms(A: Array, B: Array, method: str = "spearman") -> float:
     elif method != "pearson":
         raise ValueError(f"RDM comparison must be 'spearman' or 'pearson', not '{method}'.")
     return float(np.corrcoef(a, b)[0, 1])
+
+
+# ---------------------------------------------------------------- margins
+
+
+def classification_margin(logits: Array, labels: Array) -> np.ndarray:
+    """The logit of each sample's true class minus the largest other logit.
+
+    Positive where the sample is classified correctly, negative where not; its size says how
+    far the sample is from the decision boundary in logit units.
+
+    Args:
+        logits: (N, C) outputs, C >= 2.
+        labels: (N,) integer classes 0..C-1.
+
+    Returns:
+        (N,) float64.
+    """
+    Z = as_float64(logits)
+    y = torch.as_tensor(labels).long().to(Z.device)
+    if Z.shape[1] < 2:
+        raise ValueError("A margin needs at least two classes (two outputs).")
+    true = Z.gather(1, y[:, None])[:, 0]
+    others = Z.scatter(1, y[:, None], -math.inf)
+    return (true - others.max(dim=1).values).cpu().numpy()
 
 
 # ---------------------------------------------------------------- neural collapse

@@ -16,7 +16,9 @@ the trained weights) and two directions d1, d2 in weight space. The directions c
 Fast by construction: `surface` never sets the model's weights. It stacks the weights of many
 grid points along a new leading dimension and evaluates them in one call of
 `torch.func.functional_call` under `torch.func.vmap`, in chunks sized to a memory budget, with
-the data kept on the model's device.
+the data kept on the model's device. A plain stack of linear layers and elementwise
+activations (the app's MLP, or an `nn.Sequential` of them) skips vmap: its batched forward is
+a few batched matrix products on activations kept features-first (see `linear_chain`).
 
 Weights and directions are dicts keyed like `model.named_parameters()`. A dict with more keys
 (a `state_dict` with buffers, such as a `Centered` model's frozen w0) is accepted; the extra
@@ -35,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
+from engine.models import MLP, Dense
 from engine.results import LinearPath, Surface, Trajectory
 
 Params = dict[str, torch.Tensor]
@@ -44,11 +47,16 @@ LossArg = Union[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
 NORMS = ("filter", "layer", "model", None)
 IGNORES = ("biasbn", None)
 DEFAULT_COORDINATES = np.linspace(-1.0, 1.0, 21)
-# Bytes one chunk of weight points may use on the CPU. Measured on a 2-core machine, much
-# smaller chunks pay vmap's per-call overhead and much larger ones fall out of the caches.
-# On a GPU big chunks keep it busy: a fraction of its free memory.
-CPU_MEMORY_BUDGET = 64 * 2**20
+# Bytes one chunk of weight points may use on the CPU. Measured on a 2-core machine (bench/
+# landscape.py): much smaller chunks pay the per-call overhead and split the samples into
+# small batches; larger ones fall out of the caches and pay for fresh pages on every
+# allocation. On a GPU big chunks keep it busy: a fraction of its free memory.
+CPU_MEMORY_BUDGET = 8 * 2**20
 GPU_FREE_FRACTION = 0.5  # of the free memory
+# On the CPU the samples of one point are split into batches only beyond this many bytes:
+# memory is plentiful there, and smaller batches make smaller matrix products, which keep
+# the cores less busy.
+CPU_BATCH_BUDGET = 256 * 2**20
 
 
 # ---------------------------------------------------------------- weights as dicts
@@ -396,7 +404,8 @@ def memory_budget(device: torch.device, cpu_bytes: Optional[int] = None) -> int:
 
 
 def plan_chunks(n_points: int, n_samples: int, point_bytes: int, sample_bytes: int,
-                budget: int, batch_size: Optional[int] = None) -> tuple[int, int]:
+                budget: int, batch_size: Optional[int] = None,
+                batch_budget: Optional[int] = None) -> tuple[int, int]:
     """How many weight points and samples to evaluate at once to stay within `budget`.
 
     Args:
@@ -405,16 +414,108 @@ def plan_chunks(n_points: int, n_samples: int, point_bytes: int, sample_bytes: i
         point_bytes: memory of one point's weights.
         sample_bytes: activation memory of one sample at one point.
         budget: bytes a chunk may use.
-        batch_size: samples per forward; by default all, halved until one point fits.
+        batch_size: samples per forward; by default all, halved until one point fits in
+            `batch_budget` (by default `budget`).
 
     Returns:
         (points per chunk, samples per batch), both at least 1.
     """
     batch = min(n_samples, batch_size or n_samples)
-    while batch_size is None and batch > 1 and point_bytes + batch * sample_bytes > budget:
+    batch_budget = budget if batch_budget is None else batch_budget
+    while batch_size is None and batch > 1 and point_bytes + batch * sample_bytes > batch_budget:
         batch = (batch + 1) // 2
     points = budget // (point_bytes + batch * sample_bytes)
     return int(max(1, min(n_points, points))), int(batch)
+
+
+# ---------------------------------------------------------------- stacks of linear layers
+
+# Activations that act on every entry alone, so they apply to activations of any shape.
+ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.Softplus,
+               nn.Identity, nn.Dropout)  # dropout: the identity in eval mode
+
+
+class Chain(NamedTuple):
+    """A model that is a stack of linear layers and elementwise activations.
+
+    layers: (parameter prefix, module) in the order the forward applies them.
+    flattens: whether the model flattens its input to (N, features) first (the app's MLP).
+    """
+
+    layers: list
+    flattens: bool
+
+
+def linear_chain(model: nn.Module) -> Optional[Chain]:
+    """The model as a `Chain` when it is one (an `engine.models.MLP`, or an `nn.Sequential`
+    of `nn.Linear` / `Dense` layers and the `ELEMENTWISE` activations, nested or not), else None.
+
+    Only these exact types count: a subclass may change what its forward does. Hooks, which a
+    chain would not run, rule a model out as well.
+    """
+    if any(m._forward_hooks or m._forward_pre_hooks for m in model.modules()):
+        return None
+    if type(model) is MLP:
+        inner = linear_chain(model.layers)
+        return None if inner is None else Chain([("layers." + p, m) for p, m in inner.layers], True)
+    if type(model) is not nn.Sequential:
+        return None
+    layers = []
+    for name, child in model.named_children():
+        if type(child) is nn.Sequential:
+            inner = linear_chain(child)
+            if inner is None:
+                return None
+            layers += [(f"{name}.{p}", m) for p, m in inner.layers]
+        elif type(child) in (nn.Linear, Dense) or type(child) in ELEMENTWISE:
+            layers.append((f"{name}.", child))
+        else:
+            return None
+    return Chain(layers, False)
+
+
+def _chain_forward(chain: Chain, weights: Params, x: torch.Tensor) -> torch.Tensor:
+    """The outputs of a chain at many weight points, as (points, outputs, samples).
+
+    Activations stay features-first, (points, features, samples): a layer is then one
+    (batched) product W @ h, the first layer a single matrix product for all the points, and
+    the bias and the activation act in place. A weight shaped like its parameter (one that the
+    directions leave alone) is shared by all the points through broadcasting.
+    """
+    h = (x.flatten(1) if chain.flattens else x).T  # (features, samples), shared by the points
+    owned = False  # whether h is a tensor of ours, which may be changed in place
+    for prefix, module in chain.layers:
+        if type(module) not in (nn.Linear, Dense):
+            if not owned:  # an activation before the first layer: keep the caller's data intact
+                h = h.clone()
+            h = h.relu_() if type(module) is nn.ReLU else module(h)
+            owned = True
+            continue
+        h = torch.matmul(weights[prefix + "weight"], h)
+        multiplier = getattr(module, "multiplier", 1.0)  # Dense: y = multiplier * x W^T + b
+        if multiplier != 1.0:
+            h.mul_(multiplier)
+        bias = weights.get(prefix + "bias")
+        if bias is not None:
+            bias = bias.unsqueeze(-1)
+            h = h.add_(bias) if torch.broadcast_shapes(h.shape, bias.shape) == h.shape else h + bias
+        owned = True
+    return h
+
+
+def _chain_loss_and_correct(loss_fn, chain: Chain, classify: bool, weights: Params,
+                            x: torch.Tensor, y: torch.Tensor, count: int):
+    """Mean loss and correct count at `count` weight points of a chain, one per point."""
+    out = _chain_forward(chain, weights, x).expand(count, -1, -1)  # (points, outputs, samples)
+    if loss_fn is F.cross_entropy and classify:
+        # cross-entropy takes the classes in dim 1: no transpose, and one call for all points
+        loss = F.cross_entropy(out, y.expand(count, -1), reduction="none").mean(dim=1)
+    else:
+        loss = vmap(loss_fn, in_dims=(0, None))(out.transpose(1, 2), y)
+    if not classify:
+        return loss, out.new_zeros(count)
+    predicted = out.max(dim=1).indices  # the first largest, as argmax; faster along dim 1
+    return loss, (predicted == y).sum(dim=1)
 
 
 # ---------------------------------------------------------------- evaluating many weights
@@ -443,8 +544,10 @@ def _evaluate(model: nn.Module, loss: LossArg, x, y, weights_of: Callable[[int, 
     classify = not y.is_floating_point() and output.dim() == 2
     point_bytes = sum(t.numel() for t in model.parameters()) * p.element_size()
     sample_bytes = activations * p.element_size()
-    chunk, batch = plan_chunks(n_points, n, point_bytes, sample_bytes,
-                               memory_budget(p.device), batch_size)
+    budget = memory_budget(p.device)
+    batch_budget = max(budget, CPU_BATCH_BUDGET) if p.device.type == "cpu" else budget
+    chunk, batch = plan_chunks(n_points, n, point_bytes, sample_bytes, budget, batch_size,
+                               batch_budget)
 
     def loss_and_correct(weights, xb, yb):
         out = functional_call(model, (weights, buffers), (xb,))
@@ -452,6 +555,9 @@ def _evaluate(model: nn.Module, loss: LossArg, x, y, weights_of: Callable[[int, 
         return loss_fn(out, yb), correct
 
     shapes = {name: t.shape for name, t in model.named_parameters()}
+    chain = linear_chain(model)
+    if chain is not None and not (chain.flattens or x.dim() == 2):
+        chain = None  # nn.Linear on inputs with more dimensions maps the last one: not a chain
 
     def evaluate_chunk(weights: Params, count: int, xb: torch.Tensor, yb: torch.Tensor):
         """Loss and correct count at each of the `count` points whose weights are given.
@@ -465,6 +571,8 @@ def _evaluate(model: nn.Module, loss: LossArg, x, y, weights_of: Callable[[int, 
             single = {k: t if batched[k] is None else t[0] for k, t in weights.items()}
             loss_value, correct = loss_and_correct(single, xb, yb)
             return loss_value.expand(count), correct.expand(count)
+        if chain is not None:
+            return _chain_loss_and_correct(loss_fn, chain, classify, weights, xb, yb, count)
         return vmap(loss_and_correct, in_dims=(batched, None, None))(weights, xb, yb)
 
     losses, corrects = [], []
@@ -544,7 +652,8 @@ def surface(model: nn.Module, loss: LossArg, x, y, d1: Weights, d2: Optional[Wei
 
     The model is evaluated in eval mode, averaged over all of (x, y), and left exactly as it
     was (weights and train/eval modes). Many grid points are evaluated per forward (vmap over
-    stacked weights), in chunks sized to fit the memory budget of the model's device.
+    stacked weights, or batched matrix products for a `linear_chain`), in chunks sized to fit
+    the memory budget of the model's device.
 
     Args:
         model: any nn.Module (buffers, such as a `Centered` model's w0, stay as they are).

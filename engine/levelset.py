@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.results import ConfidenceMap, LevelSetPath, TriangleConfidence, WidthProbe
+from engine.results import ConfidenceMap, LevelSetPath, TriangleConfidence, WidthProbe, is_image_shape
 
 Array = Union[np.ndarray, torch.Tensor]
 Bounds = Optional[tuple[float, float]]
@@ -187,8 +187,8 @@ def traverse(model: nn.Module, source: Array, target: Array, *, steps: int = 200
         source_class: the class whose confidence is kept: one class for all pairs, one per
             pair, or None for the model's prediction at each source.
         record_every: keep every k-th point of the path (and always the last).
-        input_shape: one sample's natural shape; with height and width, e.g. (1, 8, 8), the
-            result also measures SSIM to the target.
+        input_shape: one sample's natural shape; for images, e.g. (1, 8, 8), the result
+            also measures SSIM to the target (not for signals such as (1, 40)).
 
     Returns:
         A `LevelSetPath`: (T, D) arrays for one source, (T, B, D) for a batch.
@@ -247,7 +247,7 @@ def _path_result(points: torch.Tensor, confidence: torch.Tensor, recorded: list[
     l2 = difference.norm(dim=2)
     linf = difference.abs().amax(dim=2)
     similarity = None
-    if input_shape is not None and len(input_shape) >= 2:
+    if is_image_shape(input_shape):
         data_range = 1.0 if bounds is None else float(bounds[1]) - float(bounds[0])
         similarity = ssim(points, target.expand_as(points), input_shape, data_range=data_range)
     squeeze = (lambda a: a[:, 0]) if single else (lambda a: a)  # noqa: E731 (drop the pair axis)

@@ -24,12 +24,23 @@ from torch.func import functional_call
 
 KINDS = ("mlp", "resmlp", "cnn")
 PARAMETRIZATIONS = ("standard", "ntk", "mup", "meanfield")
+
+
+class Square(nn.Module):
+    """x -> x^2: the activation with which a two-layer network solves modular addition in
+    closed form, and groks it (Gromov 2023)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * x
+
+
 ACTIVATIONS = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
     "gelu": nn.GELU,
     "sigmoid": nn.Sigmoid,
     "linear": nn.Identity,
+    "quadratic": Square,
 }
 MAX_PARAMETERS = 50_000_000  # a request larger than this is refused, not attempted
 
@@ -357,11 +368,11 @@ def lr_multipliers(model: nn.Module, optimizer: str, base_width: int = 64) -> di
     layer's width relative to the base width:
     - SGD: input weights and input and hidden biases x m, hidden weights x 1, output
       weights x 1/m.
-    - Adam: input layer and biases x 1, hidden and output weights x 1/m.
+    - Adam (and AdamW): input layer and biases x 1, hidden and output weights x 1/m.
     Mean-field: SGD x m on every parameter (the 1/n readout makes each unit's gradient O(1/n));
     Adam x 1. Standard and NTK: 1 everywhere.
     """
-    adaptive = optimizer == "adam"
+    adaptive = optimizer in ("adam", "adamw")
     return {name: _multiplier(*_owner(model, name), adaptive, base_width)
             for name, _ in model.named_parameters()}
 

@@ -34,9 +34,11 @@ Two methods give the same numbers:
 memory a kernel needs is estimated: the work is chunked to fit, or refused with a ValueError
 that says how much would be needed.
 
-The rest of the module reads the kernel: `eigen` and the Nystrom extension of eigenvectors to
-eigenfunctions, how much of a target lies in the top eigenvectors, the per-mode learning curves
-the kernel predicts (spectral bias), and the kernel over training checkpoints.
+The rest of the module reads the kernel: its parts layer by layer, `eigen` and the Nystrom
+extension of eigenvectors to eigenfunctions, the Fourier content of eigenfunctions on the circle
+or a line, the samples at the two ends of each eigenvector (images and signals, where no input
+plane can be drawn), how much of a target lies in the top eigenvectors, the per-mode learning
+curves the kernel predicts (spectral bias), and the kernel over training checkpoints.
 
 Routines on kernels take numpy arrays or torch tensors and give back the same kind.
 """
@@ -55,7 +57,8 @@ from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
 from engine.models import MLP, Centered, Dense
-from engine.results import Eigenfunctions, KernelSpectrum, ModeCurves, TargetPower
+from engine.results import (Eigenfunctions, ExtremeSamples, FourierContent, KernelSpectrum, LayerKernels, ModeCurves,
+                            TargetPower, TargetPowerTrajectory)
 
 KINDS = ("full", "trace", "diagonal", "pseudo")
 METHODS = ("auto", "structured", "contraction")
@@ -647,6 +650,152 @@ def kernel_spectrum(model: nn.Module, x, kind: str = "trace", **ntk_options) -> 
     return KernelSpectrum(_to_numpy(values), kind)
 
 
+def layer_kernels(model: nn.Module, x, kind: str = "trace", **ntk_options) -> LayerKernels:
+    """Each layer's part of the NTK on x (its trace and its spectrum) beside the whole kernel's.
+
+    The kernel is a sum over parameters, so it splits into one kernel per layer, K = sum_l K_l;
+    the shares tr(K_l) / tr(K) say which layers' weights the kernel's geometry comes from.
+
+    Args:
+        model: the network.
+        x: (N, ...) inputs.
+        kind: "trace", "pseudo" or "full".
+        **ntk_options: passed to `empirical_ntk`.
+    """
+    _check_choice("kind", kind, MATRIX_KINDS)
+    total, layers = empirical_ntk(model, x, kind=kind, layerwise=True, **ntk_options)
+    return LayerKernels(
+        layers=list(layers),
+        traces=np.array([float(K.trace()) for K in layers.values()]),
+        values=np.stack([_to_numpy(_eigenvalues(K)) for K in layers.values()]),
+        total_values=_to_numpy(_eigenvalues(total)),
+        kind=kind,
+    )
+
+
+def _eigenvalues(K: torch.Tensor) -> torch.Tensor:
+    """The eigenvalues of a symmetric kernel, largest first."""
+    return torch.linalg.eigvalsh((K + K.T) / 2).flip(0)
+
+
+# ---------------------------------------------------------------- eigenvectors over samples (images, signals)
+
+
+@same_kind_out
+def extreme_indices(eigvecs, per_side: int):
+    """The rows of the most negative and the most positive entries of each eigenvector.
+
+    Args:
+        eigvecs: (n, k) eigenvectors as columns.
+        per_side: m, how many rows at each end (1 to n // 2).
+
+    Returns:
+        (k, 2m) row indices: for each eigenvector its m most negative entries (most negative
+        first), then its m most positive (most positive last).
+    """
+    vectors = as_tensor(eigvecs)
+    n = vectors.shape[0]
+    if not 1 <= per_side <= n // 2:
+        raise ValueError(f"Each end of an eigenvector over {n} samples can show 1 to {n // 2} samples, "
+                         f"not {per_side}.")
+    order = torch.argsort(vectors, dim=0, stable=True)
+    return torch.cat([order[:per_side], order[n - per_side:]]).T
+
+
+def extreme_samples(model: nn.Module, x, k: int = 4, per_side: int = 3, *, labels=None, input_shape=None,
+                    kind: str = "trace", **ntk_options) -> ExtremeSamples:
+    """The samples at both ends of the top-k eigenvectors of the NTK on x.
+
+    For images or signals an eigenfunction over input space cannot be drawn; what an
+    eigenvector separates shows in the samples where it is most negative and most positive.
+
+    Args:
+        model: the network.
+        x: (N, ...) inputs, the samples the kernel is computed on.
+        k: how many eigenvectors, largest eigenvalue first.
+        per_side: how many samples at each end.
+        labels: (N,) labels, or (N, O) targets (the first column is kept); None for none (NaN).
+        input_shape: the natural shape of one sample, e.g. (1, 8, 8); by default x's own.
+        kind: "trace" or "pseudo" (one kernel row per sample).
+        **ntk_options: passed to `empirical_ntk`.
+    """
+    _check_choice("kind", kind, ("trace", "pseudo"))
+    values, vectors = eigen(empirical_ntk(model, x, kind=kind, **ntk_options))
+    k = min(k, len(values))
+    vectors = vectors[:, :k]
+    rows = extreme_indices(vectors, per_side)
+    entries = torch.gather(vectors.T, 1, rows)
+    samples = _to_numpy(as_tensor(x))
+    shape = tuple(input_shape) if input_shape is not None else samples.shape[1:]
+    if labels is None:
+        tags = np.full(len(samples), np.nan)
+    else:
+        tags = _to_numpy(as_tensor(labels)).reshape(len(samples), -1)[:, 0]
+    rows = _to_numpy(rows)
+    return ExtremeSamples(_to_numpy(values[:k]), rows, _to_numpy(entries),
+                          samples[rows].reshape(*rows.shape, *shape), tags[rows], kind)
+
+
+# ---------------------------------------------------------------- Fourier content of eigenfunctions
+
+
+def fourier_content(ef: Eigenfunctions, max_frequency: int = 16) -> FourierContent:
+    """The share of each eigenfunction's power at each frequency.
+
+    Around the circle (ef.x_label "angle") an eigenfunction is periodic: the discrete Fourier
+    transform of its values at equal angles gives its power at 0, 1, 2, ... cycles per turn
+    (a last sample 2 pi after the first repeats it and is dropped). Along a line the values
+    are first extended by their mirror image, which makes the transform a cosine series
+    (the DCT-II): the two ends then count as no jump, and frequency j is j half-cycles over
+    the span. Shares follow Parseval's identity, so each row sums to 1 over all frequencies.
+    For a wide ReLU network on the circle the top eigenfunctions are Fourier modes of
+    increasing frequency (a cos and sin pair per frequency): its spectral bias.
+
+    Args:
+        ef: eigenfunctions along a line or around the circle, sampled at equal spacing.
+        max_frequency: the highest frequency kept in `power` (the dominant frequency is
+            found among all of them).
+
+    Raises:
+        ValueError: for eigenfunctions over a plane, or not at equal spacing.
+    """
+    if ef.grid_y is not None:
+        raise ValueError("Fourier content is measured along a line or around the circle; these "
+                         "eigenfunctions are over a plane.")
+    grid = np.asarray(ef.grid_x, dtype=float)
+    functions = np.asarray(ef.functions, dtype=float).reshape(len(ef.values), -1)
+    periodic = ef.x_label == "angle"
+    if periodic and len(grid) > 1 and np.isclose(grid[-1] - grid[0], 2 * np.pi):
+        grid, functions = grid[:-1], functions[:, :-1]
+    spacing = np.diff(grid)
+    if len(grid) < 4 or not np.allclose(spacing, spacing[0], rtol=1e-6):
+        raise ValueError("Fourier content needs eigenfunctions sampled at four or more equally spaced points.")
+    if periodic and not np.isclose(len(grid) * spacing[0], 2 * np.pi, rtol=1e-6):
+        raise ValueError("Fourier content on the circle needs samples at equal angles all the way around.")
+    signal = functions if periodic else np.concatenate([functions, functions[:, ::-1]], axis=1)
+    shares = frequency_shares(signal)
+    kept = min(max_frequency + 1, shares.shape[1])
+    return FourierContent(np.asarray(ef.values, dtype=float), np.arange(kept), shares[:, :kept],
+                          shares.argmax(axis=1), periodic, ef.kind)
+
+
+def frequency_shares(signal: np.ndarray) -> np.ndarray:
+    """(k, n // 2 + 1): the share of each row's squared norm at 0, 1, ..., n // 2 cycles.
+
+    Parseval: sum_t x_t^2 = (1/n) sum_f |X_f|^2 over all n frequencies; a real signal's
+    frequencies f and n - f carry the same power, so each counts twice except 0 (and n / 2
+    for even n).
+    """
+    n = signal.shape[1]
+    power = np.abs(np.fft.rfft(signal, axis=1)) ** 2
+    counted = np.full(power.shape[1], 2.0)
+    counted[0] = 1.0
+    if n % 2 == 0:
+        counted[-1] = 1.0
+    energy = n * (signal**2).sum(axis=1, keepdims=True)
+    return counted * power / np.where(energy > 0, energy, 1.0)
+
+
 # ---------------------------------------------------------------- how well the kernel fits a task
 
 
@@ -863,6 +1012,28 @@ def kernel_over_checkpoints(model: nn.Module, checkpoints: dict, x, kind: str = 
     return steps, torch.stack(kernels)
 
 
+def target_power_over_training(model: nn.Module, checkpoints: dict, x, y, top_k=(1, 2, 4, 8, 16),
+                               kind: str = "trace", **ntk_options) -> TargetPowerTrajectory:
+    """The share of ||y||^2 in the top-k eigenvectors of the kernel at each checkpoint.
+
+    As the kernel aligns with the task (rich learning), the target concentrates in fewer top
+    eigenvectors and the shares rise.
+
+    Args:
+        model: the network (its architecture; the weights come from the checkpoints).
+        checkpoints: {step: state_dict}.
+        x, y: the inputs and their targets (labels become one-hot).
+        top_k: the numbers of top eigenvectors (those above the number of kernel rows are left out).
+        kind: "trace", "pseudo" or "full".
+        **ntk_options: passed to `empirical_ntk`.
+    """
+    _check_choice("kind", kind, MATRIX_KINDS)
+    steps, kernels = kernel_over_checkpoints(model, checkpoints, x, kind=kind, **ntk_options)
+    top_k = np.array(sorted({int(k) for k in top_k if 1 <= k <= kernels.shape[1]}))
+    share = np.stack([_to_numpy(target_power(eigen(K)[1], y))[top_k - 1] for K in kernels])
+    return TargetPowerTrajectory(np.asarray(steps), top_k, share, kind)
+
+
 @same_kind_out
 def eigenvector_rotation(U0, U, k: int):
     """Principal angles (radians, ascending) between the spans of the top-k eigenvectors.
@@ -889,8 +1060,9 @@ def subspace_overlap(U0, U, k: int) -> float:
 
 __all__ = [
     "KINDS", "METHODS", "LayerwiseNTK", "as_tensor", "eigen", "eigenfunction_map", "eigenfunctions",
-    "eigenvector_rotation", "empirical_ntk", "free_memory", "kernel_over_checkpoints",
-    "kernel_regression", "kernel_spectrum", "layer_of", "mode_curves", "mode_learning_curves",
-    "nystrom", "project_residual", "residuals_over_checkpoints",
-    "subspace_overlap", "target_matrix", "target_power", "target_power_curve",
+    "eigenvector_rotation", "empirical_ntk", "extreme_indices", "extreme_samples", "fourier_content",
+    "free_memory", "frequency_shares", "kernel_over_checkpoints", "kernel_regression", "kernel_spectrum",
+    "layer_kernels", "layer_of", "mode_curves", "mode_learning_curves", "nystrom", "project_residual",
+    "residuals_over_checkpoints", "subspace_overlap", "target_matrix", "target_power", "target_power_curve",
+    "target_power_over_training",
 ]

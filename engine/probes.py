@@ -187,7 +187,7 @@ class LazyProbe(Probe):
         self.w0 = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         self.layer = _last_hidden_layer(model)
         self.loss_fn, self.loss_unit = trainer.loss_fn, trainer.loss_unit
-        self.K0 = self.kernel(model)
+        self.K0 = self.K_previous = self.kernel(model)
         self.H0 = self.hidden(model)
         self.f0 = self.outputs(model)
         self.twin = twin
@@ -213,11 +213,15 @@ class LazyProbe(Probe):
         if self.rows and self.rows[-1]["step"] == trainer.step_count:
             return
         K = self.kernel(model)
+        previous = self.rows[-1]["step"] if self.rows else None
+        speed = (1000.0 * lazy.relative_kernel_change(self.K_previous, K) / (trainer.step_count - previous)
+                 if previous is not None else math.nan)
+        self.K_previous = K
         change = lazy.relative_weight_change(self.w0, {n: p.detach() for n, p in model.named_parameters()},
                                              self.names)
         row = {"step": trainer.step_count, "weight_change": change.total, "layers": change.layers,
                "kernel_change": lazy.relative_kernel_change(self.K0, K),
-               "kernel_distance": lazy.kernel_distance(self.K0, K),
+               "kernel_distance": lazy.kernel_distance(self.K0, K), "kernel_speed": speed,
                "alignment": lazy.kernel_alignment(K, self.y)}
         H = self.hidden(model)
         if H is not None:
@@ -264,6 +268,7 @@ class LazyProbe(Probe):
             twin_gap=column("twin_gap") if self.twin is not None else None,
             twin_loss=column("twin_loss") if self.twin is not None else None,
             loss=column("loss") if self.twin is not None else None,
+            kernel_speed=column("kernel_speed"),
         )
 
 

@@ -25,10 +25,13 @@ applied so that the pruned weights stay zero through any later training.
   `torch.nn.utils.parametrize` (the semantics of `torch.nn.utils.prune`); `remove(model)` makes
   it permanent; `sparsity_of(model)` measures it.
 - Schedules: `one_shot` (score, mask, fine-tune), `iterative_magnitude` (lottery tickets,
-  Frankle & Carbin 2019) and `sweep` (methods x sparsities -> `PruningSweep`).
+  Frankle & Carbin 2019) and `sweep` (methods x sparsities -> `PruningSweep`); pruning at
+  initialisation is `sweep` of the untrained model with a trained `reference`.
 - `structured_remove` turns an MLP with dead units into a smaller dense one, same outputs.
 - Measures: `evaluate`, `corrupt` and `corrupted_accuracy`, `mask_overlap`, `cka_to_dense`,
   `last_layer_geometry` (Li et al. 2022), `top_eigenvalue`, `flips`.
+- Pictures: `flip_gallery` (the test samples pruning changes first, and those it never
+  changes) and `pruned_regions` (decision regions of pruned models side by side, 2-D data).
 
 Names: every dict here is keyed by the parameter's plain name (`layers.fc1.weight`), also for
 a pruned model, whose parameter is stored as `layers.fc1.parametrizations.weight.original`.
@@ -51,11 +54,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from engine import geometry, hessian
+from engine import geometry, hessian, views
 from engine.data import Dataset
 from engine.landscape import (LossArg, as_data, eval_mode, flatten, loss_name, resolve_loss,
                               unflatten)
-from engine.results import LastLayerGeometry, LotteryTickets, PruningSweep
+from engine.results import (FlipGallery, LastLayerGeometry, LotteryTickets, PrunedRegions,
+                            PruningSweep)
 from engine.train import TrainConfig, Trainer
 from engine.train import resolve_loss as task_loss
 
@@ -69,6 +73,7 @@ HVP_BLOCK = hessian.MAX_VECTORS_AT_ONCE  # Hessian-vector products taken togethe
 SYNFLOW_ROUNDS = 100  # Tanaka et al. 2020 prune in 100 rounds
 SCORE_SAMPLES = 512  # training samples the schedules score on
 CKA_SAMPLES = 512  # test samples for CKA to the dense model
+SHARPNESS_ITERS = 20  # power iterations for the top Hessian eigenvalue of each pruned model
 NOISE_LEVELS = (0.5, 1.0)  # Gaussian noise, in units of the data's standard deviation
 IMAGE_CORRUPTIONS = (("blur", 1.0), ("contrast", 0.5), ("dropout", 0.25))
 FINETUNE = TrainConfig(optimizer="adam", lr=1e-3, batch_size=64)
@@ -599,12 +604,14 @@ def evaluate(model: nn.Module, x, y, loss: LossArg = "ce") -> tuple[float, float
     return accuracy, resolve_loss(loss)(output, y).item()
 
 
+def predicted_classes(model: nn.Module, x) -> np.ndarray:
+    """The class each input is predicted to be (argmax of the outputs), as a numpy array."""
+    return _outputs(model, torch.as_tensor(x).to(next(model.parameters()))).argmax(1).cpu().numpy()
+
+
 def flips(model: nn.Module, dense: nn.Module, x) -> np.ndarray:
     """The indices of the samples whose predicted class differs from the dense model's."""
-    x = torch.as_tensor(x)
-    ours = _outputs(model, x.to(next(model.parameters()))).argmax(1).cpu()
-    theirs = _outputs(dense, x.to(next(dense.parameters()))).argmax(1).cpu()
-    return (ours != theirs).nonzero().flatten().numpy()
+    return np.flatnonzero(predicted_classes(model, x) != predicted_classes(dense, x))
 
 
 def _noise(x, level, generator, low):
@@ -911,6 +918,9 @@ def masker(model: nn.Module, method: str, x, y, loss: LossArg, scope: str = "glo
            **options) -> Callable[[float], Masks]:
     """sparsity -> masks for `method`. Scores do not depend on the sparsity, so they are
     computed once, here; iterative SynFlow reruns its schedule for each sparsity."""
+    if method not in method_names():
+        raise ValueError(f"Unknown pruning method {method!r}; choose one of "
+                         f"{', '.join(method_names())}.")
     if method == ITERATIVE_SYNFLOW:
         return lambda sparsity: synflow_iterative(model, sparsity, scope=scope, x=x, **options)
     s = scores(model, method, x, y, loss, **options)
@@ -1064,14 +1074,17 @@ def sweep(model: nn.Module, data: Dataset, methods: Sequence[str], sparsities: S
           corruptions: Optional[Sequence[tuple[str, float]]] = None,
           score_samples: int = SCORE_SAMPLES, cka_samples: int = CKA_SAMPLES, device=None,
           progress: Optional[Callable[[float], None]] = None,
-          options: Optional[Mapping[str, dict]] = None) -> PruningSweep:
+          options: Optional[Mapping[str, dict]] = None,
+          reference: Optional[nn.Module] = None,
+          sharpness_iters: int = SHARPNESS_ITERS) -> PruningSweep:
     """Prune `model` by every method at every sparsity, fine-tune, and measure each result.
 
     Each (method, sparsity) cell prunes a fresh copy of the model, fine-tunes it
-    `finetune_steps` steps, and measures test accuracy and loss, accuracy under corruptions,
-    per-layer sparsity, linear CKA of each layer to the dense model, and the fraction of test
-    predictions that differ from the dense model's. Masks of the methods at each sparsity are
-    compared by their Jaccard overlap.
+    `finetune_steps` steps, and measures test and train accuracy and loss, accuracy under
+    corruptions, per-layer sparsity, linear CKA of each layer to the dense model, the
+    fraction of test predictions that differ from the dense model's, and the sharpness (the
+    top Hessian eigenvalue over the kept weights, on the scoring samples). Masks of the
+    methods at each sparsity are compared by their Jaccard overlap.
 
     Args:
         model: the trained dense model; left unchanged.
@@ -1083,10 +1096,16 @@ def sweep(model: nn.Module, data: Dataset, methods: Sequence[str], sparsities: S
         cka_samples: test samples for CKA.
         progress: called with the fraction done after each cell; may raise to cancel.
         options: per-method score options, e.g. {"obd": {"samples": 50}}.
+        reference: the dense model the pruned ones are measured against (CKA, flips, the
+            dense accuracy); `model` itself by default. To prune at initialisation, give the
+            untrained `model`, the training budget as `finetune_steps`, and as reference a
+            dense model trained from the same initialisation.
+        sharpness_iters: power iterations of the sharpness (0: not measured, NaN).
     """
     device = device or _device(model)
     data, loss = data.to(device), task_loss(loss, data.task)
-    dense = copy.deepcopy(model).to(device)
+    start_point = copy.deepcopy(model).to(device)
+    dense = copy.deepcopy(reference if reference is not None else model).to(device)
     corruptions = default_corruptions(data.input_shape) if corruptions is None else corruptions
     corrupted = corrupted_inputs(data, corruptions)
     x_cka = data.x_test[:cka_samples]
@@ -1098,25 +1117,29 @@ def sweep(model: nn.Module, data: Dataset, methods: Sequence[str], sparsities: S
     all_masks = [[None] * len(methods) for _ in sparsities]
     for i, method in enumerate(methods):
         start = time.perf_counter()
-        make_masks = masker(dense, method, x, y, loss, scope, **(options or {}).get(method, {}))
+        make_masks = masker(start_point, method, x, y, loss, scope,
+                            **(options or {}).get(method, {}))
         out.scoring_seconds[i, :] = (time.perf_counter() - start) / max(len(sparsities), 1)
         for j, sparsity in enumerate(sparsities):
             start = time.perf_counter()
             all_masks[j][i] = make_masks(sparsity)
             out.scoring_seconds[i, j] += time.perf_counter() - start
             start = time.perf_counter()
-            pruned = finetune(apply(copy.deepcopy(dense), all_masks[j][i]), data, finetune_steps,
-                              train_config, device)
+            pruned = finetune(apply(copy.deepcopy(start_point), all_masks[j][i]), data,
+                              finetune_steps, train_config, device)
             out.finetune_seconds[i, j] = time.perf_counter() - start
             _measure(out, (i, j), pruned, dense, data, loss, corrupted, x_cka, dense_activations)
+            _measure_training(out, (i, j), pruned, data, loss, (x, y), sharpness_iters)
             if progress is not None:
                 progress((i * len(sparsities) + j + 1) / (shape[0] * shape[1]))
     out.overlap = np.stack([overlap_matrix(row) for row in all_masks]) if methods else out.overlap
     _measure_dense(out, dense, data, loss, corrupted)
+    _measure_training(out, None, dense, data, loss, (x, y), sharpness_iters)
     out.settings = {"finetune_steps": finetune_steps, "scope": scope, "loss": loss_name(loss),
                     "score_samples": score_samples, "cka_samples": len(x_cka),
                     "train": dataclasses.asdict(train_config or FINETUNE), "device": str(device),
-                    "corruptions": [list(c) for c in corruptions], "options": dict(options or {})}
+                    "corruptions": [list(c) for c in corruptions], "options": dict(options or {}),
+                    "sharpness_iters": sharpness_iters}
     return out
 
 
@@ -1129,7 +1152,8 @@ def _empty_sweep(methods, sparsities, layers, cka_layers, corruption_names) -> P
         corruptions={name: nan(m, s) for name in corruption_names},
         layers=list(layers), layer_sparsity=nan(m, s, len(layers)), overlap=nan(s, m, m),
         cka_layers=list(cka_layers), cka=nan(m, s, len(cka_layers)), flipped=nan(m, s),
-        scoring_seconds=np.zeros((m, s)), finetune_seconds=np.zeros((m, s)))
+        scoring_seconds=np.zeros((m, s)), finetune_seconds=np.zeros((m, s)),
+        train_accuracy=nan(m, s), train_loss=nan(m, s), sharpness=nan(m, s))
 
 
 def _measure(out: PruningSweep, cell: tuple[int, int], pruned: nn.Module, dense: nn.Module,
@@ -1149,8 +1173,161 @@ def _measure(out: PruningSweep, cell: tuple[int, int], pruned: nn.Module, dense:
         out.flipped[cell] = len(flips(pruned, dense, data.x_test)) / len(data.x_test)
 
 
+def _measure_training(out: PruningSweep, cell: Optional[tuple[int, int]], model: nn.Module,
+                      data: Dataset, loss: str, batch: tuple, sharpness_iters: int) -> None:
+    """Train accuracy and loss, and sharpness on `batch`, of one cell (None: the dense model).
+
+    A pruned model's Hessian is taken over its parameters as they are stored, the masked
+    originals, so the pruned coordinates have zero curvature: the sharpness is that of the
+    loss over the kept weights."""
+    accuracy, loss_value = evaluate(model, data.x_train, data.y_train, loss)
+    sharp = top_eigenvalue(model, *batch, loss, sharpness_iters) if sharpness_iters else np.nan
+    if cell is None:
+        out.dense_train_accuracy, out.dense_train_loss, out.dense_sharpness = \
+            accuracy, loss_value, sharp
+    else:
+        out.train_accuracy[cell], out.train_loss[cell], out.sharpness[cell] = \
+            accuracy, loss_value, sharp
+
+
 def _measure_dense(out: PruningSweep, dense: nn.Module, data: Dataset, loss: str,
                    corrupted: Mapping[str, torch.Tensor]) -> None:
     out.dense_accuracy, out.dense_loss = evaluate(dense, data.x_test, data.y_test, loss)
     under = corrupted_accuracy(dense, corrupted, data.y_test, loss)
     out.dense_corrupted_accuracy = float(np.mean(list(under.values()))) if under else math.nan
+
+
+# ---------------------------------------------------------------- sample by sample, and over the plane
+
+
+def flip_sparsity(flipped: np.ndarray, sparsities: Sequence[float]) -> np.ndarray:
+    """For each sample, the lowest sparsity at which its prediction differs from the dense one.
+
+    Args:
+        flipped: (S, N) bool, True where sample n's prediction at sparsity s differs from the
+            dense model's.
+        sparsities: (S,) the sparsity of each row.
+
+    Returns:
+        (N,) floats; inf for a sample that never flips.
+    """
+    flipped = np.asarray(flipped, dtype=bool)
+    at = np.where(flipped, np.asarray(sparsities, dtype=float)[:, None], np.inf)
+    return at.min(axis=0, initial=np.inf)
+
+
+def fragile_and_robust(flipped: np.ndarray, sparsities: Sequence[float], count: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """The samples pruning changes first, and samples it never changes.
+
+    Args:
+        flipped: (S, N) bool, as for `flip_sparsity`.
+        sparsities: (S,) the sparsity of each row.
+        count: at most this many of each.
+
+    Returns:
+        (fragile, robust) indices. Fragile: the samples that flip at the lowest sparsity,
+        those flipped at more of the sparsities first, then by position. Robust: samples that
+        keep the dense prediction at every sparsity, by position.
+    """
+    flipped = np.asarray(flipped, dtype=bool)
+    first = flip_sparsity(flipped, sparsities)
+    order = np.lexsort((np.arange(len(first)), -flipped.sum(axis=0), first))
+    fragile = order[np.isfinite(first[order])][:count]
+    robust = np.flatnonzero(~np.isfinite(first))[:count]
+    return fragile, robust
+
+
+def flip_gallery(model: nn.Module, data: Dataset, method: str, sparsities: Sequence[float],
+                 finetune_steps: int = 0, *, count: int = 8,
+                 train_config: Optional[TrainConfig] = None, scope: str = "global",
+                 loss: str = "auto", device=None,
+                 progress: Optional[Callable[[float], None]] = None,
+                 reference: Optional[nn.Module] = None, **options) -> FlipGallery:
+    """Which test samples pruning by `method` changes first, and which it never changes.
+
+    The model is pruned to each sparsity (the scores computed once), fine-tuned, and its
+    predicted classes on the test split compared with the dense model's: a sample flips
+    when they differ (`flips`; Hooker et al. 2019 call such samples pruning identified
+    exemplars).
+
+    Args:
+        model: the trained dense classifier; left unchanged.
+        data: a classification dataset; its test split is looked at.
+        method: a name from `method_names()`.
+        sparsities: the fractions pruned.
+        finetune_steps, train_config, scope, loss, device, options: as for `one_shot`.
+        count: how many fragile and robust samples to pick.
+        progress: called with the fraction done after each sparsity; may raise to cancel.
+        reference: the dense model whose predictions count as unflipped; `model` by default
+            (see `sweep`).
+    """
+    if data.task != "classification":
+        raise ValueError("A flip is a change of the predicted class; this data is a regression.")
+    if not len(sparsities):
+        raise ValueError("Give at least one sparsity.")
+    sparsities = sorted(float(s) for s in sparsities)
+    device = device or _device(model)
+    data, loss = data.to(device), task_loss(loss, data.task)
+    start_point = copy.deepcopy(model).to(device)
+    x, y = score_batch(data)
+    make_masks = masker(start_point, method, x, y, loss, scope, **options)
+    dense_prediction = predicted_classes(reference if reference is not None else model,
+                                         data.x_test)
+    predictions = []
+    for k, sparsity in enumerate(sparsities):
+        pruned = finetune(apply(copy.deepcopy(start_point), make_masks(sparsity)), data,
+                          finetune_steps, train_config, device)
+        predictions.append(predicted_classes(pruned, data.x_test))
+        if progress is not None:
+            progress((k + 1) / len(sparsities))
+    predictions = np.stack(predictions)
+    flipped = predictions != dense_prediction[None, :]
+    fragile, robust = fragile_and_robust(flipped, sparsities, count)
+    return FlipGallery(
+        method=method, sparsities=np.array(sparsities), inputs=data.x_test.cpu().numpy(),
+        labels=data.y_test.cpu().numpy(), dense_prediction=dense_prediction,
+        predictions=predictions, flip_sparsity=flip_sparsity(flipped, sparsities),
+        fragile=fragile, robust=robust, input_shape=tuple(data.input_shape),
+        settings={"finetune_steps": finetune_steps, "scope": scope, "count": count,
+                  "options": dict(options)})
+
+
+def pruned_regions(model: nn.Module, data: Dataset, methods: Sequence[str], sparsity: float,
+                   finetune_steps: int = 0, *, train_config: Optional[TrainConfig] = None,
+                   scope: str = "global", device=None, grid: int = views.GRID,
+                   progress: Optional[Callable[[float], None]] = None,
+                   reference: Optional[nn.Module] = None) -> PrunedRegions:
+    """The decision regions (or regression surface) of the dense model and of the model
+    pruned by each method to one sparsity, on one grid over 2-D inputs (`engine.views`).
+
+    Args:
+        model: the trained dense model; left unchanged.
+        data: data with two input features.
+        methods: names from `method_names()`.
+        sparsity, finetune_steps, train_config, scope, device: as for `one_shot`.
+        grid: grid points per axis.
+        progress: called with the fraction done after each method; may raise to cancel.
+        reference: the dense model of the first panel; `model` by default (see `sweep`).
+    """
+    if data.n_features != 2:
+        raise ValueError(f"Decision regions are drawn for data with two input features; this "
+                         f"data has {data.n_features}.")
+    device = device or _device(model)
+    models = {"dense": copy.deepcopy(reference if reference is not None else model).to(device)}
+    for k, method in enumerate(methods):
+        models[method] = one_shot(model, method, sparsity, data, finetune_steps, scope=scope,
+                                  train_config=train_config, device=device).model
+        if progress is not None:
+            progress((k + 1) / max(len(methods), 1))
+    panels = [views.decision_regions(m, data, grid) for m in models.values()]
+    loss = task_loss("auto", data.task)
+    accuracy = [evaluate(m, data.x_test, data.y_test, loss)[0] for m in models.values()]
+    first = panels[0]
+    return PrunedRegions(
+        names=list(models), grid_x=first.grid_x, grid_y=first.grid_y,
+        values=np.stack([p.value for p in panels]),
+        confidence=np.stack([p.confidence for p in panels]), points=first.points,
+        labels=first.labels, accuracy=np.array(accuracy), task=data.task,
+        n_classes=data.n_classes,
+        settings={"sparsity": sparsity, "finetune_steps": finetune_steps, "scope": scope})

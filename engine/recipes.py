@@ -17,9 +17,11 @@ from engine import geometry, hessian, landscape, lazy, levelset, ntk, pruning
 from engine.experiment import Experiment, load_dataset, load_model
 from engine.models import Centered
 from engine.results import (ConfidenceMap, ConvexityMap, Eigenfunctions, Embedding, GeometryCurves, KernelSpectrum,
-                            KernelTrajectory, LastLayerGeometry, LevelSetPath, LinearPath, LotteryTickets,
-                            ModeCurves, PruningSweep, RDMSet, Sharpness, SimilarityMatrix, SpectralDensity,
+                            EmbeddingFrames, KernelTrajectory, LastLayerGeometry, LevelSetPath, LinearPath, LotteryTickets,
+                            FlipGallery, ModeCurves, PrunedRegions, PruningMasks, PruningSweep, RDMSet, Sharpness, SimilarityMatrix, SpectralDensity,
                             Surface, TargetPower, TriangleConfidence, Trajectory, UnitMatch)
+from engine.results import SampleGallery, WidthProbe
+from engine.results import ExtremeSamples, FourierContent, LayerKernels, TargetPowerTrajectory
 from engine.train import TrainConfig, make_loss
 
 
@@ -95,13 +97,36 @@ def interpolation(ctx, store, run_id: str, *, other: str, split: str = "train", 
     """The loss along the straight line from this run's final weights to another run's, and its
     barrier (linear mode connectivity; Goodfellow et al. 2015, Frankle et al. 2020)."""
     run = run_data(store, run_id, None, split, samples)
-    end = load_model(store, other)
-    mine, theirs = run.model.state_dict(), end.state_dict()
-    if mine.keys() != theirs.keys() or any(mine[k].shape != theirs[k].shape for k in mine):
-        raise ValueError("The two runs have different architectures; a straight path between "
-                         "their weights needs the same model.")
+    end = _same_architecture(run.model, load_model(store, other))
     ts = np.linspace(-0.25, 1.25, points)
     return landscape.linear_path(run.model, end, run.loss, run.x, run.y, ts=ts)
+
+
+def _same_architecture(model: torch.nn.Module, other: torch.nn.Module) -> torch.nn.Module:
+    """`other`, after checking that its weights have the same names and shapes as `model`'s."""
+    mine, theirs = model.state_dict(), other.state_dict()
+    if mine.keys() != theirs.keys() or any(mine[k].shape != theirs[k].shape for k in mine):
+        raise ValueError("The runs have different architectures; a path or a plane through "
+                         "their weights needs the same model.")
+    return other
+
+
+def three_run_plane(ctx, store, run_id: str, *, others: tuple = ("", ""), split: str = "train",
+                    samples: Optional[int] = 2000, resolution: int = 31, margin: float = 0.25) -> Surface:
+    """The loss on the plane through the final weights of three runs (Garipov et al. 2018):
+    this run at (0, 0), the first of `others` (two run ids) at (1, 0), the second where
+    Gram-Schmidt puts it; the three are the surface's marks."""
+    if len(others) != 2 or "" in others or len({run_id, *others}) != 3:
+        raise ValueError("A plane through three runs needs two other runs, different from this one.")
+    run = run_data(store, run_id, None, split, samples)
+    second, third = (_same_architecture(run.model, load_model(store, o)) for o in others)
+    plane = landscape.plane_through(run.model, second, third)
+    xs, ys = landscape.grid_around(plane.coords, resolution, margin)
+    result = landscape.surface(run.model, run.loss, run.x, run.y, plane.d1, plane.d2, xs=xs, ys=ys,
+                               center=plane.origin, progress=_progress(ctx))
+    names = {r.id: r.name for r in store.list()}
+    return dataclasses.replace(result, marks=plane.coords, mark_names=[
+        f"{letter}: {names.get(r, r)}" for letter, r in zip("ABC", (run_id, *others))])
 
 
 def trajectory(ctx, store, run_id: str, *, split: str = "train", samples: Optional[int] = 2000) -> Trajectory:
@@ -148,21 +173,62 @@ def ntk_spectrum(ctx, store, run_id: str, *, step: Optional[int] = None, samples
     return ntk.kernel_spectrum(run.model, run.x, kind=kind)
 
 
+def ntk_view(store, run_id: str) -> str:
+    """How the kernel's eigenvectors are shown for a run's data: as eigenfunctions around the
+    "circle", along a "line" or over a "plane", or as the "samples" at the ends of each
+    eigenvector (images, signals: more than two features)."""
+    settings = store.settings(run_id)
+    if settings["data"] == "circle":
+        return "circle"
+    return {1: "line", 2: "plane"}.get(int(np.prod(settings["input_shape"])), "samples")
+
+
 def ntk_eigenfunctions(ctx, store, run_id: str, *, step: Optional[int] = None, samples: int = 300,
                        k: int = 8, kind: str = "trace") -> Eigenfunctions:
     """The top-k NTK eigenfunctions over input space: a line, the circle, or the plane."""
+    view = ntk_view(store, run_id)
+    if view == "samples":
+        raise ValueError("Eigenfunctions are drawn over input space for data with one or two features, or "
+                         "points on the circle; for images and signals compute the eigenvectors' extreme "
+                         "samples instead (`python -m engine ntk RUN_ID --what extremes`).")
     run = run_data(store, run_id, step, "train", samples)
-    data = load_dataset(store, run_id)
-    if data.name == "circle":
+    if view == "circle":
         angles = np.linspace(-np.pi, np.pi, 200)
         return ntk.eigenfunction_map(run.model, run.x, k, angles, on_circle=True, kind=kind)
-    if data.n_features == 1:
+    if view == "line":
         return ntk.eigenfunction_map(run.model, run.x, k, _span(run.x[:, 0], 200), kind=kind)
-    if data.n_features == 2:
-        return ntk.eigenfunction_map(run.model, run.x, k, _span(run.x[:, 0], EIGENFUNCTION_GRID),
-                                     _span(run.x[:, 1], EIGENFUNCTION_GRID), kind=kind)
-    raise ValueError(f"Eigenfunctions are drawn over input space for data with one or two "
-                     f"features, or points on the circle; this run's data has {data.n_features}.")
+    return ntk.eigenfunction_map(run.model, run.x, k, _span(run.x[:, 0], EIGENFUNCTION_GRID),
+                                 _span(run.x[:, 1], EIGENFUNCTION_GRID), kind=kind)
+
+
+def ntk_fourier(ctx, store, run_id: str, *, step: Optional[int] = None, samples: int = 300, k: int = 8,
+                kind: str = "trace", max_frequency: int = 16) -> FourierContent:
+    """The power of each top eigenfunction per frequency, around the circle or along a line."""
+    functions = ntk_eigenfunctions(ctx, store, run_id, step=step, samples=samples, k=k, kind=kind)
+    return ntk.fourier_content(functions, max_frequency)
+
+
+def ntk_extreme_samples(ctx, store, run_id: str, *, step: Optional[int] = None, samples: int = 300,
+                        k: int = 6, per_side: int = 3, kind: str = "trace") -> ExtremeSamples:
+    """The samples at both ends of the kernel's top-k eigenvectors, in the data's own shape
+    (8 x 8 images for digits, 40-point signals for MNIST-1D)."""
+    run = run_data(store, run_id, step, "train", samples)
+    shape = store.settings(run_id)["input_shape"]
+    return ntk.extreme_samples(run.model, run.x, k, per_side, labels=run.y, input_shape=shape, kind=kind)
+
+
+def ntk_layers(ctx, store, run_id: str, *, step: Optional[int] = None, samples: int = 300,
+               kind: str = "trace") -> LayerKernels:
+    """Each layer's share of the kernel's trace, and its spectrum."""
+    run = run_data(store, run_id, step, "train", samples)
+    return ntk.layer_kernels(run.model, run.x, kind=kind)
+
+
+def ntk_power_over_training(ctx, store, run_id: str, *, samples: int = 200, kind: str = "trace",
+                            top_k: tuple = (1, 2, 4, 8, 16)) -> TargetPowerTrajectory:
+    """The share of the targets' power in the kernel's top-k eigenvectors at every checkpoint."""
+    run = run_data(store, run_id, None, "train", samples)
+    return ntk.target_power_over_training(run.model, _checkpoints(store, run_id), run.x, run.y, top_k, kind=kind)
 
 
 def _span(values: torch.Tensor, n: int) -> np.ndarray:
@@ -200,16 +266,102 @@ def _labels(run: RunData) -> tuple[np.ndarray, bool]:
     return (y, True) if y.ndim == 1 else (y[:, 0], False)
 
 
+COLOURS = ("label", "prediction", "margin")  # what an embedding's points can be coloured by
+
+
+@torch.no_grad()
+def _outputs(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's outputs in eval mode (its training mode restored)."""
+    was_training = model.training
+    try:
+        return model.eval()(x)
+    finally:
+        model.train(was_training)
+
+
+def _sample_colours(run: RunData, colour: str) -> tuple[np.ndarray, bool, str, np.ndarray]:
+    """What colours each sample's point, and its hover text.
+
+    Args:
+        colour: "label" (the class, or the first target), "prediction" (the predicted class or
+            value) or "margin" (true-class logit minus the largest other; classifiers only).
+
+    Returns:
+        values (N,), whether they are classes, their name, and (N,) hover texts.
+    """
+    if colour not in COLOURS:
+        raise ValueError(f"Points are coloured by {', '.join(COLOURS)}, not '{colour}'.")
+    labels, categorical = _labels(run)
+    outputs = _outputs(run.model, run.x).cpu()
+    if categorical:
+        predicted = outputs.argmax(dim=1).numpy()
+        margin = geometry.classification_margin(outputs, run.y)
+        hover = [f"sample {i} · class {labels[i]} · predicted {predicted[i]} · margin {margin[i]:.2f}"
+                 for i in range(len(labels))]
+        chosen = {"label": (labels, True, "class"), "prediction": (predicted, True, "predicted class"),
+                  "margin": (margin, False, "margin")}[colour]
+    else:
+        if colour == "margin":
+            raise ValueError("Margins are defined for classifiers; colour a regression by label or prediction.")
+        predicted = outputs[:, 0].numpy()
+        hover = [f"sample {i} · target {labels[i]:.3g} · predicted {predicted[i]:.3g}" for i in range(len(labels))]
+        chosen = {"label": (labels, False, "target"), "prediction": (predicted, False, "prediction")}[colour]
+    return (*chosen, np.array(hover))
+
+
+def _inputs(store, run_id: str, run: RunData) -> tuple[np.ndarray, list[int]]:
+    """The samples themselves, for pictures of them: (N, D) float32 and one sample's shape."""
+    return run.x.flatten(1).cpu().numpy().astype(np.float32), list(load_dataset(store, run_id).input_shape)
+
+
 def embedding(ctx, store, run_id: str, *, step: Optional[int] = None, layer: Optional[str] = None,
-              method: str = "pca", samples: int = 1000, dim: int = 2, seed: int = 0) -> Embedding:
-    """A 2-D or 3-D picture of a layer's representation (PCA or UMAP), one point per sample."""
+              method: str = "pca", samples: int = 1000, dim: int = 2, seed: int = 0,
+              colour: str = "label") -> Embedding:
+    """A 2-D or 3-D picture of a layer's representation (PCA or UMAP), one point per sample,
+    coloured by label, prediction or margin, carrying the samples for hover pictures."""
     run = run_data(store, run_id, step, "train", samples)
     layer = layer or representation_layers(run.model)[-2]
+    values, categorical, name, hover = _sample_colours(run, colour)
     features = geometry.activations(run.model, run.x, [layer])[layer]
-    values, categorical = _labels(run)
-    hover = np.array([f"sample {i} · {'class' if categorical else 'target'} {v:g}" for i, v in enumerate(values)])
+    inputs, shape = _inputs(store, run_id, run)
     return Embedding(geometry.embed(features, method=method, dim=dim, seed=seed), values, categorical,
-                     hover, method, "class" if categorical else "target")
+                     hover, method, name, inputs=inputs, input_shape=shape)
+
+
+# Checkpoints in an animation by method: AlignedUMAP takes seconds per frame, PCA milliseconds.
+ANIMATION_FRAMES = {"pca": 20, "umap": 8}
+
+
+def frame_steps(steps: list[int], frames: int) -> list[int]:
+    """At most `frames` of the steps, evenly spread, the first and the last always included."""
+    if frames < 2:
+        raise ValueError("An animation needs at least 2 frames.")
+    if len(steps) <= frames:
+        return list(steps)
+    chosen = np.unique(np.round(np.linspace(0, len(steps) - 1, frames)).astype(int))
+    return [steps[i] for i in chosen]
+
+
+def embedding_over_training(ctx, store, run_id: str, *, layer: Optional[str] = None, method: str = "pca",
+                            samples: int = 500, dim: int = 2, seed: int = 0, frames: int = 20) -> EmbeddingFrames:
+    """One layer's embedding at (up to `frames`) checkpoints, aligned from frame to frame:
+    PCA rotated onto the frame before (Procrustes) or AlignedUMAP. Points keep their colour
+    (the label) in every frame, so what moves is the representation."""
+    run = run_data(store, run_id, None, "train", samples)
+    layer = layer or representation_layers(run.model)[-2]
+    steps = frame_steps(store.checkpoint_steps(run_id), frames)
+    report = _progress(ctx, share=0.5)
+    acts = []
+    for t, step in enumerate(steps):  # one checkpoint at a time, for progress and cancelling
+        run.model.load_state_dict(store.load_checkpoint(run_id, step))
+        acts.append(geometry.activations(run.model, run.x, [layer])[layer])
+        report((t + 1) / len(steps))
+    points = geometry.aligned_embed(acts, method=method, dim=dim, seed=seed)
+    labels, categorical = _labels(run)
+    hover = np.array([f"sample {i} · {'class' if categorical else 'target'} {v:g}" for i, v in enumerate(labels)])
+    inputs, shape = _inputs(store, run_id, run)
+    return EmbeddingFrames(np.asarray(steps), np.stack(points), labels, categorical, hover, method,
+                           "class" if categorical else "target", inputs=inputs, input_shape=shape)
 
 
 def layer_similarity(ctx, store, run_id: str, *, step: Optional[int] = None, samples: int = 1000) -> SimilarityMatrix:
@@ -301,6 +453,34 @@ def levelset_pairs(store, run_id: str, step: Optional[int] = None, seed: int = 0
     return source, others[0], others[1]
 
 
+def levelset_gallery(store, run_id: str, step: Optional[int] = None, *, per_class: Optional[int] = None,
+                     seed: int = 0, include: tuple = (), limit: int = 2000) -> SampleGallery:
+    """Test samples to pick sources and targets from, with the model's predictions.
+
+    Args:
+        per_class: this many samples of each class, the first of a seeded shuffle; None for
+            the whole test split (at most `limit`, for 2-D data drawn as points).
+        seed: the shuffle's seed.
+        include: test samples to add whatever the draw (e.g. the chosen pair).
+    """
+    model, data = _test_split(store, run_id, step)
+    n = len(data.x_test)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    labels = data.y_test[order]
+    if per_class is None:
+        chosen = order[:limit]
+    else:
+        chosen = torch.cat([order[labels == c][:per_class] for c in range(data.n_classes)])
+    extra = torch.tensor([i for i in include if 0 <= i < n], dtype=torch.long)
+    index = torch.unique(torch.cat([chosen, extra]))  # sorted: stable positions
+    index = index[torch.argsort(data.y_test[index], stable=True)]  # grouped by class
+    with torch.no_grad():
+        predicted = model.eval()(data.x_test[index]).argmax(dim=1)
+    return SampleGallery(index=index.numpy(), x=data.x_test[index].numpy(), label=data.y_test[index].numpy(),
+                         predicted=predicted.numpy(), input_shape=tuple(data.input_shape),
+                         settings={"step": step, "per_class": per_class, "seed": seed})
+
+
 def levelset_traversal(ctx, store, run_id: str, *, step: Optional[int] = None, source: int = 0,
                        targets: tuple = (1, 2), steps: int = 200, step_size: float = 0.02,
                        threshold: float = 0.05) -> LevelSetPath:
@@ -323,6 +503,28 @@ def levelset_triangle(ctx, store, run_id: str, *, resolution: int = 20, **traver
                                         source_class=int(path.source_class[0]))
 
 
+def levelset_width(ctx, store, run_id: str, *, along: float = 0.5, directions: int = 16,
+                   radius: float = 0.0, **traversal) -> WidthProbe:
+    """How far the level set reaches sideways from the walk toward target A, at one point.
+
+    Args:
+        along: where on the path, from 0 (the source) to 1 (the end).
+        directions: random unit directions orthogonal to the path there.
+        radius: the largest distance probed (l2, input units); 0 for the distance the walk
+            covered (source to end).
+        **traversal: the walk's settings, as in `levelset_traversal`.
+    """
+    if not 0 <= along <= 1:
+        raise ValueError("The point along the path must be between 0 (the source) and 1 (the end).")
+    path = levelset_traversal(ctx, store, run_id, **traversal).pair(0)
+    model, _ = _test_split(store, run_id, traversal.get("step"))
+    k = int(round(along * (len(path.path) - 1)))
+    tangent = path.path[min(k + 1, len(path.path) - 1)] - path.path[max(k - 1, 0)]
+    reach = radius or float(np.linalg.norm(path.path[-1] - path.path[0])) or 1.0
+    return levelset.width_probe(model, path.path[k], tangent, directions=directions,
+                                radii=np.linspace(0.0, reach, 11), source_class=int(path.source_class))
+
+
 def levelset_map(ctx, store, run_id: str, *, step: Optional[int] = None, class_index: int = 0,
                  grid: int = 80) -> ConfidenceMap:
     """The confidence of one class over the plane of 2-D data (where level sets can be drawn)."""
@@ -343,20 +545,75 @@ def _finetune_config(store, run_id: str, steps: int) -> TrainConfig:
                                checkpoint_every=max(steps, 1))
 
 
+def _to_prune(store, run_id: str, at_init: bool, finetune_steps: Optional[int] = None):
+    """(the model to prune, the dense model it is compared with or None for itself, the data).
+
+    With `at_init` the run's initial weights are pruned (pruning at initialisation) and then
+    need training; they are compared with the run's final, dense model."""
+    if at_init and finetune_steps is not None and finetune_steps <= 0:
+        raise ValueError("Networks pruned at initialisation must be trained: choose some "
+                         "fine-tuning steps.")
+    final = load_model(store, run_id)
+    if at_init:
+        return load_model(store, run_id, step=0), final, load_dataset(store, run_id)
+    return final, None, load_dataset(store, run_id)
+
+
 def pruning_sweep(ctx, store, run_id: str, *, methods: tuple = ("magnitude", "random"),
                   sparsities: tuple = (0.5, 0.8, 0.9), finetune_steps: int = 0,
-                  scope: str = "global") -> PruningSweep:
-    """Prune the run's final model by every method at every sparsity, fine-tune, measure."""
-    model, data = load_model(store, run_id), load_dataset(store, run_id)
-    return pruning.sweep(model, data, list(methods), list(sparsities), finetune_steps,
-                         train_config=_finetune_config(store, run_id, finetune_steps), scope=scope,
-                         device="cpu", progress=_progress(ctx))
+                  scope: str = "global", at_init: bool = False) -> PruningSweep:
+    """Prune the run's final model by every method at every sparsity, fine-tune, measure.
+
+    With `at_init` the run's initial weights are pruned instead (pruning at initialisation:
+    SNIP, GraSP, SynFlow) and then trained `finetune_steps` steps with the run's optimizer;
+    they are measured against the run's final, dense model."""
+    model, reference, data = _to_prune(store, run_id, at_init, finetune_steps)
+    result = pruning.sweep(model, data, list(methods), list(sparsities), finetune_steps,
+                           train_config=_finetune_config(store, run_id, finetune_steps), scope=scope,
+                           device="cpu", progress=_progress(ctx), reference=reference)
+    result.settings["at_init"] = at_init
+    return result
+
+
+def pruning_masks(ctx, store, run_id: str, *, method: str = "magnitude", sparsity: float = 0.9,
+                  scope: str = "global", at_init: bool = False) -> PruningMasks:
+    """Which weights one method keeps at one sparsity, layer by layer (before any fine-tuning,
+    which never changes a mask)."""
+    model, _, data = _to_prune(store, run_id, at_init)
+    pruned = pruning.one_shot(model, method, sparsity, data, scope=scope, device="cpu")
+    return PruningMasks({name: mask.cpu().numpy() for name, mask in pruned.masks.items()},
+                        tuple(data.input_shape),
+                        {"method": method, "sparsity": sparsity, "scope": scope, "at_init": at_init})
+
+
+def pruning_gallery(ctx, store, run_id: str, *, method: str = "magnitude",
+                    sparsities: tuple = (0.5, 0.8, 0.9), finetune_steps: int = 0, scope: str = "global",
+                    at_init: bool = False, count: int = 8) -> FlipGallery:
+    """The test samples whose prediction pruning by `method` changes first (fragile), and ones it
+    keeps up to the highest sparsity (robust), against the run's final, dense model."""
+    model, reference, data = _to_prune(store, run_id, at_init, finetune_steps)
+    return pruning.flip_gallery(model, data, method, list(sparsities), finetune_steps, count=count,
+                                train_config=_finetune_config(store, run_id, finetune_steps), scope=scope,
+                                device="cpu", progress=_progress(ctx), reference=reference)
+
+
+def pruning_regions(ctx, store, run_id: str, *, methods: tuple = ("magnitude", "random"),
+                    sparsity: float = 0.9, finetune_steps: int = 0, scope: str = "global",
+                    at_init: bool = False) -> PrunedRegions:
+    """Decision regions of the run's dense model and of each pruned one, side by side (2-D data)."""
+    model, reference, data = _to_prune(store, run_id, at_init, finetune_steps)
+    regions = pruning.pruned_regions(model, data, list(methods), sparsity, finetune_steps,
+                                     train_config=_finetune_config(store, run_id, finetune_steps),
+                                     scope=scope, device="cpu", progress=_progress(ctx), reference=reference)
+    regions.settings["at_init"] = at_init
+    return regions
 
 
 def pruned_geometry(ctx, store, run_id: str, *, method: str = "magnitude", sparsity: float = 0.9,
-                    finetune_steps: int = 0, scope: str = "global") -> LastLayerGeometry:
-    """Last-layer geometry (feature norm, angle to the true class, margin) of one pruned model."""
-    model, data = load_model(store, run_id), load_dataset(store, run_id)
+                    finetune_steps: int = 0, scope: str = "global", at_init: bool = False) -> LastLayerGeometry:
+    """Last-layer geometry (feature norm, angle to the true class, margin) of one pruned model
+    (pruned at initialisation and trained `finetune_steps` steps with `at_init`)."""
+    model, _, data = _to_prune(store, run_id, at_init, finetune_steps)
     if data.task != "classification":
         raise ValueError("Last-layer geometry needs a classifier; this run is a regression.")
     pruned = pruning.one_shot(model, method, sparsity, data, finetune_steps, scope=scope, device="cpu",

@@ -646,6 +646,10 @@ class PruningSweep:
         scoring_seconds, finetune_seconds: (M, S) time spent scoring and making masks (the
             scores' one-off cost shared over the sparsities) and fine-tuning, per cell.
         dense_accuracy, dense_loss, dense_corrupted_accuracy: the unpruned model's.
+        train_accuracy, train_loss: (M, S) on the whole training split.
+        sharpness: (M, S) the top Hessian eigenvalue of the training loss (on the scoring
+            samples) over the kept weights.
+        dense_train_accuracy, dense_train_loss, dense_sharpness: the unpruned model's.
         settings: what made it.
     """
 
@@ -667,6 +671,12 @@ class PruningSweep:
     dense_loss: float = float("nan")
     dense_corrupted_accuracy: float = float("nan")
     settings: dict = field(default_factory=dict)
+    train_accuracy: np.ndarray | None = None
+    train_loss: np.ndarray | None = None
+    sharpness: np.ndarray | None = None
+    dense_train_accuracy: float = float("nan")
+    dense_train_loss: float = float("nan")
+    dense_sharpness: float = float("nan")
 
 
 @dataclass
@@ -728,6 +738,9 @@ class LazyMeasures:
         alignment: (T,) centred kernel-target alignment of K_t.
         cka_to_init: (T,) linear CKA of the last hidden layer with itself at init (NaN without one).
         effective_rank: (T,) effective rank of the last hidden layer's representation.
+        kernel_speed: (T,) the kernel's rate of change, ||K_t - K_prev||_F / ||K_prev||_F per
+            1,000 steps since the previous checkpoint (Fort et al. 2020's kernel velocity;
+            NaN at step 0).
         twin_gap: (T,) ||f - f_lin|| / ||f - f_0|| against the linearized twin, or None.
         twin_loss: (T,) the twin's training loss on the probe's samples, or None.
         loss: (T,) the network's training loss on the same samples, or None (without a twin).
@@ -745,6 +758,7 @@ class LazyMeasures:
     twin_gap: np.ndarray | None = None
     twin_loss: np.ndarray | None = None
     loss: np.ndarray | None = None
+    kernel_speed: np.ndarray | None = None
 
 
 @dataclass

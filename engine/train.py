@@ -25,7 +25,7 @@ from engine.levelset import pgd_attack
 from engine.models import Centered, lr_multipliers
 from engine.results import History
 
-OPTIMIZERS = ("sgd", "adam", "gd")
+OPTIMIZERS = ("sgd", "adam", "adamw", "gd")
 LOSSES = ("auto", "ce", "mse")
 FLUSH_EVERY = 16  # steps between reading the per-step losses back from the device
 
@@ -35,7 +35,8 @@ class TrainConfig:
     """How to train.
 
     Attributes:
-        optimizer: "sgd" (with momentum), "adam", or "gd" (full-batch gradient descent).
+        optimizer: "sgd" (with momentum), "adam", "adamw" (Adam with decoupled weight decay,
+            Loshchilov & Hutter 2019), or "gd" (full-batch gradient descent).
         lr: base learning rate (muP and mean-field scale it per layer).
         momentum: SGD momentum (ignored by Adam and GD).
         weight_decay: L2 penalty added by the optimizer.
@@ -184,6 +185,8 @@ def make_optimizer(model: nn.Module, config: TrainConfig, base_width: int = 64) 
     param_groups = [{"params": ps, "lr": config.lr * m} for m, ps in groups.items()]
     if config.optimizer == "adam":
         return torch.optim.Adam(param_groups, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(param_groups, lr=config.lr, weight_decay=config.weight_decay)
     momentum = config.momentum if config.optimizer == "sgd" else 0.0
     return torch.optim.SGD(param_groups, lr=config.lr, momentum=momentum,
                            weight_decay=config.weight_decay)

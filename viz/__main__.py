@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import results
-from viz import geometry, landscape, levelset, ntk, pruning
+from viz import geometry, landscape, lazy, levelset, ntk, predictions, pruning, training
 
 
 def _line_or_plane(surface):
@@ -41,7 +41,27 @@ FIGURES = {
     "PruningSweep": pruning.accuracy_curves,
     "LastLayerGeometry": pruning.geometry_scatter,
     "LotteryTickets": pruning.lottery_curves,
+    "PruningMasks": lambda r: pruning.mask_images(r.masks),
+    "PrunedRegions": pruning.regions_side_by_side,
+    "FlipGallery": pruning.flip_gallery,
+    "ExtremeSamples": ntk.extreme_samples_figure,
+    "FourierContent": ntk.fourier_figure,
+    "LayerKernels": ntk.layer_kernels_figure,
+    "TargetPowerTrajectory": ntk.target_power_trajectory_figure,
+    "EmbeddingFrames": geometry.embedding_animation,
+    "WidthProbe": levelset.width_profile,
+    "ConfidenceMap": levelset.path_on_map,
+    "LazyMeasures": lambda r: lazy.measures_figure({"run": r}),
+    "PhaseDiagram": lambda r: lazy.phase_heatmap(r.weight_change, r.alphas, r.widths, label="relative weight change",
+                                                 log=True),
+    "History": training.training_curves,
+    "DecisionRegions": predictions.prediction_figure,
+    "FunctionFit": predictions.prediction_figure,
+    "Confusion": predictions.prediction_figure,
+    "Parity": predictions.prediction_figure,
 }
+# Parts of other results, never saved alone: no figure of their own.
+NOT_DRAWN = {"Trajectory", "WeightChange", "SampleGallery"}
 
 
 def load(path: Path):

@@ -92,6 +92,20 @@ def _trajectory_trace(trajectory: Trajectory, **kwargs) -> go.Scatter:
     )
 
 
+def _marks_trace(surface: Surface, **kwargs) -> go.Scatter:
+    """The surface's marked points (e.g. the models a plane passes through), with their names
+    and the loss at each."""
+    names = surface.mark_names or [f"point {i + 1}" for i in range(len(surface.marks))]
+    return go.Scatter(
+        x=surface.marks[:, 0], y=surface.marks[:, 1], mode="markers+text", text=names,
+        textposition="top center", name="models", showlegend=False,
+        hovertemplate="%{text}<br>(%{x:.3g}, %{y:.3g})<extra></extra>",
+        marker={"size": 10, "symbol": "star", "color": "white",
+                "line": {"color": OUTLINE_COLOR, "width": 1.5}},
+        **kwargs,
+    )
+
+
 def _axis_titles(trajectory: Optional[Trajectory]) -> tuple[str, str]:
     """'PC1 (87% of the path)' for a trajectory's plane, 'direction 1' otherwise."""
     if trajectory is None:
@@ -103,7 +117,8 @@ def _axis_titles(trajectory: Optional[Trajectory]) -> tuple[str, str]:
 def contour(surface: Surface, trajectory: Optional[Trajectory] = None, *, log: bool = False,
             clip: Optional[float] = None, zrange: Optional[tuple[float, float]] = None,
             title: Optional[str] = None) -> go.Figure:
-    """The loss over a plane as filled contours, with a projected trajectory on top.
+    """The loss over a plane as filled contours, with a projected trajectory and the
+    surface's marks (the models a plane passes through) on top.
 
     Args:
         surface: a 2-D `Surface`.
@@ -116,6 +131,8 @@ def contour(surface: Surface, trajectory: Optional[Trajectory] = None, *, log: b
     fig = go.Figure(_contour_trace(surface, log, clip, zrange))
     if trajectory is not None:
         fig.add_trace(_trajectory_trace(trajectory))
+    if surface.marks is not None:
+        fig.add_trace(_marks_trace(surface))
     x_title, y_title = _axis_titles(trajectory)
     fig.update_xaxes(title_text=x_title, range=[surface.xs[0], surface.xs[-1]])
     fig.update_yaxes(title_text=y_title, range=[surface.ys[0], surface.ys[-1]])
@@ -190,6 +207,8 @@ def compare(surfaces: Sequence[Surface], titles: Optional[Sequence[str]] = None,
         fig.add_trace(_contour_trace(s, log, clip, zrange, **shared), row=1, col=i)
         if trajectories is not None and trajectories[i - 1] is not None:
             fig.add_trace(_trajectory_trace(trajectories[i - 1]), row=1, col=i)
+        if s.marks is not None:
+            fig.add_trace(_marks_trace(s), row=1, col=i)
     if kind == "contour":
         xs = np.concatenate([s.xs for s in surfaces])
         ys = np.concatenate([s.ys for s in surfaces])

@@ -18,6 +18,7 @@ from viz.style import REFERENCE_COLOR, SEQUENTIAL_SCALE, base_layout, class_colo
 MEASURES = [
     ("weight_change", "Relative weight change", "||w_t - w_0|| / ||w_0||", True),
     ("kernel_distance", "Kernel distance from init", "1 - <K_0, K_t> / (||K_0|| ||K_t||)", False),
+    ("kernel_speed", "Kernel velocity (per 1,000 steps)", "||K_t - K_prev|| / ||K_prev|| per 1,000 steps", True),
     ("alignment", "Kernel-target alignment", "<HKH, HYY'H> / (||HKH|| ||HYY'H||)", False),
     ("cka_to_init", "CKA of the last hidden layer to init", "linear CKA(H_t, H_0)", False),
     ("effective_rank", "Effective rank of the last hidden layer", "exp(entropy of the normalised singular values)", False),

@@ -13,7 +13,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from engine.results import ConfidenceMap, LevelSetPath, TriangleConfidence, WidthProbe
+from engine.results import (ConfidenceMap, LevelSetPath, SampleGallery, TriangleConfidence, WidthProbe,
+                            is_image_shape)
 from viz.style import (OUTLINE_COLOR, REFERENCE_COLOR, SEQUENTIAL_SCALE, base_layout, class_color,
                        equal_aspect)
 
@@ -21,6 +22,10 @@ LEVEL_STEP = 0.1  # confidence between the map's contour lines
 N_SNAPSHOTS = 8
 SNAPSHOT_HEIGHT = 220
 FAINT = 0.35  # opacity of one pair's line among many
+SAMPLES = "test samples"  # the name of the trace a click picks samples from
+ROLES = ("source", "target A", "target B")  # what a picked pair holds, in order
+GALLERY_COLUMNS = 12  # thumbnails per row when there are too many classes for a column each
+THUMBNAIL_PX = 56  # a thumbnail's height in the gallery
 
 
 def _pairs(path: LevelSetPath) -> list[LevelSetPath]:
@@ -75,19 +80,66 @@ def _pair_traces(pair: LevelSetPath, color: str, first: bool) -> list[go.Scatter
     ]
 
 
+def role_color(role: int) -> str:
+    """The colour of the source (0), target A (1) and target B (2) in every picking figure;
+    the targets share the colours of their paths (pair 0 and pair 1)."""
+    return OUTLINE_COLOR if role == 0 else class_color(role - 1)
+
+
+def chosen_positions(gallery: SampleGallery, chosen: Sequence[int]) -> list[tuple[int, int]]:
+    """(role, position in the gallery) of each chosen sample the gallery holds; role 0 is the
+    source, 1 and 2 the targets."""
+    found = [(role, gallery.position(sample)) for role, sample in enumerate(chosen)]
+    return [(role, position) for role, position in found if position is not None]
+
+
+def _sample_hover(gallery: SampleGallery) -> tuple[np.ndarray, str]:
+    customdata = np.column_stack([gallery.index, gallery.label, gallery.predicted])
+    template = ("test sample %{customdata[0]}<br>class %{customdata[1]}, predicted %{customdata[2]}"
+                "<br>click to pick<extra></extra>")
+    return customdata, template
+
+
+def _sample_points(gallery: SampleGallery) -> go.Scatter:
+    """The 2-D test samples as points coloured by class, to click."""
+    customdata, template = _sample_hover(gallery)
+    return go.Scatter(
+        x=gallery.x[:, 0], y=gallery.x[:, 1], mode="markers", name=SAMPLES,
+        marker={"color": [class_color(c) for c in gallery.label], "size": 8,
+                "line": {"color": OUTLINE_COLOR, "width": 0.5}},
+        customdata=customdata, hovertemplate=template,
+        selected={"marker": {"opacity": 1.0}}, unselected={"marker": {"opacity": 1.0}},
+    )
+
+
+def _name_chosen_points(fig: go.Figure, gallery: SampleGallery, chosen: Sequence[int]) -> None:
+    """A labelled arrow to each chosen 2-D sample (legible on any background)."""
+    for role, position in chosen_positions(gallery, chosen):
+        x, y = gallery.x[position]
+        fig.add_annotation(x=x, y=y, text=ROLES[role], showarrow=True, arrowhead=2, ax=0, ay=-28,
+                           arrowcolor=role_color(role), bgcolor="rgba(255,255,255,0.85)",
+                           bordercolor=role_color(role), borderwidth=1.5, font={"size": 12})
+
+
 def path_on_map(cmap: ConfidenceMap, path: Optional[LevelSetPath] = None, *,
+                gallery: Optional[SampleGallery] = None, chosen: Sequence[int] = (),
                 title: Optional[str] = None) -> go.Figure:
     """A 2-D model's class confidence with its level sets, and traversal paths on top.
 
     Each pair shows its path (line and markers), the straight line from the source to the
     path's end, the source (circle) and the target (cross). Where the map shows the pair's
-    source class, the source's own level set is drawn as a dotted line.
+    source class, the source's own level set is drawn as a dotted line. With a gallery the
+    test samples are drawn too, as the points a click picks (`picked_samples`).
 
     Args:
         cmap: the confidence of one class over a grid (engine.levelset.confidence_map).
         path: a traversal of 2-D inputs, one pair or a batch; None for the map alone.
+        gallery: test samples of 2-D inputs to draw and pick from, or None.
+        chosen: the test samples picked as source, target A and target B (named on the map).
         title: the figure's title.
     """
+    if gallery is not None and gallery.x.shape[1] != 2:
+        raise ValueError("Samples can be drawn on a map only for 2-D inputs.")
     fig = go.Figure(_confidence_contours(cmap))
     for i, pair in enumerate(_pairs(path) if path is not None else []):
         if pair.path.shape[-1] != 2:
@@ -96,11 +148,136 @@ def path_on_map(cmap: ConfidenceMap, path: Optional[LevelSetPath] = None, *,
         if int(pair.source_class) == cmap.class_index:
             fig.add_trace(_source_level(cmap, float(pair.confidence[0]), color))
         fig.add_traces(_pair_traces(pair, color, first=i == 0))
+    if gallery is not None:
+        fig.add_trace(_sample_points(gallery))  # on top, where clicks land
+        _name_chosen_points(fig, gallery, chosen)
     equal_aspect(fig)
     fig.update_xaxes(range=[cmap.grid_x[0], cmap.grid_x[-1]])
     fig.update_yaxes(range=[cmap.grid_y[0], cmap.grid_y[-1]])
     fig.update_layout(legend={"orientation": "h", "y": -0.15})
     return base_layout(fig, title)
+
+
+# ---------------------------------------------------------------- images and signals: a gallery to pick from
+
+
+def gallery_grid(labels: np.ndarray, n_classes: int, columns: int = GALLERY_COLUMNS) -> np.ndarray:
+    """(N, 2) (row, column) of each sample: a column per class while the classes fit in
+    `columns` (the samples sorted by class), else row by row."""
+    labels = np.asarray(labels, dtype=int)
+    if n_classes <= columns:
+        rank = np.array([np.sum(labels[:i] == c) for i, c in enumerate(labels)], dtype=int)
+        return np.column_stack([rank, labels])
+    k = np.arange(len(labels))
+    return np.column_stack([k // columns, k % columns])
+
+
+def _mosaic(images: np.ndarray, cells: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """One array of all (H, W) images at their (row, column) cells, a NaN gap between them."""
+    h, w = shape
+    rows, cols = cells.max(axis=0) + 1
+    mosaic = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), np.nan)
+    for image, (r, c) in zip(images, cells):
+        mosaic[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = image
+    return mosaic
+
+
+def _signal_lines(signals: np.ndarray, cells: np.ndarray, cell: tuple[float, float]) -> tuple[list, list]:
+    """x and y of every signal drawn inside its cell (scaled to the cell's height), as one
+    line with breaks between signals."""
+    height, width = cell
+    low, high = float(np.nanmin(signals)), float(np.nanmax(signals))
+    scaled = (signals - low) / ((high - low) or 1.0)  # 0..1
+    t = np.linspace(0.1, 0.9, signals.shape[1]) * width
+    xs, ys = [], []
+    for signal, (r, c) in zip(scaled, cells):
+        xs += list(c * width + t) + [None]
+        ys += list((r + 0.85 - 0.7 * signal) * height) + [None]  # row 0 on top (y reversed)
+    return xs, ys
+
+
+def sample_gallery(gallery: SampleGallery, chosen: Sequence[int] = (), *,
+                   title: Optional[str] = None) -> go.Figure:
+    """Thumbnails of test samples, one column per class, to click a source or target in.
+
+    Images are drawn as grey pictures, signals (MNIST-1D) as small line plots. A frame in
+    the pair's colour marks the chosen samples: the source dark, target A and B in the
+    colours of their paths. `picked_samples` maps a click on the figure to a test sample.
+
+    Args:
+        gallery: the samples (engine.recipes.levelset_gallery).
+        chosen: the test samples picked as source, target A and target B.
+        title: the figure's title.
+    """
+    shape = gallery.input_shape or (gallery.x.shape[1],)
+    n_classes = int(max(gallery.label.max(), gallery.predicted.max())) + 1 if len(gallery.label) else 0
+    cells = gallery_grid(gallery.label, n_classes)
+    rows, cols = cells.max(axis=0) + 1
+    image = is_image_shape(shape)
+    fig = go.Figure()
+    if image:
+        h, w = int(shape[-2]), int(shape[-1])
+        images = gallery.x.reshape(len(gallery.x), -1, h, w).mean(axis=1)
+        fig.add_trace(go.Heatmap(z=_mosaic(images, cells, (h, w)), colorscale="Greys", showscale=False,
+                                 hoverinfo="skip", showlegend=False))
+        cell, offset = np.array([h + 1, w + 1]), (np.array([h, w]) - 1) / 2
+    else:
+        cell, offset = np.array([1.0, 2.0]), np.array([0.5, 1.0])  # signals: cells twice as wide as high
+        xs, ys = _signal_lines(gallery.x, cells, tuple(cell))
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": REFERENCE_COLOR, "width": 1},
+                                 hoverinfo="skip", showlegend=False))
+    centres = cells * cell + offset
+    customdata, template = _sample_hover(gallery)
+    fig.add_trace(go.Scatter(  # invisible squares over the thumbnails: what a click hits
+        x=centres[:, 1], y=centres[:, 0], mode="markers", name=SAMPLES, showlegend=False,
+        marker={"symbol": "square", "size": THUMBNAIL_PX - 6, "color": "rgba(0,0,0,0)"},
+        customdata=customdata, hovertemplate=template,
+        selected={"marker": {"opacity": 1.0}}, unselected={"marker": {"opacity": 1.0}},
+    ))
+    half = (cell - (1 if image else 0.1)) / 2  # (rows, columns) half-extent of a thumbnail
+    for role, position in chosen_positions(gallery, chosen):
+        (y, x), width = centres[position], 3 - role / 2  # a sample in two roles shows both frames
+        fig.add_shape(type="rect", x0=x - half[1], x1=x + half[1], y0=y - half[0], y1=y + half[0],
+                      line={"color": role_color(role), "width": width}, name=ROLES[role])
+    for role, name in enumerate(ROLES):  # legend entries for the frames (no points: not clickable)
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name,
+                                 marker={"symbol": "square-open", "size": 12, "color": role_color(role),
+                                         "line": {"width": 3}}))
+    if n_classes <= GALLERY_COLUMNS:
+        for c in range(cols):
+            fig.add_annotation(x=c * cell[1] + offset[1], y=1.0, yref="paper", text=f"class {c}",
+                               showarrow=False, yanchor="bottom", font={"size": 11})
+    edge = 0.5 if image else 0.0  # an image's pixels are centred on whole numbers
+    fig.update_xaxes(visible=False, range=[-edge, cols * cell[1] - 3 * edge])
+    fig.update_yaxes(visible=False, range=[rows * cell[0] - 3 * edge, -edge])  # row 0 on top
+    if image:
+        fig.update_yaxes(scaleanchor="x", constrain="domain")  # square pixels
+    base_layout(fig, title, height=int(rows * THUMBNAIL_PX + 110))
+    fig.update_layout(dragmode=False, hovermode="closest", legend={"orientation": "h", "y": -0.02})
+    return fig
+
+
+def picked_samples(figure: go.Figure, selection: Optional[dict]) -> list[int]:
+    """The test samples of a selection event on a picking figure, in the order picked.
+
+    Args:
+        figure: a figure with a trace named `SAMPLES` (`sample_gallery`, or `path_on_map`
+            with a gallery), as drawn.
+        selection: the chart's event state, `{"selection": {"points": [...]}}`, each point
+            with `curve_number` and `point_index` (Streamlit's plotly selection); None or
+            an empty selection picks nothing.
+    """
+    names = [trace.name for trace in figure.data]
+    if SAMPLES not in names or not selection:
+        return []
+    curve = names.index(SAMPLES)
+    customdata = figure.data[curve].customdata
+    picked = []
+    for point in (selection.get("selection") or {}).get("points", []):
+        index = point.get("point_index", point.get("point_number"))
+        if point.get("curve_number") == curve and index is not None and 0 <= index < len(customdata):
+            picked.append(int(customdata[index][0]))
+    return picked
 
 
 # ---------------------------------------------------------------- images: snapshots
@@ -121,37 +298,52 @@ def _image_trace(image: np.ndarray, zrange: tuple[float, float]) -> go.BaseTrace
                       showscale=False, hovertemplate="%{z:.2f}<extra></extra>")
 
 
+def _signal_trace(signal: np.ndarray, color: str, dash: str = "solid") -> go.Scatter:
+    return go.Scatter(y=signal, mode="lines", line={"color": color, "width": 1.5, "dash": dash},
+                      showlegend=False, hovertemplate="%{y:.2f}<extra></extra>")
+
+
 def snapshot_strip(path: LevelSetPath, *, n_snapshots: int = N_SNAPSHOTS, show_target: bool = True,
                    title: Optional[str] = None) -> go.Figure:
-    """Snapshots of an image path, from source to end, with the confidence under each.
+    """Snapshots of an image or signal path, from source to end, with the confidence under each.
+
+    Images are drawn as pictures; signals (e.g. MNIST-1D's (1, 40)) as lines, with the
+    target dotted behind each snapshot so the approach shows.
 
     Args:
-        path: a traversal of images (its `input_shape` has height and width); one pair
-            (for a batch, `path.pair(i)`).
+        path: a traversal with a known `input_shape`; one pair (for a batch, `path.pair(i)`).
         n_snapshots: how many recorded points to show, evenly spread.
         show_target: add the target as a last panel.
         title: the figure's title.
     """
     if path.batched:
         raise ValueError("Show one pair's snapshots: pass path.pair(i).")
-    if path.input_shape is None or len(path.input_shape) < 2:
-        raise ValueError("Snapshots need images: this path has no height and width.")
-    shape = tuple(path.input_shape) if len(path.input_shape) == 3 else (1, *path.input_shape)
-    images = path.path.reshape(-1, *shape)
-    index = snapshot_indices(len(images), n_snapshots)
-    panels = [images[k] for k in index]
+    if path.input_shape is None:
+        raise ValueError("Snapshots need the samples' shape: this path has none.")
+    index = snapshot_indices(len(path.path), n_snapshots)
     labels = [f"step {path.step[k]}<br>p {path.confidence[k]:.3f}" for k in index]
+    panels = [path.path[k] for k in index]
     if show_target:
-        panels.append(np.asarray(path.target).reshape(shape))
+        panels.append(np.asarray(path.target))
         labels.append("target")
-    bounds = path.settings.get("bounds")
-    zrange = tuple(bounds) if bounds else (float(path.path.min()), float(path.path.max()))
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=labels, horizontal_spacing=0.01)
-    for col, image in enumerate(panels, start=1):
-        fig.add_trace(_image_trace(image, zrange), row=1, col=col)
+    if is_image_shape(path.input_shape):
+        shape = tuple(path.input_shape) if len(path.input_shape) == 3 else (1, *path.input_shape)
+        bounds = path.settings.get("bounds")
+        zrange = tuple(bounds) if bounds else (float(path.path.min()), float(path.path.max()))
+        for col, image in enumerate(panels, start=1):
+            fig.add_trace(_image_trace(image.reshape(shape), zrange), row=1, col=col)
+        fig.update_yaxes(autorange="reversed", scaleanchor="x")  # row 0 on top, square pixels
+    else:
+        target = np.asarray(path.target).ravel()
+        for col, signal in enumerate(panels, start=1):
+            if col < len(panels) or not show_target:
+                fig.add_trace(_signal_trace(target, REFERENCE_COLOR, "dot"), row=1, col=col)
+            fig.add_trace(_signal_trace(np.ravel(signal), class_color(0)), row=1, col=col)
+        low, high = float(min(path.path.min(), target.min())), float(max(path.path.max(), target.max()))
+        fig.update_yaxes(range=[low - 0.05 * (high - low), high + 0.05 * (high - low)])
     fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, constrain="domain")
-    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed",
-                     scaleanchor="x", constrain="domain")  # row 0 on top, square pixels
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, constrain="domain")
     fig.update_annotations(font_size=11)
     return base_layout(fig, title, height=SNAPSHOT_HEIGHT)
 

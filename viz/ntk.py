@@ -9,10 +9,14 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from engine.results import Eigenfunctions, KernelSpectrum, KernelTrajectory, ModeCurves, TargetPower
-from viz.style import DIVERGING_SCALE, REFERENCE_COLOR, base_layout, class_color, no_data
+from engine.results import (Eigenfunctions, ExtremeSamples, FourierContent, KernelSpectrum, KernelTrajectory,
+                            LayerKernels, ModeCurves, TargetPower, TargetPowerTrajectory)
+from viz.levelset import _image_trace as image_trace
+from viz.style import (DIVERGING_SCALE, OUTLINE_COLOR, REFERENCE_COLOR, SEQUENTIAL_SCALE, base_layout, class_color,
+                       no_data)
 
 PANEL_HEIGHT = 190  # pixels per row of small multiples
+SAMPLE_ROW_HEIGHT = 120  # pixels per eigenvector in the extreme samples
 NOISE_FLOOR = 1e-10  # eigenvalues below this share of the largest are rounding noise
 
 
@@ -128,6 +132,145 @@ def _eigenfunction_trace(ef: Eigenfunctions, i: int):
                       zmin=-bound, zmax=bound, showscale=False, name=f"φ{i + 1}")
 
 
+# ---------------------------------------------------------------- eigenvectors over samples
+
+
+def extreme_samples_figure(samples: ExtremeSamples, max_rows: int = 6,
+                           title: Optional[str] = "Samples at the ends of the top eigenvectors") -> go.Figure:
+    """One row per eigenvector: the samples with its most negative entries on the left, its
+    most positive on the right. Images (samples of height and width, like digits) are grey
+    heatmaps on one shared scale; signals (one axis, like MNIST-1D) are curves, blue at the
+    negative end and red at the positive. Each panel is titled with the sample's label.
+
+    Args:
+        samples: the extreme samples of each eigenvector.
+        max_rows: show at most this many eigenvectors (the largest eigenvalues).
+        title: the figure's title.
+    """
+    inputs = np.asarray(samples.inputs, dtype=float)
+    rows = min(max_rows, inputs.shape[0])
+    if rows == 0:
+        return base_layout(no_data(go.Figure()), title)
+    columns = inputs.shape[1]
+    shape = tuple(d for d in inputs.shape[2:] if d != 1)  # the sample's axes, channels of one dropped
+    images = len(shape) == 2 or (len(inputs.shape[2:]) == 3 and inputs.shape[2] == 3)
+    names = [_sample_title(samples.labels[i, j], samples.entries[i, j]) for i in range(rows) for j in range(columns)]
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=names, horizontal_spacing=0.02,
+                        vertical_spacing=0.3 / rows)
+    zrange = (float(inputs.min()), float(inputs.max()))
+    for i in range(rows):
+        for j in range(columns):
+            sample = inputs[i, j]
+            trace = (image_trace(sample.reshape(-1, *sample.shape[-2:]), zrange) if images
+                     else _signal_trace(sample.reshape(-1), negative=j < columns // 2))
+            fig.add_trace(trace, row=i + 1, col=j + 1)
+        fig.update_yaxes(title_text=f"φ{i + 1}<br>λ={samples.values[i]:.3g}", row=i + 1, col=1)
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
+    if images:
+        _square_pixels(fig)
+    else:
+        fig.update_yaxes(range=[zrange[0], zrange[1]])
+    fig.update_xaxes(title_text="most negative", row=rows, col=1)
+    fig.update_xaxes(title_text="most positive", row=rows, col=columns)
+    fig.update_annotations(font_size=10)
+    return base_layout(fig, title, height=80 + SAMPLE_ROW_HEIGHT * rows)
+
+
+def _sample_title(label, entry) -> str:
+    label = float(label)
+    if not np.isfinite(label):
+        return f"{entry:+.2f}"
+    return f"{int(label) if label.is_integer() else f'{label:.2g}'}  ({entry:+.2f})"
+
+
+def _signal_trace(signal: np.ndarray, negative: bool) -> go.Scatter:
+    color = class_color(0) if negative else class_color(2)  # blue for the negative end, red for the positive
+    return go.Scatter(y=signal, mode="lines", line={"color": color, "width": 1.5}, showlegend=False,
+                      hovertemplate="%{y:.2f}<extra></extra>")
+
+
+def _square_pixels(fig: go.Figure) -> None:
+    """Each image panel: row 0 on top and square pixels (its y axis scaled to its own x)."""
+    for trace in fig.data:
+        x_axis, y_axis = trace.xaxis or "x", trace.yaxis or "y"
+        fig.layout["yaxis" + y_axis[1:]].update(autorange="reversed", scaleanchor=x_axis, constrain="domain")
+        fig.layout["xaxis" + x_axis[1:]].update(constrain="domain")
+
+
+# ---------------------------------------------------------------- Fourier content
+
+
+def fourier_figure(content: FourierContent,
+                   title: Optional[str] = "Fourier content of the eigenfunctions") -> go.Figure:
+    """The share of each eigenfunction's power at each frequency (a heatmap, φ1 on top), with
+    its dominant frequency marked: under spectral bias the marks step to the right.
+
+    Args:
+        content: the shares per eigenfunction and frequency.
+        title: the figure's title.
+    """
+    power = np.asarray(content.power, dtype=float)
+    if power.size == 0:
+        return base_layout(no_data(go.Figure()), title)
+    names = [f"φ{i + 1}" for i in range(len(power))]
+    frequencies = np.asarray(content.frequencies)
+    fig = go.Figure(go.Heatmap(
+        z=power, x=frequencies, y=names, colorscale=SEQUENTIAL_SCALE, zmin=0, zmax=1,
+        colorbar={"title": {"text": "share"}, "thickness": 12},
+        hovertemplate="%{y}, frequency %{x}: %{z:.1%}<extra></extra>",
+    ))
+    dominant = np.asarray(content.dominant)
+    shown = dominant <= frequencies[-1]
+    fig.add_trace(go.Scatter(
+        x=dominant[shown], y=np.asarray(names)[shown], mode="markers", name="dominant frequency",
+        marker={"symbol": "circle-open", "size": 12, "color": OUTLINE_COLOR, "line": {"width": 2}},
+    ))
+    unit = "cycles around the circle" if content.periodic else "half-cycles over the span"
+    fig.update_xaxes(title_text=f"frequency ({unit})", dtick=1 if len(frequencies) <= 20 else None,
+                     range=[frequencies[0] - 0.5, frequencies[-1] + 0.5])
+    fig.update_yaxes(autorange="reversed", title_text="eigenfunction")
+    fig.update_layout(legend={"orientation": "h", "y": -0.3})
+    return base_layout(fig, title)
+
+
+# ---------------------------------------------------------------- layer by layer
+
+
+def layer_kernels_figure(layers: LayerKernels, title: Optional[str] = "The kernel layer by layer") -> go.Figure:
+    """Left: each layer's share of the kernel's trace. Right: each layer's spectrum (log-log)
+    beside the whole kernel's (dashed); the parts add up to the whole.
+
+    Args:
+        layers: the per-layer traces and spectra.
+        title: the figure's title.
+    """
+    traces = np.asarray(layers.traces, dtype=float)
+    if traces.size == 0 or traces.sum() <= 0:
+        return base_layout(no_data(go.Figure()), title)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("share of the trace", "spectrum per layer"),
+                        horizontal_spacing=0.14, column_widths=[0.4, 0.6])
+    names = [str(name) for name in layers.layers]
+    colors = [class_color(i) for i in range(len(names))]
+    fig.add_trace(go.Bar(x=names, y=traces / traces.sum(), marker={"color": colors}, showlegend=False,
+                         hovertemplate="%{x}: %{y:.1%}<extra></extra>"), row=1, col=1)
+    for name, values, color in zip(names, np.asarray(layers.values, dtype=float), colors):
+        _log_spectrum(fig, values, name, {"color": color})
+    _log_spectrum(fig, np.asarray(layers.total_values, dtype=float), "whole kernel",
+                  {"color": REFERENCE_COLOR, "dash": "dash"})
+    fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=1)
+    fig.update_xaxes(type="log", title_text="rank k", row=1, col=2)
+    fig.update_yaxes(type="log", exponentformat="power", row=1, col=2)
+    return base_layout(fig, title)
+
+
+def _log_spectrum(fig: go.Figure, values: np.ndarray, name: str, line: dict) -> None:
+    positive = _above_noise(values)
+    rank = np.arange(1, len(values) + 1)
+    fig.add_trace(go.Scatter(x=rank[positive], y=values[positive], mode="lines", name=name, line=line),
+                  row=1, col=2)
+
+
 # ---------------------------------------------------------------- fit to the task
 
 
@@ -148,6 +291,27 @@ def target_power_figure(power: TargetPower | Mapping[str, TargetPower],
     if not fig.data or all(len(t.y) == 0 for t in fig.data):
         return base_layout(no_data(fig), title)
     fig.update_xaxes(title_text="top k eigenvectors")
+    fig.update_yaxes(title_text="share of ||y||²", range=[0, 1.02])
+    return base_layout(fig, title)
+
+
+def target_power_trajectory_figure(trajectory: TargetPowerTrajectory,
+                                   title: Optional[str] = "Target power over training") -> go.Figure:
+    """The share of ||y||^2 in the kernel's top-k eigenvectors at each checkpoint, one line per k:
+    lines that rise mean the kernel is aligning with the task.
+
+    Args:
+        trajectory: the shares per checkpoint and k.
+        title: the figure's title.
+    """
+    steps, share = np.asarray(trajectory.steps), np.asarray(trajectory.share, dtype=float)
+    if len(steps) == 0 or share.size == 0:
+        return base_layout(no_data(go.Figure()), title)
+    fig = go.Figure()
+    for j, k in enumerate(np.asarray(trajectory.top_k)):
+        fig.add_trace(go.Scatter(x=steps, y=share[:, j], mode="lines+markers", name=f"top {k}",
+                                 line={"color": class_color(j)}, marker={"size": 4}))
+    fig.update_xaxes(title_text="step")
     fig.update_yaxes(title_text="share of ||y||²", range=[0, 1.02])
     return base_layout(fig, title)
 

@@ -1,8 +1,10 @@
 """Pruning figures: accuracy against sparsity, where the pruned weights are, how the pruned
-models differ from the dense one, and lottery tickets against their control.
+models differ from the dense one (decision regions, fragile and robust samples), and lottery
+tickets against their control.
 
 Builders take the plain results of engine.results (`PruningSweep`, `LotteryTickets`,
-`LastLayerGeometry`) or plain dicts of numpy masks, and return plotly figures. Each method
+`LastLayerGeometry`, `PrunedRegions`, `FlipGallery`) or plain dicts of numpy masks, and
+return plotly figures. Each method
 has one colour in every figure (`method_color`).
 """
 from __future__ import annotations
@@ -14,11 +16,14 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from engine.results import LastLayerGeometry, LotteryTickets, PruningSweep, SimilarityMatrix
-from viz.geometry import similarity_heatmap
+from engine.results import (FlipGallery, LastLayerGeometry, LotteryTickets, PrunedRegions,
+                            PruningSweep, SimilarityMatrix)
+from viz.geometry import sample_kind, similarity_heatmap
+from viz.predictions import decision_regions
 from viz.style import (
-    CLASS_COLORS, COUNT_SCALE, OUTLINE_COLOR, REFERENCE_COLOR, base_layout, class_color, no_data,
-    scatter_trace,
+    CLASS_COLORS, COUNT_SCALE, OUTLINE_COLOR, REFERENCE_COLOR, SEQUENTIAL_SCALE, base_layout,
+    class_color,
+    equal_aspect, no_data, scatter_trace, value_color_axis,
 )
 from viz.training import format_accuracy_axis, has_finite
 
@@ -32,6 +37,7 @@ METHOD_COLORS = {
 OUTCOME_COLORS = {True: CLASS_COLORS[4], False: CLASS_COLORS[2]}  # correct green, wrong red
 MASK_IMAGE_LIMIT = 20_000  # layers with more weights than this are not drawn as images
 MASK_IMAGE_COLUMNS = 3
+REGION_COLUMNS = 4
 
 
 def method_color(name: str, index: int = 0) -> str:
@@ -92,6 +98,52 @@ def accuracy_curves(sweep: PruningSweep, *, corrupted: bool = True,
     fig.update_yaxes(title_text=name + (" (dashed: corrupted)" if show_corrupted else ""))
     if name == "test accuracy":
         format_accuracy_axis(fig, values)
+    return base_layout(fig, title)
+
+
+# What `measure_curves` draws: name -> (the sweep's (M, S) field, its dense value's field).
+MEASURES = {
+    "sharpness (top Hessian eigenvalue)": ("sharpness", "dense_sharpness"),
+    "train accuracy": ("train_accuracy", "dense_train_accuracy"),
+    "train loss": ("train_loss", "dense_train_loss"),
+    "test loss": ("loss", "dense_loss"),
+    "test predictions flipped": ("flipped", None),
+}
+
+
+def measure_curves(sweep: PruningSweep, measure: str, *, title: str | None = None) -> go.Figure:
+    """Any other measure of the sweep against sparsity, one colour per method, with the
+    dense model's value dotted (see MEASURES).
+
+    Args:
+        sweep: the methods x sparsities results.
+        measure: a key of MEASURES.
+        title: the figure's title.
+    """
+    if measure not in MEASURES:
+        raise ValueError(f"Unknown measure {measure!r}; choose one of {', '.join(MEASURES)}.")
+    field, dense_field = MEASURES[measure]
+    values = getattr(sweep, field)
+    values = None if values is None else np.asarray(values, dtype=float)
+    fig = go.Figure()
+    if values is None or not values.size or not has_finite(values):
+        return base_layout(no_data(fig, f"no {measure} in this sweep"), title)
+    x = np.asarray(sweep.sparsities, dtype=float)
+    for i, method in enumerate(sweep.methods):
+        color = method_color(method, i)
+        fig.add_trace(go.Scatter(
+            x=x, y=values[i], name=method, mode="lines+markers",
+            line={"color": color, "width": 2}, marker={"color": color, "size": 6},
+            hovertemplate=(f"{method}<br>sparsity %{{x:.1%}}<br>{measure} %{{y:.3g}}"
+                           "<extra></extra>")))
+    if dense_field is not None:
+        _dense_line(fig, getattr(sweep, dense_field))
+    fig.update_xaxes(title_text="sparsity (weights pruned)", tickformat=".0%")
+    fig.update_yaxes(title_text=measure)
+    if "accuracy" in measure:
+        format_accuracy_axis(fig, values)
+    elif measure == "test predictions flipped":
+        fig.update_yaxes(tickformat=".0%", rangemode="tozero")
     return base_layout(fig, title)
 
 
@@ -246,3 +298,137 @@ def lottery_curves(tickets: LotteryTickets, *, title: str | None = None) -> go.F
     if not use_loss:
         format_accuracy_axis(fig, ticket)
     return base_layout(fig, title)
+
+
+# ---------------------------------------------------------------- decision regions side by side
+
+
+def regions_side_by_side(regions: PrunedRegions, *, columns: int = REGION_COLUMNS,
+                         title: str | None = None) -> go.Figure:
+    """The dense model's decision regions beside each pruned model's, on shared axes.
+
+    Each panel is `viz.predictions.decision_regions` of one model (classes tinted by
+    confidence, the training points on top); regression surfaces share one colour scale.
+
+    Args:
+        regions: the panels (dense first).
+        columns: panels per row.
+        title: the figure's title.
+    """
+    if not len(regions.names):
+        return base_layout(no_data(go.Figure()), title)
+    k = len(regions.names)
+    columns = min(columns, k)
+    rows = math.ceil(k / columns)
+    accuracy = np.asarray(regions.accuracy, dtype=float)
+    titles = [name + (f" · {accuracy[i]:.1%}" if math.isfinite(accuracy[i]) else "")
+              for i, name in enumerate(regions.names)]
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=titles,
+                        horizontal_spacing=0.04, vertical_spacing=0.1)
+    for i in range(k):
+        row, col = i // columns + 1, i % columns + 1
+        panel = decision_regions(regions.panel(i))
+        for trace in panel.data:
+            if isinstance(trace, (go.Scatter, go.Scattergl)):  # the points: one legend entry
+                trace.update(showlegend=i == 0, legendgroup=trace.name)
+            fig.add_trace(trace, row=row, col=col)
+        # No equal aspect (images ask for one unless told): it would shrink each panel away
+        # from its title.
+        fig.update_xaxes(range=panel.layout.xaxis.range, showticklabels=False, row=row, col=col)
+        fig.update_yaxes(range=panel.layout.yaxis.range, showticklabels=False, scaleanchor=False,
+                         row=row, col=col)
+    if regions.task != "classification":
+        fig.update_layout(coloraxis=value_color_axis(regions.values, regions.labels))
+    return base_layout(fig, title, height=60 + 300 * rows)
+
+
+# ---------------------------------------------------------------- fragile and robust samples
+
+
+def _pruned_class(gallery: FlipGallery, i: int) -> int:
+    """Sample i's predicted class at the sparsity where it first flips."""
+    s = int(np.flatnonzero(np.asarray(gallery.sparsities) == gallery.flip_sparsity[i])[0])
+    return int(np.asarray(gallery.predictions)[s, i])
+
+
+def _gallery_title(gallery: FlipGallery, i: int, fragile: bool) -> str:
+    dense = int(gallery.dense_prediction[i])
+    if fragile:
+        return f"#{i}: {dense}→{_pruned_class(gallery, i)} at {gallery.flip_sparsity[i]:.0%}"
+    return f"#{i}: {dense} kept"
+
+
+def flip_gallery(gallery: FlipGallery, *, title: str | None = None) -> go.Figure:
+    """Fragile samples (their prediction flips at the lowest sparsity) above robust ones (it
+    never flips): images as greyscale pictures, signals as curves. For 2-D inputs, every test
+    point on the plane instead, coloured by the sparsity at which it flips, grey if never.
+
+    Args:
+        gallery: the samples and their predictions.
+        title: the figure's title.
+    """
+    inputs = np.asarray(gallery.inputs, dtype=float).reshape(len(gallery.labels), -1)
+    kind = sample_kind(gallery.input_shape, inputs.shape[1]) if len(inputs) else "point"
+    if kind == "point" and inputs.shape[1] >= 2:
+        return _flips_on_the_plane(gallery, inputs, title)
+    fragile, robust = list(gallery.fragile), list(gallery.robust)
+    columns = max(len(fragile), len(robust))
+    if not columns:
+        return base_layout(no_data(go.Figure(), "no samples to show"), title)
+    shown = [(i, True) for i in fragile] + [None] * (columns - len(fragile)) + \
+        [(i, False) for i in robust] + [None] * (columns - len(robust))
+    fig = make_subplots(rows=2, cols=columns, horizontal_spacing=0.02, vertical_spacing=0.16,
+                        subplot_titles=[_gallery_title(gallery, *s) if s else "" for s in shown])
+    low, high = float(inputs.min()), float(inputs.max())
+    for k, entry in enumerate(shown):
+        if entry is None:
+            continue
+        i, fragile_one = entry
+        row, col = k // columns + 1, k % columns + 1
+        if kind == "image":
+            shape = [int(s) for s in gallery.input_shape]
+            image = inputs[i].reshape(-1, shape[-2], shape[-1]).mean(axis=0)
+            fig.add_trace(go.Heatmap(z=image, zmin=low, zmax=high, colorscale="Greys",
+                                     showscale=False, hoverinfo="skip"), row=row, col=col)
+            fig.update_yaxes(autorange="reversed", scaleanchor=f"x{k + 1}" if k else "x",
+                             constrain="domain", row=row, col=col)
+            fig.update_xaxes(constrain="domain", row=row, col=col)
+        else:
+            color = OUTCOME_COLORS[not fragile_one]
+            fig.add_trace(go.Scatter(y=inputs[i], mode="lines", line={"color": color, "width": 2},
+                                     hoverinfo="skip"), row=row, col=col)
+            fig.update_yaxes(range=[low, high], row=row, col=col)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    fig.update_yaxes(title_text="fragile", row=1, col=1)
+    fig.update_yaxes(title_text="robust", row=2, col=1)
+    fig.update_annotations(font_size=11)
+    fig.update_layout(showlegend=False)
+    return base_layout(fig, title, height=380)
+
+
+def _flips_on_the_plane(gallery: FlipGallery, inputs: np.ndarray, title: str | None
+                        ) -> go.Figure:
+    """The test points on the plane of their first two inputs: grey if pruning never flips
+    their prediction, else coloured by the lowest sparsity at which it does."""
+    at = np.asarray(gallery.flip_sparsity, dtype=float)
+    never = ~np.isfinite(at)
+    fig = go.Figure()
+    fig.add_trace(scatter_trace(
+        int(never.sum()), x=inputs[never, 0], y=inputs[never, 1], mode="markers",
+        name=f"never flips (up to {float(np.max(gallery.sparsities)):.0%})",
+        marker={"color": REFERENCE_COLOR, "size": 6, "opacity": 0.35},
+        hovertemplate="(%{x:.3g}, %{y:.3g})<br>keeps its prediction<extra></extra>"))
+    fig.add_trace(scatter_trace(
+        int((~never).sum()), x=inputs[~never, 0], y=inputs[~never, 1], mode="markers",
+        name="flips", customdata=at[~never],
+        marker={"color": at[~never], "coloraxis": "coloraxis", "size": 9,
+                "line": {"color": OUTLINE_COLOR, "width": 1}},
+        hovertemplate="(%{x:.3g}, %{y:.3g})<br>flips at %{customdata:.0%}<extra></extra>"))
+    sparsities = np.asarray(gallery.sparsities, dtype=float)
+    fig.update_layout(coloraxis={"colorscale": SEQUENTIAL_SCALE, "cmin": float(sparsities.min()),
+                                 "cmax": float(sparsities.max()),
+                                 "colorbar": {"title": {"text": "flips at"}, "tickformat": ".0%"}},
+                      legend={"orientation": "h", "y": -0.15})
+    equal_aspect(fig)
+    return base_layout(fig, title, height=420)

@@ -11,7 +11,7 @@ PAGES = {"home": "/", "train": "/train", "runs": "/runs", "overview": "/overview
 NAV = ["Home", "Train", "Runs", "Overview", "Loss landscape", "Neural tangent kernel", "Lazy versus rich", "Representation geometry", "Level sets",
        "Pruning"]
 # lens page -> how many charts it draws for a small 2-D classification run
-LENS_CHARTS = {"landscape": 2, "ntk": 10, "geometry": 5, "levelset": 3, "pruning": 8}
+LENS_CHARTS = {"landscape": 3, "ntk": 10, "geometry": 5, "levelset": 3, "pruning": 9}
 STEP = re.compile(r"step ([\d,]+)")
 SPEED = re.compile(r"([\d,]+) steps/s")
 MIN_STEPS_PER_S = 30  # a 64-wide MLP on moons trains at ~200 steps/s on 2 CPU cores
@@ -156,3 +156,21 @@ def test_geometry_hovering_and_clicking_a_point_shows_its_sample(page, lens_app_
     wait_idle(page)
     assert page.locator("[data-testid='stException']").count() == 0
     page.screenshot(path=str(artifacts / "geometry-picked.png"), full_page=True)
+
+
+def test_levelset_clicking_a_sample_on_the_map_picks_the_source(page, lens_app_url, artifacts):
+    open_page(page, lens_app_url, PAGES["levelset"])
+    page.wait_for_function(
+        f"() => document.querySelectorAll(\"[data-testid='stPlotlyChart']\").length >= {LENS_CHARTS['levelset']}",
+        timeout=120_000)
+    wait_idle(page)
+    before = re.search(r"pair=([\d%C,]+)", page.url).group(1).replace("%2C", ",").split(",")
+    # The test samples are the map's last scatter trace, drawn on top where clicks land.
+    sample = page.locator("[data-testid='stPlotlyChart']").first.locator("g.trace.scatter").last.locator("path.point")
+    sample.nth(5).click(force=True)
+    page.wait_for_function(f"() => !/pair={before[0]}(%2C|,)/.test(window.location.href)", timeout=60_000)
+    wait_idle(page)
+    after = re.search(r"pair=([\d%C,]+)", page.url).group(1).replace("%2C", ",").split(",")
+    assert after[1:] == before[1:] and after[0] != before[0], (before, after)
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.screenshot(path=str(artifacts / "levelset-picked.png"), full_page=True)

@@ -33,3 +33,11 @@ def test_lens_commands_name_their_settings_when_one_is_unknown(tmp_path):
     import pytest
     with pytest.raises(SystemExit, match="it takes: step, split"):
         main(["--store", str(tmp_path), "landscape", "some-run", "colour=red"])
+
+
+def test_an_optional_setting_is_read_as_its_annotation_says():
+    from engine import recipes
+    from engine.__main__ import recipe_settings
+
+    assert recipe_settings(recipes.ntk_spectrum, ["step=0"]) == {"step": 0}
+    assert recipe_settings(recipes.embedding, ["layer=layers.act1"]) == {"layer": "layers.act1"}

@@ -133,3 +133,10 @@ def test_circle_view_target_matches_the_data():
     angle = math.atan2(data.x_train[0, 1].item(), data.x_train[0, 0].item())
     i = np.argmin(np.abs(view.x - angle))
     assert abs(view.target[i] - data.y_train[0, 0].item()) < 0.1
+
+
+def test_a_runs_default_name_tells_robust_and_centred_runs_apart():
+    from engine.experiment import default_name
+
+    experiment = Experiment(model=ModelSpec(alpha=10.0), train=TrainConfig(adversarial_eps=0.1))
+    assert default_name(experiment, "moons").endswith("alpha=10 PGD eps=0.1")

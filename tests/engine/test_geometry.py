@@ -250,3 +250,85 @@ def test_umap_is_deterministic_with_a_seed():
     X = gaussian(200, 10)
     first = geometry.embed(X, "umap", seed=3, n_epochs=50)
     assert first.shape == (200, 2) and np.array_equal(first, geometry.embed(X, "umap", seed=3, n_epochs=50))
+
+
+# ---------------------------------------------------------------- margins
+
+
+def test_margin_is_the_true_logit_minus_the_largest_other():
+    logits = gaussian(20, 4)
+    labels = np.random.default_rng(1).integers(4, size=20)
+    expected = [row[y] - max(v for k, v in enumerate(row) if k != y) for row, y in zip(logits, labels)]
+    np.testing.assert_allclose(geometry.classification_margin(logits, labels), expected)
+
+
+# ---------------------------------------------------------------- recipes of the geometry page
+
+
+class Quiet:
+    cancelled = False
+
+    def report(self, *args, **kwargs):
+        pass
+
+    def check(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def stored_run(tmp_path_factory):
+    from engine.experiment import Experiment, train_job
+    from engine.store import RunStore
+    from engine.train import TrainConfig
+
+    store = RunStore(tmp_path_factory.mktemp("store"))
+    experiment = Experiment("moons", {"n": 200}, ModelSpec(width=8),
+                            TrainConfig(steps=60, eval_every=20, checkpoint_every=20))
+    return store, train_job(Quiet(), experiment, store=store, device="cpu")["run_id"]
+
+
+def test_frame_steps_spread_evenly_and_keep_the_ends():
+    from engine.recipes import frame_steps
+
+    assert frame_steps(list(range(0, 1001, 10)), 5) == [0, 250, 500, 750, 1000]
+    assert frame_steps([0, 20, 40], 20) == [0, 20, 40]
+
+
+def test_embedding_frames_are_each_checkpoints_pca_up_to_an_orthogonal_map(stored_run):
+    from engine import recipes
+    from engine.experiment import load_model
+
+    store, run_id = stored_run
+    film = recipes.embedding_over_training(Quiet(), store, run_id, layer="layers.act1", samples=50)
+    assert list(film.steps) == store.checkpoint_steps(run_id)
+    x = recipes.run_data(store, run_id, samples=50).x
+    for step, points in zip(film.steps, film.points):
+        H = geometry.activations(load_model(store, run_id, int(step)), x, ["layers.act1"])["layers.act1"]
+        np.testing.assert_allclose(pdist(points), pdist(geometry.embed(H, "pca")), atol=1e-6)
+
+
+def test_embedding_coloured_by_margin_is_positive_exactly_where_the_model_is_right(stored_run):
+    from engine import recipes
+
+    store, run_id = stored_run
+    view = recipes.embedding(Quiet(), store, run_id, samples=100, colour="margin")
+    run = recipes.run_data(store, run_id, samples=100)
+    right = (run.model(run.x).argmax(dim=1) == run.y).numpy()
+    assert not view.categorical and np.array_equal(view.values > 0, right)
+
+
+def test_embedding_carries_its_samples_for_pictures(stored_run):
+    from engine import recipes
+
+    store, run_id = stored_run
+    view = recipes.embedding(Quiet(), store, run_id, samples=100)
+    np.testing.assert_array_equal(view.inputs, recipes.run_data(store, run_id, samples=100).x.numpy())
+    assert view.input_shape == [2]
+
+
+def test_an_unknown_colouring_is_refused_with_a_sentence(stored_run):
+    from engine import recipes
+
+    store, run_id = stored_run
+    with pytest.raises(ValueError, match="coloured by label, prediction, margin"):
+        recipes.embedding(Quiet(), store, run_id, samples=50, colour="loss")

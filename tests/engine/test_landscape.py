@@ -136,6 +136,45 @@ def test_surface_of_a_centered_model_equals_the_loop():
                                atol=1e-5)
 
 
+def test_linear_chains_are_the_mlp_and_plain_stacks_of_linear_layers(problem):
+    stack = nn.Sequential(nn.Linear(2, 4), nn.Sequential(nn.Tanh(), nn.Linear(4, 3)))
+    assert [p for p, _ in landscape.linear_chain(problem[0]).layers][0] == "layers.fc1."
+    assert [p for p, _ in landscape.linear_chain(stack).layers] == ["0.", "1.0.", "1.1."]
+    residual = build(ModelSpec(kind="resmlp", width=8, depth=1), (2,), 3)
+    centered = build(ModelSpec(width=8, depth=1, alpha=2.0), (2,), 3)
+    hooked = nn.Sequential(nn.Linear(2, 3))
+    hooked.register_forward_hook(lambda *args: None)
+    assert all(landscape.linear_chain(m) is None for m in (residual, centered, hooked))
+
+
+@pytest.mark.parametrize("spec", [ModelSpec(width=8, depth=2, parametrization="ntk", seed=3),
+                                  ModelSpec(width=8, depth=1, activation="tanh", bias=False),
+                                  ModelSpec(kind="resmlp", width=8, depth=1, seed=2)])
+def test_surface_equals_the_loop_for_chains_and_for_the_vmap_path(problem, spec):
+    _, x, y = problem
+    model = build(spec, (2,), 3)
+    with torch.no_grad():  # nonzero biases, which a chain adds in place
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    d1 = landscape.random_direction(model, seed=1, ignore=None)
+    d2 = landscape.random_direction(model, seed=2)
+    result = landscape.surface(model, "ce", x, y, d1, d2, xs=XS, ys=YS)
+    expected = reference_surface(model, x, y, d1, d2, XS, YS)
+    np.testing.assert_allclose(result.loss, expected[..., 0], atol=1e-5)
+    np.testing.assert_allclose(result.accuracy, expected[..., 1], atol=1e-6)
+
+
+def test_surface_of_a_chain_with_a_custom_loss_equals_the_loop(problem):
+    model, x, y = problem
+    d = landscape.random_direction(model, seed=4)
+    smoothed = lambda out, target: F.cross_entropy(out, target, label_smoothing=0.2)  # noqa: E731
+    result = landscape.surface(model, smoothed, x, y, d, xs=XS)
+    w = {k: p.detach() for k, p in model.named_parameters()}
+    expected = [reference_loss(model, {k: w[k] + a * d[k] for k in w}, x, y, loss=smoothed)[0]
+                for a in XS]
+    np.testing.assert_allclose(result.loss, expected, atol=1e-5)
+
+
 def test_surface_leaves_the_model_exactly_as_it_was(problem):
     model, x, y = problem
     model.train()
@@ -163,6 +202,13 @@ def test_small_batches_and_chunks_give_the_same_surface(problem, monkeypatch):
     pieces = landscape.surface(model, "ce", x, y, d1, d2, xs=XS, ys=YS, batch_size=7)
     assert pieces.settings["points_per_chunk"] < 15 and pieces.settings["batch_size"] == 7
     np.testing.assert_allclose(pieces.loss, whole.loss, atol=1e-6)
+
+
+def test_plan_splits_the_samples_only_beyond_the_batch_budget():
+    # one point: 100 bytes of weights + 1000 samples of 10 bytes, against a 5000-byte budget
+    assert landscape.plan_chunks(50, 1000, 100, 10, 5000) == (1, 250)
+    assert landscape.plan_chunks(50, 1000, 100, 10, 5000, batch_budget=20_000) == (1, 1000)
+    assert landscape.plan_chunks(50, 1000, 100, 10, 50_000) == (4, 1000)
 
 
 def test_regression_surface_uses_mse_and_has_no_accuracy():
@@ -228,6 +274,18 @@ def test_plane_through_three_models_puts_them_at_their_coordinates(problem):
     length = lambda d: sum((t ** 2).sum() for t in d.values()).sqrt()  # noqa: E731
     assert abs(dot) < 1e-4 * length(d1) ** 2
     torch.testing.assert_close(length(d1), length(d2))
+
+
+def test_surface_on_the_plane_of_three_models_has_each_models_loss_at_its_mark(problem):
+    _, x, y = problem
+    models = [build(ModelSpec(width=8, depth=2, seed=s), (2,), 3) for s in (1, 2, 3)]
+    plane = landscape.plane_through(*models)
+    xs, ys = np.unique(plane.coords[:, 0]), np.unique(plane.coords[:, 1])
+    result = landscape.surface(models[0], "ce", x, y, plane.d1, plane.d2, xs=xs, ys=ys,
+                               center=plane.origin)
+    for model, (a, b) in zip(models, plane.coords):
+        on_plane = result.loss[np.searchsorted(ys, b), np.searchsorted(xs, a)]
+        assert on_plane == pytest.approx(reference_loss(model, {}, x, y)[0], abs=1e-5)
 
 
 def test_pca_projection_is_exact_for_a_trajectory_in_a_plane(problem):

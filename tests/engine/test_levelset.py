@@ -177,6 +177,12 @@ def test_images_are_measured_with_ssim_and_reshaped():
     np.testing.assert_allclose(result.ssim[0], levelset.ssim(sources, targets, (1, 8, 8)), rtol=1e-6)
 
 
+def test_signals_are_not_measured_with_ssim():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(40, 3))
+    result = levelset.traverse(model, torch.rand(2, 1, 40), torch.rand(2, 1, 40), steps=2, input_shape=(1, 40))
+    assert result.ssim is None and result.input_shape == (1, 40)
+
+
 def test_the_model_keeps_its_mode_and_weights_and_gets_no_gradients():
     model = mlp().train()
     before = [p.detach().clone() for p in model.parameters()]

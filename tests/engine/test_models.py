@@ -167,3 +167,10 @@ def test_pruned_weights_keep_their_mup_learning_rates():
     pruning.apply(model, pruning.masks(pruning.scores(model, "magnitude"), 0.5))
     after = lr_multipliers(model, "sgd")
     assert after["layers.out.parametrizations.weight.original"] == before["layers.out.weight"] == 0.25
+
+
+def test_the_quadratic_activation_squares():
+    net = build(ModelSpec(width=4, depth=1, activation="quadratic", bias=False), (2,), 1)
+    x = torch.randn(5, 2)
+    hidden = x @ net.layers.fc1.weight.T * net.layers.fc1.multiplier
+    assert torch.allclose(net(x), (hidden**2) @ net.layers.out.weight.T * net.layers.out.multiplier, atol=1e-6)

@@ -94,6 +94,7 @@ def test_lazy_probe_kernel_matches_a_fresh_kernel():
     K = ntk.empirical_ntk(trainer.model, x, kind="trace")
     assert probe.result().kernel_distance[-1] == pytest.approx(lazy.kernel_distance(K0, K), rel=1e-6)
     assert probe.result().alignment[-1] == pytest.approx(lazy.kernel_alignment(K, y), rel=1e-6)
+    assert probe.result().kernel_speed[-1] == pytest.approx(1000 * lazy.relative_kernel_change(K0, K) / 20, rel=1e-6)
 
 
 def test_a_watched_run_reports_its_measures_live_and_keeps_them(tmp_path):

@@ -102,6 +102,30 @@ def test_levelset_traversal_keeps_the_source_confidence(run):
     assert np.all(path.confidence[0] - path.confidence < 0.05 + 1e-6)
 
 
+def test_levelset_gallery_draws_per_class_adds_the_included_and_predicts(run):
+    from engine.experiment import load_dataset, load_model
+    store, run_id = run
+    gallery = recipes.levelset_gallery(store, run_id, per_class=3, seed=1, include=(5,))
+    data, model = load_dataset(store, run_id), load_model(store, run_id)
+    assert 5 in gallery.index and len(gallery.index) in (6, 7)
+    assert np.all(np.diff(gallery.label) >= 0), "grouped by class"
+    np.testing.assert_array_equal(gallery.label, data.y_test[gallery.index].numpy())
+    with torch.no_grad():
+        expected = model(data.x_test[gallery.index]).argmax(dim=1).numpy()
+    np.testing.assert_array_equal(gallery.predicted, expected)
+
+
+def test_levelset_width_probes_sideways_from_the_walks_point(run):
+    store, run_id = run
+    source, a, b = recipes.levelset_pairs(store, run_id)
+    walk = dict(source=source, targets=(a, b), steps=20)
+    path = recipes.levelset_traversal(Quiet(), store, run_id, **walk).pair(0)
+    probe = recipes.levelset_width(Quiet(), store, run_id, along=0.5, directions=4, **walk)
+    assert probe.confidence.shape == (4, 11) and probe.settings["orthogonal_to_path"]
+    np.testing.assert_allclose(probe.confidence[:, 0], path.confidence[10], rtol=1e-5)
+    assert probe.radii[-1] == pytest.approx(np.linalg.norm(path.path[-1] - path.path[0]))
+
+
 def test_levelset_refuses_sample_numbers_outside_the_split(run):
     store, run_id = run
     with pytest.raises(ValueError, match="between 0 and"):

@@ -5,7 +5,7 @@ import torch
 
 from engine import data as datasets
 from engine.models import ModelSpec, build
-from engine.train import TrainConfig, Trainer, make_loss
+from engine.train import TrainConfig, Trainer, make_loss, make_optimizer
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +140,7 @@ def attack_success(model, data, eps=0.3):
         return (model(x_adv).argmax(dim=1) != data.y_train).float().mean().item()
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_adversarial_training_makes_pgd_attacks_succeed_far_less_often():
     data = datasets.load("moons", n=200, noise=0.1, seed=0)
     settings = dict(spec=ModelSpec(width=16), steps=100, lr=0.05, batch_size=160, eval_every=100)
@@ -174,3 +175,12 @@ def test_invalid_adversarial_settings_are_named_in_sentences(bad, field):
 def test_adversarial_training_on_regression_is_refused_with_a_sentence():
     with pytest.raises(ValueError, match=r"regression.*eps to 0\.$"):
         trainer_for(datasets.load("wave", n=100), adversarial_eps=0.1)
+
+
+def test_adamw_decays_the_weights_apart_from_the_gradient():
+    model = torch.nn.Linear(3, 1, bias=False)
+    before = model.weight.detach().clone()
+    optimizer = make_optimizer(model, TrainConfig(optimizer="adamw", lr=0.1, weight_decay=0.5))
+    model.weight.grad = torch.zeros_like(model.weight)
+    optimizer.step()
+    assert torch.allclose(model.weight, before * (1 - 0.1 * 0.5))

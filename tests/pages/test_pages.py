@@ -118,3 +118,15 @@ def test_a_preset_trains_its_runs_and_links_to_its_lens(open_page, monkeypatch):
         at.run()
         assert not at.exception, at.exception
     assert len(lab.store().list()) == 2
+
+
+def test_adversarial_training_settings_show_for_classes_only_and_check_their_values(open_page):
+    at = open_page("train")
+    at.text_input(key="setting:train.adversarial_eps").set_value("-1").run()
+    assert "Adversarial eps must be 0 (off) or a positive number." in [e.value for e in at.error]
+    assert button(at, "Start").disabled is True
+    at.selectbox(key="setting:data").set_value("wave").run()
+    assert not at.exception, at.exception
+    keys = {w.key for w in at.sidebar.text_input} | {w.key for w in at.sidebar.number_input}
+    assert not keys & {"setting:train.adversarial_eps", "setting:train.adversarial_steps"}, keys
+    assert button(at, "Start").disabled is False

@@ -6,9 +6,12 @@ from pathlib import Path
 import numpy as np
 import plotly.graph_objects as go
 
-from engine.results import Embedding, GeometryCurves, RDMSet, SimilarityMatrix, UnitMatch
+import pytest
+
+from engine.results import Embedding, EmbeddingFrames, GeometryCurves, RDMSet, SimilarityMatrix, UnitMatch
 from viz.geometry import (
-    BAR_LIMIT, embedding_scatter, geometry_curves, rdm_panels, shared_bounds, similarity_heatmap,
+    BAR_LIMIT, SHADES, embedding_animation, embedding_scatter, geometry_curves, parse_sample_numbers,
+    rdm_panels, sample_gallery, sample_picture, selected_samples, shared_bounds, similarity_heatmap,
     unit_match_figure,
 )
 from viz.style import WEBGL_THRESHOLD, class_color
@@ -75,6 +78,115 @@ def test_shared_bounds_fix_the_axes_across_frames():
 def test_empty_embedding_says_no_data_yet():
     fig = assert_valid(embedding_scatter(Embedding(np.zeros((0, 2)), np.zeros(0))))
     assert fig.layout.annotations[0].text == "no data yet"
+
+
+# ---- pictures of samples, picking samples, animation
+
+
+def with_samples(view, inputs, shape):
+    view.inputs, view.input_shape = inputs, shape
+    return view
+
+
+def test_image_picture_has_a_row_per_pixel_row_and_two_blocks_per_pixel():
+    image = np.zeros((3, 4))
+    image[1, 2] = 1.0
+    rows = sample_picture(image.ravel(), [1, 3, 4], 0.0, 1.0).split("<br>")
+    assert rows[0] == SHADES[0] * 8 and rows[1] == SHADES[0] * 4 + "██" + SHADES[0] * 2 and len(rows) == 3
+
+
+def test_signal_picture_is_a_sparkline_from_lowest_to_highest():
+    assert sample_picture(np.linspace(0, 1, 8), [1, 8], 0.0, 1.0) == "▁▂▃▄▅▆▇█"
+
+
+def test_point_picture_is_its_coordinates():
+    assert sample_picture(np.array([0.5, -1.25]), [2], -2.0, 2.0) == "(0.5, -1.25)"
+
+
+def test_hover_shows_each_sample_after_its_text():
+    inputs = rng.uniform(size=(60, 16))
+    fig = embedding_scatter(with_samples(make_embedding(), inputs, [1, 4, 4]))
+    first = fig.data[0]
+    assert first.hovertext[1] == f"sample {first.customdata[1]}<br>" + sample_picture(
+        inputs[first.customdata[1]], [1, 4, 4], inputs.min(), inputs.max())
+    assert "monospace" in fig.layout.hoverlabel.font.family
+
+
+def test_each_point_carries_its_sample_number():
+    view = make_embedding()
+    fig = embedding_scatter(view)
+    for trace, k in zip(fig.data, range(3)):
+        assert list(trace.customdata) == list(np.flatnonzero(view.values == k))
+        np.testing.assert_array_equal(trace.x, view.points[trace.customdata, 0])
+
+
+def test_selected_samples_read_the_numbers_of_a_streamlit_selection():
+    # The shape of Streamlit's selection state (st.plotly_chart docs), for a click and a lasso.
+    selection = {"selection": {"points": [
+        {"curve_number": 1, "point_index": 4, "x": 0.1, "y": 0.2, "customdata": 13},
+        {"curve_number": 0, "point_index": 0, "x": 0.3, "y": 0.4, "customdata": [2]},
+        {"curve_number": 1, "point_index": 4, "x": 0.1, "y": 0.2, "customdata": 13},
+    ], "point_indices": [4, 0, 4], "box": [], "lasso": []}}
+    assert selected_samples(selection) == [13, 2] and selected_samples(None) == []
+
+
+def test_typed_sample_numbers_out_of_range_are_refused_with_a_sentence():
+    assert parse_sample_numbers("3, 17 3", 20) == [3, 17]
+    with pytest.raises(ValueError, match="from 0 to 19; '20'"):
+        parse_sample_numbers("3, 20", 20)
+
+
+def test_gallery_draws_picked_images_as_pictures():
+    inputs = rng.uniform(size=(60, 16))
+    fig = assert_valid(sample_gallery(with_samples(make_embedding(), inputs, [1, 4, 4]), [5, 7]))
+    assert [type(t) for t in fig.data] == [go.Heatmap, go.Heatmap]
+    np.testing.assert_array_equal(fig.data[1].z, inputs[7].reshape(4, 4))
+    assert [a.text for a in fig.layout.annotations] == ["#5 · class 2", "#7 · class 1"]
+
+
+def test_gallery_draws_picked_signals_as_curves():
+    inputs = rng.normal(size=(60, 40))
+    fig = assert_valid(sample_gallery(with_samples(make_embedding(), inputs, [1, 40]), [9]))
+    assert isinstance(fig.data[0], go.Scatter) and np.array_equal(fig.data[0].y, inputs[9])
+
+
+def test_gallery_marks_picked_points_among_all_in_input_space():
+    inputs = rng.normal(size=(60, 2))
+    fig = assert_valid(sample_gallery(with_samples(make_embedding(), inputs, [2]), [4, 1]))
+    picked = fig.data[-1]
+    assert list(picked.text) == ["#4", "#1"] and np.array_equal(picked.x, inputs[[4, 1], 0])
+
+
+def test_gallery_without_stored_samples_says_so():
+    fig = sample_gallery(make_embedding(), [1])
+    assert fig.layout.annotations[0].text == "the samples are not stored with this embedding"
+
+
+def make_film(n_steps=4, n=30):
+    steps = np.arange(n_steps) * 50
+    points = rng.normal(size=(n_steps, n, 2)) * np.arange(1, n_steps + 1)[:, None, None]
+    return EmbeddingFrames(steps, points, np.arange(n) % 3, True)
+
+
+def test_animation_has_a_frame_and_a_slider_step_per_checkpoint():
+    film = make_film()
+    fig = assert_valid(embedding_animation(film))
+    assert [f.name for f in fig.frames] == ["0", "50", "100", "150"]
+    assert [s.label for s in fig.layout.sliders[0].steps] == ["0", "50", "100", "150"]
+
+
+def test_animation_frames_move_each_class_trace_to_that_checkpoint():
+    film = make_film()
+    fig = embedding_animation(film)
+    class_one = np.flatnonzero(film.values == 1)
+    np.testing.assert_array_equal(fig.frames[2].data[1].x, film.points[2, class_one, 0])
+
+
+def test_animation_axes_hold_every_frame():
+    film = make_film()
+    fig = embedding_animation(film)
+    low, high = fig.layout.xaxis.range
+    assert low < film.points[..., 0].min() and high > film.points[..., 0].max()
 
 
 # ---- similarity and RDMs

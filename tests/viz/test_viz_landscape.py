@@ -47,6 +47,13 @@ def test_contour_axes_show_the_explained_variance():
     assert fig.layout.xaxis.title.text.startswith("PC1 (80%")
 
 
+def test_contour_marks_the_surfaces_models_at_their_coordinates():
+    surface = make_surface()
+    surface.marks, surface.mark_names = np.array([[0.0, 0.0], [1.0, 0.0], [0.3, 0.4]]), ["A", "B", "C"]
+    fig = assert_valid(fig_landscape.contour(surface))
+    assert list(fig.data[1].x) == [0.0, 1.0, 0.3] and list(fig.data[1].text) == ["A", "B", "C"]
+
+
 def test_log_scale_shows_log10_of_the_clipped_loss():
     z = fig_landscape.shown_values(make_surface(scale=100.0), log=True, clip=10.0)
     assert z.max() == pytest.approx(1.0)

@@ -12,7 +12,7 @@ def make_measures(scale=1.0, twin=True, n=5):
     return LazyMeasures(steps, rising, np.column_stack([rising, 2 * rising]), ["layers.fc1", "layers.out"],
                         rising, rising / 2, 0.2 + rising / 4, 1 - rising / 2, 5 - rising,
                         rising / 10 if twin else None, np.exp(-steps / 10) if twin else None,
-                        np.exp(-steps / 20) if twin else None)
+                        np.exp(-steps / 20) if twin else None, rising / 3)
 
 
 def test_measures_share_axes_one_colour_per_run():

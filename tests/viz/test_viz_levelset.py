@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.results import ConfidenceMap, LevelSetPath, TriangleConfidence, WidthProbe
+from engine.results import ConfidenceMap, LevelSetPath, SampleGallery, TriangleConfidence, WidthProbe
 from viz import levelset as fig_levelset
 from viz_samples import assert_valid
 
@@ -122,6 +122,100 @@ def test_width_profile_draws_each_direction_and_the_mean():
 def test_compare_paths_draws_one_curve_per_run_and_panel():
     fig = assert_valid(fig_levelset.compare_paths([make_path(n_pairs=2), make_path()], ["standard", "robust"]))
     assert len(fig.data) == 4
+
+
+# ---------------------------------------------------------------- picking samples
+
+
+def make_gallery(shape=(1, 3, 3), labels=(0, 0, 1, 2, 2, 2)):
+    """Samples with distinct values (sample k is filled with k), test indices 10, 11, ..."""
+    n, size = len(labels), int(np.prod(shape))
+    x = np.repeat(np.arange(n, dtype=float)[:, None], size, axis=1)
+    return SampleGallery(index=np.arange(10, 10 + n), x=x, label=np.array(labels),
+                         predicted=np.array(labels), input_shape=shape)
+
+
+def selection(*points):
+    """A Streamlit plotly selection event of (curve_number, point_index) points."""
+    return {"selection": {"points": [{"curve_number": c, "point_index": i, "point_number": i}
+                                     for c, i in points]}}
+
+
+def samples_trace(fig):
+    return next(t for t in fig.data if t.name == fig_levelset.SAMPLES)
+
+
+def test_gallery_grid_puts_each_class_in_its_column_ranked_downward():
+    cells = fig_levelset.gallery_grid(np.array([0, 0, 1, 2, 2, 2]), n_classes=3)
+    np.testing.assert_array_equal(cells, [[0, 0], [1, 0], [0, 1], [0, 2], [1, 2], [2, 2]])
+
+
+def test_gallery_grid_wraps_rows_when_classes_are_too_many_for_columns():
+    cells = fig_levelset.gallery_grid(np.arange(5), n_classes=30, columns=2)
+    np.testing.assert_array_equal(cells, [[0, 0], [0, 1], [1, 0], [1, 1], [2, 0]])
+
+
+def test_sample_gallery_draws_each_image_in_its_cell():
+    gallery = make_gallery()
+    fig = assert_valid(fig_levelset.sample_gallery(gallery))
+    mosaic = np.asarray(fig.data[0].z, dtype=float)
+    for k, (row, col) in enumerate(fig_levelset.gallery_grid(gallery.label, 3)):
+        np.testing.assert_array_equal(mosaic[row * 4:row * 4 + 3, col * 4:col * 4 + 3], k)
+    assert np.isnan(mosaic[3]).all(), "a gap between rows"
+
+
+def test_sample_gallery_frames_the_chosen_samples_in_their_roles_colours():
+    gallery = make_gallery()
+    fig = assert_valid(fig_levelset.sample_gallery(gallery, chosen=(12, 10, 15)))
+    frames = {shape.name: shape for shape in fig.layout.shapes}
+    assert list(frames) == list(fig_levelset.ROLES)
+    centres = fig_levelset.gallery_grid(gallery.label, 3) * 4 + 1  # 3 x 3 images, a 1-pixel gap
+    for role, position in enumerate([2, 0, 5]):
+        frame = frames[fig_levelset.ROLES[role]]
+        assert frame.line.color == fig_levelset.role_color(role)
+        assert (frame.x0 + frame.x1) / 2 == centres[position, 1] and (frame.y0 + frame.y1) / 2 == centres[position, 0]
+
+
+def test_sample_gallery_draws_signals_as_lines_in_their_cells():
+    gallery = make_gallery(shape=(1, 40))
+    fig = assert_valid(fig_levelset.sample_gallery(gallery))
+    assert fig.data[0].type == "scatter" and fig.data[0].mode == "lines"
+    xs = np.array([v for v in fig.data[0].x if v is not None], dtype=float)
+    assert len(xs) == 6 * 40 and xs.max() < 3 * 2.0, "six signals inside three columns"
+
+
+def test_a_click_on_a_thumbnail_picks_its_test_sample():
+    fig = fig_levelset.sample_gallery(make_gallery())
+    curve = [t.name for t in fig.data].index(fig_levelset.SAMPLES)
+    assert fig_levelset.picked_samples(fig, selection((curve, 3))) == [13]
+
+
+def test_clicks_on_other_traces_or_no_click_pick_nothing():
+    fig = fig_levelset.sample_gallery(make_gallery())
+    assert fig_levelset.picked_samples(fig, selection((0, 3))) == []
+    assert fig_levelset.picked_samples(fig, None) == []
+    assert fig_levelset.picked_samples(fig, selection()) == []
+
+
+def test_a_click_on_the_map_picks_the_2d_sample_under_it():
+    gallery = SampleGallery(index=np.array([4, 7, 9]), x=np.array([[0.1, 0.2], [0.5, -0.3], [-0.6, 0.0]]),
+                            label=np.array([0, 1, 1]), predicted=np.array([0, 1, 0]), input_shape=(2,))
+    fig = assert_valid(fig_levelset.path_on_map(make_map(), make_path(n_pairs=2), gallery=gallery, chosen=(9, 4, 7)))
+    curve = [t.name for t in fig.data].index(fig_levelset.SAMPLES)
+    assert curve == len(fig.data) - 1, "the samples are drawn on top, where clicks land"
+    np.testing.assert_allclose(np.column_stack([fig.data[curve].x, fig.data[curve].y]), gallery.x)
+    named = {a.text: (a.x, a.y) for a in fig.layout.annotations}
+    assert named == {"source": (-0.6, 0.0), "target A": (0.1, 0.2), "target B": (0.5, -0.3)}
+    assert fig_levelset.picked_samples(fig, selection((curve, 1))) == [7]
+
+
+def test_snapshot_strip_of_a_signal_draws_lines_over_the_dotted_target():
+    path = make_path(steps=20, dim=40, input_shape=(1, 40))
+    fig = assert_valid(fig_levelset.snapshot_strip(path, n_snapshots=4))
+    assert {t.type for t in fig.data} == {"scatter"}
+    dotted = [t for t in fig.data if t.line.dash == "dot"]
+    assert len(dotted) == 4, "the target behind each snapshot, not behind itself"
+    np.testing.assert_allclose(dotted[0].y, path.target)
 
 
 def test_viz_levelset_imports_neither_torch_nor_streamlit():

@@ -6,10 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.results import Eigenfunctions, KernelSpectrum, KernelTrajectory, ModeCurves, TargetPower
+from engine.results import (Eigenfunctions, ExtremeSamples, FourierContent, KernelSpectrum, KernelTrajectory,
+                            LayerKernels, ModeCurves, TargetPower, TargetPowerTrajectory)
 from viz.ntk import (
-    eigenfunctions_figure, kernel_trajectory_figure, mode_curves_figure, power_law_fit, spectrum_figure,
-    target_power_figure,
+    eigenfunctions_figure, extreme_samples_figure, fourier_figure, kernel_trajectory_figure, layer_kernels_figure,
+    mode_curves_figure, power_law_fit, spectrum_figure, target_power_figure, target_power_trajectory_figure,
 )
 from viz.style import UIREVISION
 from viz_samples import assert_valid
@@ -74,6 +75,48 @@ def test_kernel_trajectory_shows_changes_and_alignment_in_two_panels():
                                   alignment=0.3 + steps * 0.05)
     fig = assert_valid(kernel_trajectory_figure(trajectory))
     assert [t.xaxis for t in fig.data] == ["x", "x", "x", "x2", "x2"]
+
+
+def extremes(input_shape, k=2, per_side=2):
+    rng = np.random.default_rng(0)
+    size = (k, 2 * per_side)
+    return ExtremeSamples(np.array([3.0, 1.0])[:k], rng.integers(0, 50, size), np.sort(rng.normal(size=size), 1),
+                          rng.uniform(size=(*size, *input_shape)), rng.integers(0, 10, size))
+
+
+def test_image_samples_are_a_grid_of_square_grey_heatmaps_one_row_per_eigenvector():
+    fig = assert_valid(extreme_samples_figure(extremes((1, 8, 8))))
+    assert [t.type for t in fig.data] == ["heatmap"] * 8 and fig.data[5].xaxis == "x6"
+    assert fig.data[0].z.shape == (8, 8) and fig.layout.yaxis6.scaleanchor == "x6"
+    assert fig.layout.yaxis.autorange == "reversed" and fig.layout.yaxis5.title.text.startswith("φ2")
+
+
+def test_signal_samples_are_curves_coloured_by_their_end():
+    fig = assert_valid(extreme_samples_figure(extremes((1, 40))))
+    assert [t.type for t in fig.data] == ["scatter"] * 8 and len(fig.data[0].y) == 40
+    assert fig.data[0].line.color == fig.data[1].line.color != fig.data[3].line.color
+
+
+def test_fourier_content_is_a_heatmap_with_the_dominant_frequencies_marked():
+    content = FourierContent(np.ones(3), np.arange(5), np.eye(5)[[0, 1, 1]], np.array([0, 1, 1]))
+    fig = assert_valid(fourier_figure(content))
+    assert fig.data[0].type == "heatmap" and list(fig.data[1].x) == [0, 1, 1]
+    assert "cycles around the circle" in fig.layout.xaxis.title.text
+
+
+def test_layer_shares_are_bars_that_add_to_one_beside_per_layer_spectra():
+    values = np.array([[4.0, 1.0, 0.5], [2.0, 1.0, 0.1]])
+    layers = LayerKernels(["layers.fc1", "layers.out"], np.array([3.0, 1.0]), values, values.sum(0))
+    fig = assert_valid(layer_kernels_figure(layers))
+    assert list(fig.data[0].y) == [0.75, 0.25] and [t.name for t in fig.data[1:]] == [
+        "layers.fc1", "layers.out", "whole kernel"]
+    assert fig.layout.xaxis2.type == "log"
+
+
+def test_target_power_over_training_has_a_line_per_k():
+    trajectory = TargetPowerTrajectory(np.arange(4), np.array([1, 4]), np.array([[0.1, 0.4]] * 4))
+    fig = assert_valid(target_power_trajectory_figure(trajectory))
+    assert [t.name for t in fig.data] == ["top 1", "top 4"]
 
 
 def test_viz_ntk_imports_neither_torch_nor_streamlit():

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.results import LastLayerGeometry, LotteryTickets, PruningSweep
+from engine.results import FlipGallery, LastLayerGeometry, LotteryTickets, PrunedRegions, PruningSweep
 from viz.pruning import (
-    METHOD_COLORS, accuracy_curves, cka_bars, geometry_scatter, layer_sparsity_bars,
-    lottery_curves, mask_images, method_color, overlap_heatmap,
+    METHOD_COLORS, accuracy_curves, cka_bars, flip_gallery, geometry_scatter, layer_sparsity_bars,
+    lottery_curves, mask_images, measure_curves, method_color, overlap_heatmap, regions_side_by_side,
 )
 from viz_samples import assert_valid
 
@@ -98,3 +98,80 @@ def test_viz_pruning_imports_neither_torch_nor_streamlit():
     code = ("import viz.pruning, sys; "
             "assert 'torch' not in sys.modules and 'streamlit' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def make_regions(names=("dense", "magnitude", "random"), task="classification"):
+    k, g = len(names), 6
+    values = rng.integers(0, 2, (k, g, g)) if task == "classification" else rng.normal(size=(k, g, g))
+    return PrunedRegions(list(names), np.linspace(-1, 1, g), np.linspace(-1, 1, g), values,
+                         rng.uniform(0.5, 1, (k, g, g)), rng.normal(size=(20, 2)),
+                         rng.integers(0, 2, 20) if task == "classification" else rng.normal(size=20),
+                         np.array([0.9, 0.8, 0.5]), task, 2 if task == "classification" else 0)
+
+
+def test_regions_side_by_side_draw_one_panel_per_model_and_one_legend():
+    fig = assert_valid(regions_side_by_side(make_regions()))
+    images = [t for t in fig.data if t.type == "image"]
+    assert [t.xaxis for t in images] == ["x", "x2", "x3"]
+    assert [a.text for a in fig.layout.annotations] == ["dense · 90.0%", "magnitude · 80.0%", "random · 50.0%"]
+    assert sum(bool(t.showlegend) for t in fig.data if t.type == "scatter") == 2  # one per class
+
+
+def test_regions_side_by_side_share_one_colour_scale_for_regression():
+    regions = make_regions(task="regression")
+    fig = assert_valid(regions_side_by_side(regions))
+    assert [t.coloraxis for t in fig.data if t.type == "heatmap"] == ["coloraxis"] * 3
+    bound = np.abs(np.concatenate([regions.values.ravel(), regions.labels])).max()
+    assert np.isclose(fig.layout.coloraxis.cmax, bound)
+
+
+def make_gallery(input_shape, n=12):
+    sparsities = np.array([0.5, 0.9])
+    dense = np.arange(n) % 3
+    predictions = np.stack([dense, dense]).copy()
+    predictions[0, 1] = predictions[1, 1] = 2  # sample 1 flips at 50%
+    predictions[1, 4] = 0  # sample 4 at 90%
+    flip_at = np.full(n, np.inf)
+    flip_at[[1, 4]] = [0.5, 0.9]
+    return FlipGallery("magnitude", sparsities, rng.uniform(size=(n, int(np.prod(input_shape)))),
+                       dense, dense, predictions, flip_at, np.array([1, 4]), np.array([0, 2, 3]),
+                       tuple(input_shape))
+
+
+def test_flip_gallery_shows_fragile_images_above_robust_ones():
+    fig = assert_valid(flip_gallery(make_gallery((1, 8, 8))))
+    assert [t.type for t in fig.data] == ["heatmap"] * 5
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles[:2] == ["#1: 1→2 at 50%", "#4: 1→0 at 90%"] and titles[-1] == "#3: 0 kept"
+
+
+def test_flip_gallery_draws_signals_as_curves():
+    fig = assert_valid(flip_gallery(make_gallery((1, 40))))
+    assert [t.type for t in fig.data] == ["scatter"] * 5 and len(fig.data[0].y) == 40
+
+
+def test_flip_gallery_colours_2d_points_by_the_sparsity_at_which_they_flip():
+    gallery = make_gallery((2,))
+    fig = assert_valid(flip_gallery(gallery))
+    never, flips = fig.data
+    assert len(never.x) == 10 and list(flips.marker.color) == [0.5, 0.9]
+
+
+def test_an_empty_gallery_says_so():
+    gallery = make_gallery((1, 8, 8))
+    gallery.fragile, gallery.robust = np.array([], int), np.array([], int)
+    fig = assert_valid(flip_gallery(gallery))
+    assert fig.layout.annotations[0].text == "no samples to show"
+
+
+def test_measure_curves_draw_the_chosen_measure_with_the_dense_value():
+    sweep = make_sweep()
+    sweep.sharpness, sweep.dense_sharpness = rng.uniform(1, 5, (3, 3)), 2.5
+    fig = assert_valid(measure_curves(sweep, "sharpness (top Hessian eigenvalue)"))
+    assert [list(t.y) for t in fig.data] == sweep.sharpness.tolist()
+    assert fig.layout.shapes[0].y0 == 2.5  # the dense line
+
+
+def test_measure_curves_say_when_an_older_sweep_lacks_the_measure():
+    fig = assert_valid(measure_curves(make_sweep(), "train accuracy"))
+    assert fig.layout.annotations[0].text == "no train accuracy in this sweep"

@@ -23,6 +23,16 @@ def wait_idle(page, timeout=60_000):
     page.wait_for_selector("[data-test-script-state='notRunning']", timeout=timeout)
 
 
+def open_lens(page, url: str, name: str) -> None:
+    """Open a lens page on the stored run and wait until its analyses (jobs, polled by their
+    progress bars) have drawn every chart."""
+    open_page(page, url, PAGES[name])
+    page.wait_for_function(
+        f"() => document.querySelectorAll(\"[data-testid='stPlotlyChart']\").length >= {LENS_CHARTS[name]}",
+        timeout=120_000)
+    wait_idle(page)
+
+
 def nav_labels(page) -> list[str]:
     """The page names in the sidebar navigation (without the icons' ligature text)."""
     links = page.locator("[data-testid='stSidebarNavLink']")
@@ -126,23 +136,14 @@ def test_training_updates_live_and_finishes(page, app_url, artifacts):
 
 @pytest.mark.parametrize("name", list(LENS_CHARTS))
 def test_lens_pages_compute_and_draw_a_stored_run(page, lens_app_url, artifacts, name):
-    open_page(page, lens_app_url, PAGES[name])
-    # The analyses run as jobs; their progress bars poll until the page reruns with the charts.
-    page.wait_for_function(
-        f"() => document.querySelectorAll(\"[data-testid='stPlotlyChart']\").length >= {LENS_CHARTS[name]}",
-        timeout=120_000)
-    wait_idle(page)
+    open_lens(page, lens_app_url, name)
     assert page.locator("[data-testid='stException']").count() == 0
     assert page.locator("[data-testid='stAlertContentError']").count() == 0
     page.screenshot(path=str(artifacts / f"{name}-run.png"), full_page=True)
 
 
 def test_geometry_hovering_and_clicking_a_point_shows_its_sample(page, lens_app_url, artifacts):
-    open_page(page, lens_app_url, PAGES["geometry"])
-    page.wait_for_function(
-        f"() => document.querySelectorAll(\"[data-testid='stPlotlyChart']\").length >= {LENS_CHARTS['geometry']}",
-        timeout=120_000)
-    wait_idle(page)
+    open_lens(page, lens_app_url, "geometry")
     point = page.locator("[data-testid='stPlotlyChart']").first.locator("path.point").first
     point.hover(force=True)
     label = page.locator("g.hovertext").first
@@ -159,11 +160,7 @@ def test_geometry_hovering_and_clicking_a_point_shows_its_sample(page, lens_app_
 
 
 def test_levelset_clicking_a_sample_on_the_map_picks_the_source(page, lens_app_url, artifacts):
-    open_page(page, lens_app_url, PAGES["levelset"])
-    page.wait_for_function(
-        f"() => document.querySelectorAll(\"[data-testid='stPlotlyChart']\").length >= {LENS_CHARTS['levelset']}",
-        timeout=120_000)
-    wait_idle(page)
+    open_lens(page, lens_app_url, "levelset")
     before = re.search(r"pair=([\d%C,]+)", page.url).group(1).replace("%2C", ",").split(",")
     # The test samples are the map's last scatter trace, drawn on top where clicks land.
     sample = page.locator("[data-testid='stPlotlyChart']").first.locator("g.trace.scatter").last.locator("path.point")

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 import torch
+from scipy.spatial.distance import pdist
 
-from engine import landscape, recipes
+from engine import geometry, landscape, recipes
 from engine.experiment import Experiment, train_job
 from engine.models import ModelSpec
 from engine.store import RunStore
@@ -200,3 +201,53 @@ def test_convexity_map_centre_matches_the_extreme_eigenvalues_there(run):
     data = recipes.run_data(store, run_id, samples=100)
     top, _ = hessian.top_eigenvalues(data.model, data.loss, data.x, data.y, k=1, iters=200, tol=1e-6)
     assert result.lambda_max[1, 1] == pytest.approx(top[0], rel=1e-2)
+
+
+# ---------------------------------------------------------------- recipes of the geometry page
+
+
+def test_frame_steps_spread_evenly_and_keep_the_ends():
+    from engine.recipes import frame_steps
+
+    assert frame_steps(list(range(0, 1001, 10)), 5) == [0, 250, 500, 750, 1000]
+    assert frame_steps([0, 20, 40], 20) == [0, 20, 40]
+
+
+def test_embedding_frames_are_each_checkpoints_pca_up_to_an_orthogonal_map(run):
+    from engine import recipes
+    from engine.experiment import load_model
+
+    store, run_id = run
+    film = recipes.embedding_over_training(Quiet(), store, run_id, layer="layers.act1", samples=50)
+    assert list(film.steps) == store.checkpoint_steps(run_id)
+    x = recipes.run_data(store, run_id, samples=50).x
+    for step, points in zip(film.steps, film.points):
+        H = geometry.activations(load_model(store, run_id, int(step)), x, ["layers.act1"])["layers.act1"]
+        np.testing.assert_allclose(pdist(points), pdist(geometry.embed(H, "pca")), atol=1e-6)
+
+
+def test_embedding_coloured_by_margin_is_positive_exactly_where_the_model_is_right(run):
+    from engine import recipes
+
+    store, run_id = run
+    view = recipes.embedding(Quiet(), store, run_id, samples=100, colour="margin")
+    run = recipes.run_data(store, run_id, samples=100)
+    right = (run.model(run.x).argmax(dim=1) == run.y).numpy()
+    assert not view.categorical and np.array_equal(view.values > 0, right)
+
+
+def test_embedding_carries_its_samples_for_pictures(run):
+    from engine import recipes
+
+    store, run_id = run
+    view = recipes.embedding(Quiet(), store, run_id, samples=100)
+    np.testing.assert_array_equal(view.inputs, recipes.run_data(store, run_id, samples=100).x.numpy())
+    assert view.input_shape == [2]
+
+
+def test_an_unknown_colouring_is_refused_with_a_sentence(run):
+    from engine import recipes
+
+    store, run_id = run
+    with pytest.raises(ValueError, match="coloured by label, prediction, margin"):
+        recipes.embedding(Quiet(), store, run_id, samples=50, colour="loss")

@@ -48,6 +48,9 @@ def test_two_configurations_train_together_with_their_twins(open_page):
     twin = next(spec for spec in plotly_specs(at)
                 if spec["layout"].get("title", {}).get("text") == "The network against its linearized twin")
     assert len(twin["data"]) == 4  # each run's network and twin
+    at.segmented_control(key="lazy:mode").set_value("Saved runs").run()  # the same runs, from the store
+    assert not at.exception, at.exception
+    assert "The network against its linearized twin" in titles(at), titles(at)
 
 
 def test_a_bad_setting_in_a_configuration_is_a_sentence(open_page):

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages.lab import analysis_result, chart, checkpoint_picker, error_sentence, run_picker, store
+from app_pages.lab import (analysis_result, chart, checkpoint_picker, error_sentence, finished_runs, run_picker,
+                           store)
 from engine import recipes
 from engine.experiment import load_model
 from viz import geometry as figures
@@ -97,6 +98,7 @@ def geometry_page() -> None:
                    "cka_input / cka_target: alignment with the input and target kernels. NC1: within-class "
                    "over between-class variability; NC2: distance of class means from a simplex; NC3: "
                    "readout versus class means; NC4: disagreement with the nearest class mean.")
+        alignment_panel(run_id, curves, s)
     frames = recipes.ANIMATION_FRAMES[s["method"]]
     film = analysis_result("embedding-frames", run_id, dict(layer=s["layer"], method=s["method"],
                                                             samples=s["samples"], frames=frames),
@@ -108,6 +110,31 @@ def geometry_page() -> None:
                    "AlignedUMAP for UMAP), so a point moves only as far as its representation does.")
     st.subheader("Across runs")
     compare_runs(run_id, s)
+
+
+def alignment_panel(run_id: str, curves, s: dict) -> None:
+    """Each layer's CKA with the inputs and with the targets, this run beside others (say the
+    same network with another activation), with a toggle over the runs' activations."""
+    st.markdown("**Input versus target alignment** (tanh follows the targets, ReLU keeps the inputs)")
+    others = [r for r in finished_runs() if r.id != run_id]
+    added = st.multiselect("Beside runs", [r.id for r in others], max_selections=3, key="geo:align-runs",
+                           format_func={r.id: f"{r.name} · {r.id[-6:]}" for r in others}.get,
+                           placeholder="Add the same network with another activation")
+    results = {_activation_label(run_id): curves}
+    for other in added:
+        result = analysis_result("geometry-curves", other, dict(samples=s["samples"]),
+                                 recipes.geometry_over_training, label="Geometry of the other run")
+        if result is not None:
+            results[_activation_label(other)] = result
+    hidden = st.segmented_control("Hide", list(results), selection_mode="multi", key="geo:align-hide") or []
+    chart(figures.alignment_by_layer({k: v for k, v in results.items() if k not in hidden},
+                                     title="CKA of each layer with the inputs and the targets (last checkpoint)"),
+          "geo-alignment")
+
+
+def _activation_label(run_id: str) -> str:
+    settings = store().settings(run_id)
+    return f"{settings['model'].get('activation', '?')} · {settings['name']} · {run_id[-6:]}"
 
 
 def compare_runs(run_id: str, s: dict) -> None:

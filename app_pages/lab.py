@@ -66,7 +66,7 @@ def run_picker(label: str = "Run", *, key: str = "run", multi: bool = False, max
     if not runs:
         st.info("No finished runs yet: train one on the Train page.")
         return [] if multi else None
-    names = {r.id: f"{r.name} · {r.dataset} · {r.steps:,} steps" for r in runs}
+    names = {r.id: f"{r.name} · {r.dataset} · {r.steps:,} steps · {r.id[-6:]}" for r in runs}  # names may repeat
     wanted = [i for i in st.query_params.get(key, "").split(",") if i in names]
     if multi:
         chosen = st.multiselect(label, list(names), default=wanted[:max_runs], format_func=names.get,

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from engine.models import MLP, Dense
+from engine.models import MLP, Dense, Square
 from engine.results import LinearPath, Surface, Trajectory
 
 Params = dict[str, torch.Tensor]
@@ -432,7 +432,7 @@ def plan_chunks(n_points: int, n_samples: int, point_bytes: int, sample_bytes: i
 
 # Activations that act on every entry alone, so they apply to activations of any shape.
 ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.Softplus,
-               nn.Identity, nn.Dropout)  # dropout: the identity in eval mode
+               nn.Identity, nn.Dropout, Square)  # dropout: the identity in eval mode
 
 
 class Chain(NamedTuple):

@@ -485,6 +485,32 @@ def geometry_curves(view: GeometryCurves, measures: Sequence[str] | None = None,
     return base_layout(fig, title, height=60 + 260 * rows)
 
 
+def alignment_by_layer(curves: Mapping[str, GeometryCurves], *, title: str | None = None) -> go.Figure:
+    """Each layer's CKA with the inputs (solid) and with the targets (dashed) at the last
+    checkpoint, one colour per run: tanh layers follow the targets, ReLU layers keep the
+    inputs (Alleman et al. 2024).
+
+    Args:
+        curves: {run name: its geometry over training}; runs may have different layers.
+    """
+    fig = go.Figure()
+    for i, (name, view) in enumerate(curves.items()):
+        if "cka_input" not in view.values:
+            continue
+        depth = list(range(1, len(view.layers) + 1))
+        for measure, dash, what in (("cka_input", "solid", "inputs"), ("cka_target", "dash", "targets")):
+            values = np.asarray(view.values[measure], dtype=float).reshape(len(view.steps), -1)[-1]
+            fig.add_trace(go.Scatter(
+                x=depth, y=values, mode="lines+markers", name=f"{name}: CKA with the {what}",
+                line={"color": class_color(i), "dash": dash}, customdata=view.layers,
+                hovertemplate=f"{name}<br>%{{customdata}}<br>CKA with the {what} %{{y:.3f}}<extra></extra>"))
+    if not fig.data:
+        return base_layout(no_data(fig, "no alignment measured"), title)
+    fig.update_xaxes(title_text="layer (1 = first hidden)", dtick=1)
+    fig.update_yaxes(title_text="linear CKA", range=[0, 1.02])
+    return base_layout(fig, title)
+
+
 # ---- matched units ---------------------------------------------------------------------------
 
 

@@ -149,6 +149,7 @@ def test_linear_chains_are_the_mlp_and_plain_stacks_of_linear_layers(problem):
 
 @pytest.mark.parametrize("spec", [ModelSpec(width=8, depth=2, parametrization="ntk", seed=3),
                                   ModelSpec(width=8, depth=1, activation="tanh", bias=False),
+                                  ModelSpec(width=8, depth=1, activation="quadratic", bias=False),
                                   ModelSpec(kind="resmlp", width=8, depth=1, seed=2)])
 def test_surface_equals_the_loop_for_chains_and_for_the_vmap_path(problem, spec):
     _, x, y = problem

@@ -295,3 +295,16 @@ def test_geometry_draws_the_samples_whose_numbers_are_typed(open_page, stored_ru
     at.text_input(key="geo:picked").input("3, 17").run()
     picked = [s for s in plotly_specs(at) if "Picked samples" in json.dumps(s["layout"].get("title"))]
     assert len(picked) == 1 and picked[0]["data"][-1]["text"] == ["#3", "#17"]
+
+
+def test_geometry_puts_another_runs_input_and_target_alignment_beside_this_ones(open_page, stored_run):
+    other = second_run()
+    at = open_page("geometry")
+    at.selectbox(key="picker:run").set_value(stored_run).run()
+    poll_until_charts(at, lambda specs: any(s["layout"].get("title", {}).get("text", "").startswith("CKA of each layer")
+                                            for s in specs))
+    at.multiselect(key="geo:align-runs").set_value([other]).run()
+    title = "CKA of each layer with the inputs and the targets (last checkpoint)"
+    specs = poll_until_charts(at, lambda specs: any(s["layout"].get("title", {}).get("text") == title
+                                                    and len(s["data"]) == 4 for s in specs))
+    assert not at.error

@@ -10,6 +10,7 @@ import pytest
 
 from engine.results import Embedding, EmbeddingFrames, GeometryCurves, RDMSet, SimilarityMatrix, UnitMatch
 from viz.geometry import (
+    alignment_by_layer,
     BAR_LIMIT, SHADES, embedding_animation, embedding_scatter, geometry_curves, parse_sample_numbers,
     rdm_panels, sample_gallery, sample_picture, selected_samples, shared_bounds, similarity_heatmap,
     unit_match_figure,
@@ -247,3 +248,13 @@ def test_viz_geometry_imports_neither_torch_nor_streamlit():
     code = ("import viz.geometry, sys; "
             "assert 'torch' not in sys.modules and 'streamlit' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_alignment_by_layer_draws_input_and_target_cka_per_run_at_the_last_checkpoint():
+    curves = GeometryCurves(np.array([0, 10]), ["a1", "out"],
+                            {"cka_input": np.array([[0.5, 0.4], [0.9, 0.8]]),
+                             "cka_target": np.array([[0.1, 0.2], [0.3, 0.6]])})
+    fig = assert_valid(alignment_by_layer({"tanh": curves, "relu": curves}))
+    assert [t.name for t in fig.data][:2] == ["tanh: CKA with the inputs", "tanh: CKA with the targets"]
+    assert list(fig.data[0].y) == [0.9, 0.8] and list(fig.data[1].y) == [0.3, 0.6]
+    assert fig.data[0].line.color != fig.data[2].line.color

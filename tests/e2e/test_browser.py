@@ -171,3 +171,20 @@ def test_levelset_clicking_a_sample_on_the_map_picks_the_source(page, lens_app_u
     assert after[1:] == before[1:] and after[0] != before[0], (before, after)
     assert page.locator("[data-testid='stException']").count() == 0
     page.screenshot(path=str(artifacts / "levelset-picked.png"), full_page=True)
+
+
+def test_the_overview_follows_a_training_run(page, fresh_app_url, artifacts):
+    open_page(page, fresh_app_url, "/train?train.steps=8000&train.checkpoint_every=200")
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_function(
+        "() => /running · step [1-9]/.test(document.querySelector(\"[data-testid='stProgress']\")?.innerText || '')",
+        timeout=60_000)
+    page.locator("[data-testid='stSidebarNavLink']", has_text="Overview").click()
+    page.wait_for_selector("text=· training", timeout=60_000)  # the run is followed while it trains
+    page.wait_for_function("() => document.querySelectorAll(\"[data-testid='stPlotlyChart']\").length >= 5",
+                           timeout=120_000)
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.screenshot(path=str(artifacts / "overview-live.png"), full_page=True)
+    page.locator("[data-testid='stSidebarNavLink']", has_text="Train").click()
+    page.get_by_role("button", name="Stop").click()
+    page.wait_for_selector("text=the run is saved", timeout=60_000)

@@ -2,9 +2,9 @@
 
 Each panel is one analysis of `engine.recipes` at the chosen checkpoint, computed as its own
 job and kept in the run store, cheap panels first. While a run trains, the page follows its
-newest checkpoint: a panel shows its newest finished picture and starts the next one only
-when its last job is done and REFRESH_S have passed, so panels never queue up behind each
-other and the training keeps most of the CPU.
+newest checkpoint: a panel shows its newest finished picture while the next is computed,
+and the panels' jobs run one at a time within a fixed share of the time, so they never queue
+up behind each other and the training keeps most of the CPU.
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ from viz.predictions import prediction_figure
 from viz.report import overview_html
 from viz.training import training_curves
 
-REFRESH_S = 5.0  # a live panel recomputes at most this often
-LIVE_POLL_S = 2.0  # how often the page looks for new checkpoints of a training run
+LIVE_SHARE = 0.15  # while a run trains, the panels' jobs take at most about this share of the time
+LIVE_POLL_S = 5.0  # how often the page looks for new checkpoints (each look redraws every panel)
 HEIGHT = 320
 
 
@@ -150,44 +150,72 @@ def run_info(run_id: str) -> dict:
 # ---------------------------------------------------------------- panels
 
 
-def panel_result(panel: Panel, run: dict, step: int, settings: dict):
-    """The panel's newest result at or before `step`, and the step it is of.
-
-    Starts the job for `step` unless the panel has a job running or ran one less than
-    REFRESH_S ago (then it waits for a later rerun); a paused panel starts nothing.
-    """
+def panel_result(panel: Panel, run: dict, step: int, settings: dict, wants: list):
+    """The panel's newest result at or before `step`, and the step it is of. When it is not
+    the result at `step`, the panel joins `wants`: the panels waiting for a job."""
     from engine import analysis
 
     if "step" not in settings:  # one picture of the whole (finished) run
         found = analysis.load(store(), run["id"], panel.key, settings)
         if found is None:
-            start_if_idle(panel, run, step, settings)
+            wants.append((panel, run, step, settings))
         return found, step
     for earlier in reversed([s for s in store().checkpoint_steps(run["id"]) if s <= step]):
         found = analysis.load(store(), run["id"], panel.key, settings | {"step": earlier})
         if found is not None:
             if earlier != step:
-                start_if_idle(panel, run, step, settings)
+                wants.append((panel, run, step, settings))
             return found, earlier
-    start_if_idle(panel, run, step, settings)
+    wants.append((panel, run, step, settings))
     return None, None
 
 
-def start_if_idle(panel: Panel, run: dict, step: int, settings: dict) -> None:
+def start_jobs(wants: list, live: bool) -> None:
+    """Start the jobs the waiting panels need.
+
+    For finished runs, all at once. While a run trains, one at a time and only within
+    LIVE_SHARE of the time (after a job of c seconds, the next waits c (1 / LIVE_SHARE - 1)),
+    so the panels never take more than about that share of the CPU from the training; the
+    panel updated longest ago goes first, cheap panels first among equals.
+    """
     from engine import analysis
 
-    slot = f"overview:{run['id']}:{panel.key}"
-    if st.session_state.get(f"{slot}:paused"):
-        return
-    last = st.session_state.get(slot)
+    wants = [w for w in wants if not _paused(w) and not _already_tried(w)]
+    if live:
+        if not wants or not _budget_allows():
+            return
+        wants = [min(wants, key=lambda w: st.session_state.get(_slot(w), {}).get("at", 0.0))]
+    for panel, run, step, settings in wants:
+        job = jobs().submit(analysis.cached, owner=owner(), kind="overview", label=panel.title, store=store(),
+                            run_id=run["id"], lens=panel.key, settings=settings, recipe=panel.recipe)
+        st.session_state[_slot((panel, run))] = {"job": job, "at": time.time(), "step": step}
+
+
+def _slot(want) -> str:
+    panel, run = want[0], want[1]
+    return f"overview:{run['id']}:{panel.key}"
+
+
+def _paused(want) -> bool:
+    return bool(st.session_state.get(f"{_slot(want)}:paused"))
+
+
+def _already_tried(want) -> bool:
+    """A job of this panel is running, or its job for this very step ran (and failed)."""
+    last = st.session_state.get(_slot(want))
     state = jobs().get(last["job"], owner()) if last else None
-    if state is not None and (not state.done or time.time() - last["at"] < REFRESH_S and last["step"] == step):
-        return
-    if state is not None and state.status == "failed" and last["step"] == step:
-        return
-    job = jobs().submit(analysis.cached, owner=owner(), kind="overview", label=panel.title, store=store(),
-                        run_id=run["id"], lens=panel.key, settings=settings, recipe=panel.recipe)
-    st.session_state[slot] = {"job": job, "at": time.time(), "step": step}
+    return state is not None and (not state.done or last["step"] == want[2])
+
+
+def _budget_allows() -> bool:
+    states = jobs().list(owner(), kind="overview")
+    if any(not s.done for s in states):
+        return False
+    finished = [s for s in states if s.started and s.finished]
+    if not finished:
+        return True
+    last = max(finished, key=lambda s: s.finished)
+    return time.time() >= last.finished + (last.finished - last.started) * (1 / LIVE_SHARE - 1)
 
 
 def failure(panel: Panel, run: dict) -> Optional[str]:
@@ -196,7 +224,7 @@ def failure(panel: Panel, run: dict) -> Optional[str]:
     return state.error if state is not None and state.status == "failed" else None
 
 
-def draw_panel(panel: Panel, run: dict, step: int, figures: list) -> None:
+def draw_panel(panel: Panel, run: dict, step: int, figures: list, wants: list) -> None:
     """One panel in a bordered box: its picture, its step, a pause toggle and a link."""
     if panel.finished_only and run["running"]:
         return
@@ -211,7 +239,7 @@ def draw_panel(panel: Panel, run: dict, step: int, figures: list) -> None:
         head, pause = st.columns([4, 1])
         head.markdown(f"**{panel.title}**")
         pause.toggle("Pause", key=f"overview:{run['id']}:{panel.key}:paused", help="Keep this picture; compute nothing new.")
-        result, shown = panel_result(panel, run, step, settings)
+        result, shown = panel_result(panel, run, step, settings, wants)
         error = failure(panel, run)
         if error:
             st.caption(f"Could not compute: {error}")
@@ -264,7 +292,7 @@ def view_at(run_id: str, step: int):
     return prediction_view(load_model(store(), run_id, step), load_dataset(store(), run_id))
 
 
-def run_column(run_id: str, step_key: str, figures: list) -> None:
+def run_column(run_id: str, step_key: str, figures: list, wants: list) -> None:
     run = run_info(run_id)
     steps = store().checkpoint_steps(run_id)
     follow = run["running"] and st.toggle("Follow the newest checkpoint", value=True, key=f"overview:follow:{run_id}")
@@ -280,7 +308,7 @@ def run_column(run_id: str, step_key: str, figures: list) -> None:
     left, right = st.columns(2)
     for i, panel in enumerate(PANELS):
         with (left, right)[i % 2]:
-            draw_panel(panel, run, step, figures)
+            draw_panel(panel, run, step, figures, wants)
 
 
 def overview_page() -> None:
@@ -293,16 +321,26 @@ def overview_page() -> None:
     if not chosen:
         return
     live = any(run_info(r)["running"] for r in chosen)
-    body = st.fragment(run_every=LIVE_POLL_S if live else None)(_grid)
-    body(chosen)
+    # The grid polls while a run trains or a panel computes; it reruns the page to stop.
+    st.session_state["overview:polling"] = polling = live or computing()
+    st.fragment(run_every=LIVE_POLL_S if polling else None)(_grid)(chosen)
+
+
+def computing() -> bool:
+    return any(not s.done for s in jobs().list(owner(), kind="overview"))
 
 
 def _grid(chosen: list[str]) -> None:
+    live = any(run_info(r)["running"] for r in chosen)
     figures: list = []
+    wants: list = []
     columns = st.columns(len(chosen))
     for i, (run_id, column) in enumerate(zip(chosen, columns)):
         with column:
-            run_column(run_id, "step" if i == 0 else "step2", figures)
+            run_column(run_id, "step" if i == 0 else "step2", figures, wants)
+    start_jobs(wants, live)
+    if st.session_state.get("overview:polling") != (live or computing()):
+        st.rerun()  # the whole page: start or stop polling
     report = {run_id: run_info(run_id) for run_id in chosen}
     st.download_button("Download this overview (interactive .html)",
                        data=lambda: overview_html(report, figures), file_name="overview.html",

@@ -53,6 +53,14 @@ def test_hvp_in_batches_equals_the_dense_hessian_times_v(problem):
     torch.testing.assert_close(hvp(v), dense_hessian(model, x, y) @ v)
 
 
+@pytest.mark.parametrize("vectors", [1, 3])
+def test_several_vectors_as_rows_equal_the_dense_hessian_times_each(problem, vectors):
+    model, x, y = problem
+    hvp, _ = hessian.hvp_function(model, "ce", x, y, vectors=vectors)
+    V = torch.randn(5, 17, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(hvp(V), V @ dense_hessian(model, x, y))
+
+
 def test_top_eigenvalues_match_eigvalsh(problem):
     model, x, y = problem
     values, _ = hessian.top_eigenvalues(model, "ce", x, y, k=2, iters=2000, tol=1e-12)

@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 from engine.results import (ConfidenceMap, LevelSetPath, SampleGallery, TriangleConfidence, WidthProbe,
                             is_image_shape)
 from viz.style import (OUTLINE_COLOR, REFERENCE_COLOR, SEQUENTIAL_SCALE, base_layout, class_color,
-                       equal_aspect)
+                       equal_aspect, image_trace)
 
 LEVEL_STEP = 0.1  # confidence between the map's contour lines
 N_SNAPSHOTS = 8
@@ -288,16 +288,6 @@ def snapshot_indices(n_points: int, n_snapshots: int) -> np.ndarray:
     return np.unique(np.linspace(0, n_points - 1, min(n_snapshots, n_points)).round().astype(int))
 
 
-def _image_trace(image: np.ndarray, zrange: tuple[float, float]) -> go.BaseTraceType:
-    """A (C, H, W) image: a grey heatmap for one channel (ink dark), an RGB image for three."""
-    if image.shape[0] == 3:
-        low, high = zrange
-        rgb = np.clip((image - low) / ((high - low) or 1.0), 0, 1) * 255
-        return go.Image(z=rgb.transpose(1, 2, 0).astype(np.uint8), hoverinfo="skip")
-    return go.Heatmap(z=image.mean(axis=0), zmin=zrange[0], zmax=zrange[1], colorscale="Greys",
-                      showscale=False, hovertemplate="%{z:.2f}<extra></extra>")
-
-
 def _signal_trace(signal: np.ndarray, color: str, dash: str = "solid") -> go.Scatter:
     return go.Scatter(y=signal, mode="lines", line={"color": color, "width": 1.5, "dash": dash},
                       showlegend=False, hovertemplate="%{y:.2f}<extra></extra>")
@@ -332,7 +322,7 @@ def snapshot_strip(path: LevelSetPath, *, n_snapshots: int = N_SNAPSHOTS, show_t
         bounds = path.settings.get("bounds")
         zrange = tuple(bounds) if bounds else (float(path.path.min()), float(path.path.max()))
         for col, image in enumerate(panels, start=1):
-            fig.add_trace(_image_trace(image.reshape(shape), zrange), row=1, col=col)
+            fig.add_trace(image_trace(image.reshape(shape), zrange), row=1, col=col)
         fig.update_yaxes(autorange="reversed", scaleanchor="x")  # row 0 on top, square pixels
     else:
         target = np.asarray(path.target).ravel()

@@ -11,9 +11,8 @@ from plotly.subplots import make_subplots
 
 from engine.results import (Eigenfunctions, ExtremeSamples, FourierContent, KernelSpectrum, KernelTrajectory,
                             LayerKernels, ModeCurves, TargetPower, TargetPowerTrajectory)
-from viz.levelset import _image_trace as image_trace
 from viz.style import (DIVERGING_SCALE, OUTLINE_COLOR, REFERENCE_COLOR, SEQUENTIAL_SCALE, base_layout, class_color,
-                       no_data)
+                       image_trace, no_data)
 
 PANEL_HEIGHT = 190  # pixels per row of small multiples
 SAMPLE_ROW_HEIGHT = 120  # pixels per eigenvector in the extreme samples

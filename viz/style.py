@@ -131,3 +131,13 @@ def base_layout(fig: go.Figure, title: str | None = None, height: int = DEFAULT_
         uirevision=UIREVISION,
     )
     return fig
+
+
+def image_trace(image: np.ndarray, zrange: tuple[float, float]) -> go.BaseTraceType:
+    """A (C, H, W) image: a grey heatmap for one channel (ink dark), an RGB image for three."""
+    if image.shape[0] == 3:
+        low, high = zrange
+        rgb = np.clip((image - low) / ((high - low) or 1.0), 0, 1) * 255
+        return go.Image(z=rgb.transpose(1, 2, 0).astype(np.uint8), hoverinfo="skip")
+    return go.Heatmap(z=image.mean(axis=0), zmin=zrange[0], zmax=zrange[1], colorscale="Greys",
+                      showscale=False, hovertemplate="%{z:.2f}<extra></extra>")

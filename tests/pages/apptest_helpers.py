@@ -56,3 +56,29 @@ def start_training(at: AppTest, steps: int, eval_every: int = 20, name: str = ""
     assert not at.error, [e.value for e in at.error]
     button(at, "Start").click().run()
     assert not at.exception, at.exception
+
+
+class Quiet:
+    """A job context that ignores reports, for training runs directly in a test."""
+
+    cancelled = False
+
+    def report(self, *args, **kwargs):
+        pass
+
+
+def small_run(seed: int = 0, steps: int = 60, name: str = "") -> str:
+    """A small run on moons (8 wide, a checkpoint every 20 steps) in the app's store."""
+    from engine.experiment import Experiment, train_job
+    from engine.models import ModelSpec
+    from engine.train import TrainConfig
+
+    experiment = Experiment("moons", {"n": 200}, ModelSpec(width=8, seed=seed),
+                            TrainConfig(steps=steps, eval_every=20, checkpoint_every=20))
+    return train_job(Quiet(), experiment, store=lab.store(), name=name, device="cpu")["run_id"]
+
+
+def second_run(seed: int = 1) -> str:
+    """Another small run on the same data (another seed), for the compare modes. Its name
+    says its seed: pickers tell runs apart by their labels."""
+    return small_run(seed, steps=40, name=f"seed {seed}")

@@ -11,7 +11,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import app_pages.lab as lab
-from apptest_helpers import APP, PAGES
+from apptest_helpers import APP, PAGES, small_run
 
 
 @pytest.fixture
@@ -36,3 +36,9 @@ def open_page(lab_home):
         at.switch_page(PAGES[name]).run()
         return at
     return open_
+
+
+@pytest.fixture
+def stored_run(lab_home):
+    """A small finished run on moons in the test's store."""
+    return small_run()

@@ -7,31 +7,10 @@ import time
 import pytest
 
 import app_pages.lab as lab
-from apptest_helpers import plotly_specs
+from apptest_helpers import Quiet, plotly_specs, second_run
 from engine.experiment import Experiment, train_job
 from engine.models import ModelSpec
 from engine.train import TrainConfig
-
-
-class Quiet:
-    cancelled = False
-
-    def report(self, *args, **kwargs):
-        pass
-
-
-@pytest.fixture
-def stored_run(lab_home):
-    experiment = Experiment("moons", {"n": 200}, ModelSpec(width=8),
-                            TrainConfig(steps=60, eval_every=20, checkpoint_every=20))
-    return train_job(Quiet(), experiment, store=lab.store(), device="cpu")["run_id"]
-
-
-def second_run(seed: int = 1) -> str:
-    """Another small run on the same data (another seed), for the compare modes. Its name
-    says its seed: pickers tell runs apart by their labels."""
-    experiment = Experiment("moons", {"n": 200}, ModelSpec(width=8, seed=seed), TrainConfig(steps=40))
-    return train_job(Quiet(), experiment, store=lab.store(), name=f"seed {seed}", device="cpu")["run_id"]
 
 
 def trace_types(specs) -> set[str]:
@@ -305,6 +284,5 @@ def test_geometry_puts_another_runs_input_and_target_alignment_beside_this_ones(
                                             for s in specs))
     at.multiselect(key="geo:align-runs").set_value([other]).run()
     title = "CKA of each layer with the inputs and the targets (last checkpoint)"
-    specs = poll_until_charts(at, lambda specs: any(s["layout"].get("title", {}).get("text") == title
-                                                    and len(s["data"]) == 4 for s in specs))
-    assert not at.error
+    poll_until_charts(at, lambda specs: any(s["layout"].get("title", {}).get("text") == title
+                                            and len(s["data"]) == 4 for s in specs))  # two runs, two lines each

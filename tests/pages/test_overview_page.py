@@ -4,11 +4,10 @@ from __future__ import annotations
 import time
 
 import app_pages.lab as lab
-from apptest_helpers import plotly_specs
+from apptest_helpers import plotly_specs, second_run
 from engine.experiment import Experiment, train_job
 from engine.models import ModelSpec
 from engine.train import TrainConfig
-from test_lens_pages import Quiet, second_run, stored_run  # noqa: F401  (fixtures)
 
 
 def rerun_until(at, until, timeout: float = 180.0):

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+
+from engine.settings import Section, is_whole
 
 KINDS = ("mlp", "resmlp", "cnn")
 PARAMETRIZATIONS = ("standard", "ntk", "mup", "meanfield")
@@ -46,7 +48,7 @@ MAX_PARAMETERS = 50_000_000  # a request larger than this is refused, not attemp
 
 
 @dataclass
-class ModelSpec:
+class ModelSpec(Section):
     """Everything needed to rebuild a model exactly.
 
     Attributes:
@@ -80,11 +82,11 @@ class ModelSpec:
         e = {}
         if self.kind not in KINDS:
             e["kind"] = f"Model kind must be one of {', '.join(KINDS)}, not '{self.kind}'."
-        if not _is_int(self.width) or self.width < 1:
+        if not is_whole(self.width) or self.width < 1:
             e["width"] = "Width must be a whole number of at least 1."
         elif self.width > 8192:
             e["width"] = "Width above 8192 is too large for this lab."
-        if not _is_int(self.depth) or self.depth < 0:
+        if not is_whole(self.depth) or self.depth < 0:
             e["depth"] = "Depth must be a whole number, 0 or more."
         elif self.depth > 64:
             e["depth"] = "Depth above 64 is too large for this lab."
@@ -98,25 +100,15 @@ class ModelSpec:
             e["parametrization"] = "The CNN supports only the standard parametrization."
         if not _is_finite(self.init_scale) or self.init_scale <= 0:
             e["init_scale"] = "Init scale must be a positive number."
-        if self.rank is not None and (not _is_int(self.rank) or self.rank < 1):
+        if self.rank is not None and (not is_whole(self.rank) or self.rank < 1):
             e["rank"] = "Rank must be a whole number of at least 1, or empty for full rank."
-        if not _is_int(self.base_width) or self.base_width < 1:
+        if not is_whole(self.base_width) or self.base_width < 1:
             e["base_width"] = "Base width must be a whole number of at least 1."
         if self.alpha is not None and (not _is_finite(self.alpha) or self.alpha <= 0):
             e["alpha"] = "Output scale alpha must be a positive number, or empty for none."
         return e
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelSpec":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _is_finite(v) -> bool:

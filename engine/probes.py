@@ -18,7 +18,7 @@ them during training and after it.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -26,11 +26,12 @@ import torch
 
 from engine import geometry, hessian, lazy, ntk
 from engine.results import LazyMeasures, Sharpness
+from engine.settings import Section, is_whole
 from engine.train import Trainer
 
 
 @dataclass
-class WatchConfig:
+class WatchConfig(Section):
     """What to measure while training (everything off by default).
 
     Attributes:
@@ -48,12 +49,12 @@ class WatchConfig:
     def errors(self) -> dict[str, str]:
         """A sentence for each invalid field, keyed by field name (empty when valid)."""
         e = {}
-        if not _whole(self.sharpness_every) or not 0 <= self.sharpness_every <= 1_000_000:
+        if not is_whole(self.sharpness_every) or not 0 <= self.sharpness_every <= 1_000_000:
             e["sharpness_every"] = "Sharpness every must be a whole number of steps from 0 (off) to 1,000,000."
         for name in ("lazy", "twin"):
             if not isinstance(getattr(self, name), bool):
                 e[name] = f"{name.capitalize()} must be true or false."
-        if not _whole(self.samples) or not 8 <= self.samples <= 2000:
+        if not is_whole(self.samples) or not 8 <= self.samples <= 2000:
             e["samples"] = "Probe samples must be a whole number from 8 to 2,000."
         return e
 
@@ -61,17 +62,7 @@ class WatchConfig:
     def active(self) -> bool:
         return bool(self.sharpness_every or self.lazy or self.twin)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "WatchConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-
-def _whole(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 NAMES = ("sharpness", "lazy")  # every probe's name: its live report key and artifact "watch-<name>"

@@ -11,8 +11,7 @@ made to wait for the host after every step (a `.item()` per step is a synchronis
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -24,6 +23,7 @@ from engine.device import pick
 from engine.levelset import pgd_attack
 from engine.models import Centered, lr_multipliers
 from engine.results import History
+from engine.settings import Section, is_whole
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "gd")
 LOSSES = ("auto", "ce", "mse")
@@ -31,7 +31,7 @@ FLUSH_EVERY = 16  # steps between reading the per-step losses back from the devi
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Section):
     """How to train.
 
     Attributes:
@@ -87,7 +87,7 @@ class TrainConfig:
                                 ("eval_every", 1, 10_000_000), ("checkpoint_every", 1, 10_000_000),
                                 ("eval_samples", 1, 10_000_000), ("adversarial_steps", 1, 1000)):
             value = getattr(self, name)
-            if not _whole(value) or not low <= value <= high:
+            if not is_whole(value) or not low <= value <= high:
                 e[name] = f"{name.replace('_', ' ').capitalize()} must be a whole number from {low} to {high:,}."
         if self.loss not in LOSSES:
             e["loss"] = f"Loss must be one of {', '.join(LOSSES)}."
@@ -103,13 +103,6 @@ class TrainConfig:
         """Whether training is adversarial (PGD on every batch)."""
         return self.adversarial_eps > 0
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def _number(v) -> bool:
@@ -119,9 +112,6 @@ def _number(v) -> bool:
 def _positive_number(v) -> bool:
     return _number(v) and v > 0
 
-
-def _whole(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass

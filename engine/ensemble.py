@@ -27,39 +27,8 @@ from engine.data import Dataset
 from engine.device import pick
 from engine.models import Centered, lr_multipliers
 from engine.results import History
-from engine.train import FLUSH_EVERY, Outcome, TrainConfig, accuracy, make_loss, make_optimizer
-
-
-class Minibatches:
-    """The minibatch order of `engine.train.Trainer` for the same config: a fresh random
-    permutation of the training set per epoch from a generator seeded with `config.seed`,
-    cut into batches of `batch_size` (the whole set for "gd" or a batch at least that big).
-    """
-
-    def __init__(self, n: int, config: TrainConfig, device: torch.device):
-        self.n, self.device = n, device
-        self.size = n if config.optimizer == "gd" else min(config.batch_size, n)
-        self._order = torch.Generator().manual_seed(config.seed)
-        self._epoch = torch.empty(0, dtype=torch.long)
-        self._cursor = 0
-
-    def next(self) -> Optional[torch.Tensor]:
-        """The indices of the next batch, or None for the whole training set."""
-        if self.size == self.n:
-            return None
-        if self._cursor + self.size > len(self._epoch):
-            self._epoch = torch.randperm(self.n, generator=self._order).to(self.device)
-            self._cursor = 0
-        index = self._epoch[self._cursor:self._cursor + self.size]
-        self._cursor += self.size
-        return index
-
-
-def fixed_subset(n: int, config: TrainConfig, device: torch.device) -> torch.Tensor:
-    """The indices of `Trainer`'s evaluation subset: at most `eval_samples`, fixed by the seed."""
-    count = min(n, config.eval_samples)
-    index = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed + 1))[:count]
-    return index.to(device)
+from engine.train import (FLUSH_EVERY, Minibatches, Outcome, TrainConfig, accuracy, evaluation_subset, make_loss,
+                          make_optimizer)
 
 
 def _unwrap(models: Sequence[nn.Module]):
@@ -165,8 +134,8 @@ class EnsembleTrainer:
         self._scale = (1.0 / self.alpha**2) if self.centred else None
         self.optimizer = make_optimizer(self.stacked, config, base_width)
         self._batches = Minibatches(len(self.data.x_train), config, self.device)
-        self._eval = {"train": fixed_subset(len(self.data.x_train), config, self.device),
-                      "test": fixed_subset(len(self.data.x_test), config, self.device)}
+        self._eval = {"train": evaluation_subset(len(self.data.x_train), config, self.device),
+                      "test": evaluation_subset(len(self.data.x_test), config, self.device)}
         self._f0 = self._initial_outputs()
         self.histories = [History() for _ in range(self.size)]
         self.diverged_at: list[Optional[int]] = [None] * self.size

@@ -40,12 +40,12 @@ from torch._decomp import decompositions_for_jvp  # noqa: F401
 
 from engine import data as datasets
 from engine.device import pick
-from engine.ensemble import EnsembleTrainer, fixed_subset
+from engine.ensemble import EnsembleTrainer
 from engine.models import Centered, ModelSpec, build
 from engine.ntk import (as_tensor, eigen, empirical_ntk, kernel_over_checkpoints, layer_of, subspace_overlap,
                         target_matrix)
 from engine.results import KernelTrajectory, PhaseDiagram, WeightChange, from_arrays, to_arrays
-from engine.train import TrainConfig
+from engine.train import TrainConfig, evaluation_subset
 
 
 def _float64(K) -> torch.Tensor:
@@ -333,7 +333,7 @@ def phase_diagram(data, spec: ModelSpec | dict, config: TrainConfig, alphas: Seq
     diverged = np.zeros(shape, dtype=bool)
     costs = np.array([_rough_cost(spec, w, data) for w in widths], dtype=float)
     shares = costs / costs.sum()
-    kernel_index = fixed_subset(len(data.x_train), config, torch.device("cpu"))[:kernel_samples]
+    kernel_index = evaluation_subset(len(data.x_train), config, torch.device("cpu"))[:kernel_samples]
     kernel_x, kernel_y = data.x_train[kernel_index], data.y_train[kernel_index]
     report = progress or (lambda fraction: None)
     for j, width in enumerate(widths):

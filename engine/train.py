@@ -182,6 +182,43 @@ def make_optimizer(model: nn.Module, config: TrainConfig, base_width: int = 64) 
                            weight_decay=config.weight_decay)
 
 
+# ---------------------------------------------------------------- batches
+
+
+class Minibatches:
+    """The minibatch order of a config: a fresh random permutation of the training set per
+    epoch, from a generator seeded with `config.seed`, cut into batches of `batch_size` (the
+    whole set for "gd" or a batch at least that big). `Trainer` and
+    `engine.ensemble.EnsembleTrainer` both draw from it, so their members see the same batches.
+    """
+
+    def __init__(self, n: int, config: TrainConfig, device: torch.device):
+        self.n, self.device = n, device
+        self.size = n if config.optimizer == "gd" else min(config.batch_size, n)
+        self._order = torch.Generator().manual_seed(config.seed)
+        self._epoch = torch.empty(0, dtype=torch.long)
+        self._cursor = 0
+
+    def next(self) -> Optional[torch.Tensor]:
+        """The indices of the next batch, or None for the whole training set."""
+        if self.size == self.n:
+            return None
+        if self._cursor + self.size > len(self._epoch):
+            self._epoch = torch.randperm(self.n, generator=self._order).to(self.device)
+            self._cursor = 0
+        index = self._epoch[self._cursor:self._cursor + self.size]
+        self._cursor += self.size
+        return index
+
+
+def evaluation_subset(n: int, config: TrainConfig, device: torch.device) -> torch.Tensor:
+    """The indices of the evaluation subset of a split of n samples: at most `eval_samples`,
+    fixed by the seed."""
+    count = min(n, config.eval_samples)
+    index = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed + 1))[:count]
+    return index.to(device)
+
+
 # ---------------------------------------------------------------- trainer
 
 
@@ -222,9 +259,7 @@ class Trainer:
         self.keep_checkpoints = keep_checkpoints
         self.step_count = 0
         self.diverged_at: Optional[int] = None
-        self._order = torch.Generator().manual_seed(config.seed)
-        self._epoch: torch.Tensor = torch.empty(0, dtype=torch.long)
-        self._cursor = 0
+        self._batches = Minibatches(len(self.data.x_train), config, self.device)
         self._pending: list[torch.Tensor] = []
         self._eval_train = self._fixed_subset(self.data.x_train, self.data.y_train)
         self._eval_test = self._fixed_subset(self.data.x_test, self.data.y_test)
@@ -232,21 +267,13 @@ class Trainer:
     # -- batches
 
     def _fixed_subset(self, x: torch.Tensor, y: torch.Tensor):
-        n = min(len(x), self.config.eval_samples)
-        index = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.config.seed + 1))[:n]
-        index = index.to(self.device)
+        index = evaluation_subset(len(x), self.config, self.device)
         return x[index], y[index]
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        n = len(self.data.x_train)
-        size = n if self.config.optimizer == "gd" else min(self.config.batch_size, n)
-        if size == n:
+        index = self._batches.next()
+        if index is None:
             return self.data.x_train, self.data.y_train
-        if self._cursor + size > len(self._epoch):
-            self._epoch = torch.randperm(n, generator=self._order).to(self.device)
-            self._cursor = 0
-        index = self._epoch[self._cursor:self._cursor + size]
-        self._cursor += size
         return self.data.x_train[index], self.data.y_train[index]
 
     # -- stepping

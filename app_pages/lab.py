@@ -93,6 +93,16 @@ def checkpoint_picker(run_id: str, *, key: str = "step", label: str = "Checkpoin
     return step
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def prediction_at(run_id: str, step: int):
+    """What a stored run predicts at a checkpoint (`engine.views.prediction_view`), cached:
+    the weights of a run's checkpoint never change."""
+    from engine.experiment import load_dataset, load_model
+    from engine.views import prediction_view
+
+    return prediction_view(load_model(store(), run_id, step), load_dataset(store(), run_id))
+
+
 # ---------------------------------------------------------------- analyses as jobs
 
 
@@ -125,11 +135,13 @@ def analysis_result(lens: str, run_id: str, settings: dict, recipe, *, label: st
             del st.session_state[job_key]
             st.rerun()
         return None
-    st.fragment(run_every=POLL_S)(_progress)(job_id)
+    st.fragment(run_every=POLL_S)(job_progress)(job_id)
     return None
 
 
-def _progress(job_id: str) -> None:
+def job_progress(job_id: str) -> None:
+    """A job's progress bar with a Cancel button; reruns the whole page when the job ends.
+    Drawn as a polling fragment: `st.fragment(run_every=POLL_S)(job_progress)(job_id)`."""
     state = jobs().get(job_id, owner())
     if state is None:
         return

@@ -10,9 +10,9 @@ import dataclasses
 import numpy as np
 import streamlit as st
 
-from app_pages.lab import POLL_S, error_sentence, finished_runs, jobs, owner, store
+from app_pages.lab import POLL_S, error_sentence, finished_runs, job_progress, jobs, owner, store
 from engine import presets as preset_files
-from engine.experiment import Experiment, load_watched, train_job
+from engine.experiment import Experiment, load_watched, parse, train_job
 from engine.lazy import sweep_job
 from engine.models import PARAMETRIZATIONS
 from engine.probes import WatchConfig
@@ -251,7 +251,7 @@ def phase_diagram() -> None:
         st.error(sentence)
     if st.button("Run the sweep", type="primary", key="phase:start", disabled=bool(errors)):
         try:
-            grid = [_numbers(alphas, float), _numbers(widths, int), list(range(int(seeds)))]
+            grid = [parse(alphas, [0.0]), parse(widths, [0]), list(range(int(seeds)))]
         except ValueError as exc:
             st.error(error_sentence(exc))
         else:
@@ -262,14 +262,6 @@ def phase_diagram() -> None:
     sweep_result()
 
 
-def _numbers(text: str, kind: type) -> list:
-    try:
-        return [kind(part) for part in text.replace(";", ",").split(",") if part.strip()]
-    except ValueError:
-        raise ValueError(f"'{text}' is not a list of {'whole numbers' if kind is int else 'numbers'} "
-                         "separated by commas.") from None
-
-
 def sweep_result() -> None:
     """The followed sweep: its progress while it runs, its heatmaps when done."""
     job_id = st.session_state.get("sweep_job") or st.query_params.get("sweep")
@@ -277,7 +269,7 @@ def sweep_result() -> None:
     if state is None:
         return
     if not state.done:
-        st.fragment(run_every=POLL_S)(_sweep_progress)(job_id)
+        st.fragment(run_every=POLL_S)(job_progress)(job_id)
         return
     if state.status == "failed":
         st.error(state.error or "The sweep failed.")
@@ -286,16 +278,6 @@ def sweep_result() -> None:
         st.info("The sweep was cancelled; nothing was kept.")
         return
     draw_phase_diagram(state.result)
-
-
-def _sweep_progress(job_id: str) -> None:
-    state = jobs().get(job_id, owner())
-    if state.done:
-        st.rerun()
-    left, right = st.columns([5, 1])
-    left.progress(min(max(state.progress, 0.0), 1.0), text=state.message or "Sweeping…")
-    if right.button("Cancel", key=f"cancel:{job_id}"):
-        jobs().cancel(job_id, owner())
 
 
 def draw_phase_diagram(diagram) -> None:
@@ -326,7 +308,7 @@ def draw_phase_diagram(diagram) -> None:
 
 def saved_runs() -> None:
     """Runs trained with the lazy/rich measures, compared on shared axes."""
-    watched = {r.id: r for r in finished_runs() if "lazy" in load_watched(store(), r.id)}
+    watched = {r.id: r for r in finished_runs() if _watched_lazy(store().settings(r.id))}
     if not watched:
         st.info("No saved run has lazy/rich measures yet: train some here, or tick "
                 "\"Lazy/rich measures\" on the Train page.")
@@ -338,6 +320,11 @@ def saved_runs() -> None:
     histories = {watched[i].name: History.from_dict(store().metrics(i)) for i in chosen}
     measures = {watched[i].name: load_watched(store(), i)["lazy"] for i in chosen}
     comparison_figures(histories, measures, key="saved")
+
+
+def _watched_lazy(settings: dict) -> bool:
+    watch = settings.get("watch", {})
+    return bool(watch.get("lazy") or watch.get("twin"))
 
 
 def lazy_page() -> None:

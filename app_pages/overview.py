@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 import streamlit as st
 
-from app_pages.lab import error_sentence, jobs, owner, store
+from app_pages.lab import error_sentence, jobs, owner, prediction_at, store
 from engine import recipes
 from engine.experiment import load_watched
 from viz import geometry as geometry_figures
@@ -273,7 +273,7 @@ def training_panel(run: dict, step: int, figures: list) -> None:
             figures.append(("Training curves", figure))
         else:
             st.caption("The curves appear when the run finishes (or follow it live from the Train page's session).")
-        figure = prediction_figure(view_at(run["id"], step))
+        figure = prediction_figure(prediction_at(run["id"], step))
         figure.update_layout(height=HEIGHT)
         st.plotly_chart(figure, key=f"overview-{run['id']}-view", width="stretch")
         figures.append((f"Predictions (step {step:,})", figure))
@@ -282,14 +282,6 @@ def training_panel(run: dict, step: int, figures: list) -> None:
             figure = lazy_figures.measures_figure({run["name"]: watched["lazy"]}, columns=2)
             st.plotly_chart(figure, key=f"overview-{run['id']}-lazy", width="stretch")
             figures.append(("Lazy/rich measures", figure))
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def view_at(run_id: str, step: int):
-    from engine.experiment import load_dataset, load_model
-    from engine.views import prediction_view
-
-    return prediction_view(load_model(store(), run_id, step), load_dataset(store(), run_id))
 
 
 def run_column(run_id: str, step_key: str, figures: list, wants: list) -> None:

@@ -6,22 +6,15 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
-from engine.experiment import Experiment, load_dataset, load_model
+from engine.experiment import Experiment
 from engine.results import History
-from engine.views import prediction_view
-from app_pages.lab import error_sentence, store
+from app_pages.lab import error_sentence, prediction_at, store
 from viz.predictions import prediction_figure
 from viz.training import compare_curves, training_curves
 
 MAX_COMPARED = 4
 METRICS = {"test_loss": "Test loss", "train_loss": "Train loss (every step)",
            "test_accuracy": "Test accuracy", "eval_train_loss": "Train loss (evaluated)"}
-
-
-@st.cache_data(max_entries=16, show_spinner="Computing the final predictions…")
-def final_view(run_id: str, _finished: float):
-    """The prediction view of a run's last checkpoint (cached per run and finish time)."""
-    return prediction_view(load_model(store(), run_id), load_dataset(store(), run_id))
 
 
 def chosen_runs(runs) -> list[str]:
@@ -52,7 +45,7 @@ def open_run(run_id: str) -> None:
     left.plotly_chart(training_curves(history_of(run_id)), key=f"curves-{run_id}", width="stretch")
     if settings["status"] != "running" and store().checkpoint_steps(run_id):
         try:
-            view = final_view(run_id, settings.get("finished", 0.0))
+            view = prediction_at(run_id, store().checkpoint_steps(run_id)[-1])
             right.plotly_chart(prediction_figure(view), key=f"view-{run_id}", width="stretch")
         except ValueError as exc:
             right.error(error_sentence(exc))

@@ -289,7 +289,7 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         self.step_count += 1
-        self._pending.append(loss.detach() * self.loss_unit)
+        self._pending.append(loss.detach())
         if len(self._pending) >= FLUSH_EVERY:
             self.flush()
 
@@ -309,7 +309,7 @@ class Trainer:
         """Move the pending per-step losses to the history and look for divergence."""
         if not self._pending:
             return
-        values = torch.stack(self._pending).tolist()
+        values = (torch.stack(self._pending) * self.loss_unit).tolist()  # the unit once per flush, not per step
         first = self.step_count - len(values) + 1
         self._pending = []
         for i, value in enumerate(values):

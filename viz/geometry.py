@@ -14,7 +14,7 @@ from plotly.subplots import make_subplots
 from engine.results import Embedding, EmbeddingFrames, GeometryCurves, RDMSet, SimilarityMatrix, UnitMatch
 from viz.style import (
     OUTLINE_COLOR, REFERENCE_COLOR, SEQUENTIAL_SCALE, base_layout, class_color, equal_aspect,
-    no_data, scatter_trace, value_color_axis,
+    no_data, scatter_trace, selected_customdata, value_color_axis,
 )
 
 POINT_SIZE = 6
@@ -275,12 +275,8 @@ def selected_samples(selection: Mapping | None) -> list[int]:
             event itself), whose points carry the sample number as `customdata` (as the
             traces of `embedding_scatter` do). None or an empty selection gives [].
     """
-    if not selection:
-        return []
-    selection = selection.get("selection", selection)
     samples: list[int] = []
-    for point in selection.get("points", []) or []:
-        data = point.get("customdata")
+    for data in selected_customdata(selection):
         if isinstance(data, (list, tuple)):
             data = data[0] if data else None
         if data is not None and int(data) not in samples:

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from engine.results import LazyMeasures
-from viz.style import REFERENCE_COLOR, SEQUENTIAL_SCALE, base_layout, class_color, no_data
+from viz.style import REFERENCE_COLOR, SEQUENTIAL_SCALE, base_layout, class_color, no_data, selected_customdata
 
 # (field of LazyMeasures, panel title, formula shown on hover, log scale)
 MEASURES = [
@@ -126,11 +126,7 @@ def selected_cell(selection: Mapping | None) -> Optional[tuple[int, int]]:
     Args:
         selection: Streamlit's selection state of the chart (the event or its `selection`).
     """
-    if not selection:
-        return None
-    selection = selection.get("selection", selection)
-    for point in selection.get("points", []) or []:
-        data = point.get("customdata")
+    for data in selected_customdata(selection):
         if isinstance(data, (list, tuple)) and len(data) == 2:
             return int(data[0]), int(data[1])
     return None

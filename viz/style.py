@@ -141,3 +141,16 @@ def image_trace(image: np.ndarray, zrange: tuple[float, float]) -> go.BaseTraceT
         return go.Image(z=rgb.transpose(1, 2, 0).astype(np.uint8), hoverinfo="skip")
     return go.Heatmap(z=image.mean(axis=0), zmin=zrange[0], zmax=zrange[1], colorscale="Greys",
                       showscale=False, hovertemplate="%{z:.2f}<extra></extra>")
+
+
+def selected_customdata(selection) -> list:
+    """The `customdata` of each point a user picked on a chart, in the order picked.
+
+    Args:
+        selection: Streamlit's selection state of a plotly chart (the event, or its
+            `selection`); None or an empty selection gives [].
+    """
+    if not selection:
+        return []
+    selection = selection.get("selection", selection)
+    return [point["customdata"] for point in selection.get("points", []) or [] if point.get("customdata") is not None]

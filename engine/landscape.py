@@ -692,9 +692,12 @@ def linear_path(model_a: Weights, model_b: Weights, loss: LossArg, x, y,
                 model: Optional[nn.Module] = None) -> LinearPath:
     """The loss along the straight path (1 - t) a + t b, and its barrier.
 
-    barrier = max over t of L(t) - ((1 - t) L(a) + t L(b)), the bump above the chord between
-    the endpoints' losses (Frankle et al. 2020): about zero when a and b are linearly mode
-    connected. The endpoints are always evaluated, whatever `ts` holds.
+    barrier = max over t in [0, 1] of L(t) - ((1 - t) L(a) + t L(b)), the bump above the
+    chord between the endpoints' losses (Garipov et al. 2018, Frankle et al. 2020): about zero
+    when a and b are linearly mode connected. Points of `ts` outside [0, 1] are drawn but do
+    not count: beyond an endpoint the loss rises above the extended chord for any convex
+    valley, which is no barrier between a and b. The endpoints are always evaluated, whatever
+    `ts` holds.
 
     Args:
         model_a, model_b: two models of one architecture, or their weights as dicts.
@@ -711,7 +714,9 @@ def linear_path(model_a: Weights, model_b: Weights, loss: LossArg, x, y,
                     xs=np.concatenate([ts, [0.0, 1.0]]), center=a, batch_size=batch_size)
     loss_a, loss_b = curve.loss[-2:]
     all_ts = curve.xs
-    barrier = float(np.max(curve.loss - ((1 - all_ts) * loss_a + all_ts * loss_b)))
+    between = (all_ts >= 0.0) & (all_ts <= 1.0)  # never empty: the endpoints are in all_ts
+    bump = curve.loss - ((1 - all_ts) * loss_a + all_ts * loss_b)
+    barrier = float(np.max(bump[between]))
     accuracy = None if curve.accuracy is None else curve.accuracy[:-2]
     return LinearPath(xs=ts, loss=curve.loss[:-2], accuracy=accuracy, barrier=barrier,
                       settings={**curve.settings, "loss_a": float(loss_a), "loss_b": float(loss_b)})

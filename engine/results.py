@@ -207,7 +207,7 @@ class LinearPath:
         xs: (T,) the path coordinates t (0 is a, 1 is b).
         loss: (T,) mean loss at each t.
         accuracy: (T,) for class labels; None otherwise.
-        barrier: max over t of L(t) minus the chord between the endpoints' losses.
+        barrier: max over t in [0, 1] of L(t) minus the chord between the endpoints' losses.
         settings: what made it, with the endpoints' losses `loss_a` and `loss_b`.
     """
 

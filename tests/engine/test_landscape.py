@@ -263,6 +263,32 @@ def test_linear_path_barrier_is_the_bump_above_the_chord(problem):
     assert path.barrier == pytest.approx(np.max(losses - chord), abs=1e-5)
 
 
+def scalar_chain(u, v):
+    """f(x) = v u x: two one-weight linear layers. Fitting y = x under MSE, the straight path
+    from (1, 1) to (-1, -1) has the product (1 - 2t)^2, so L(t) = m ((1 - 2t)^2 - 1)^2 =
+    16 m t^2 (1 - t)^2 with m = mean(x^2): zero at both ends, a bump of m at t = 1/2, and
+    25 m / 16 at the extrapolated t = 1.25."""
+    model = nn.Sequential(nn.Linear(1, 1, bias=False), nn.Linear(1, 1, bias=False)).double()
+    with torch.no_grad():
+        model[0].weight.fill_(u)
+        model[1].weight.fill_(v)
+    return model
+
+
+def test_linear_path_follows_the_closed_form_loss_of_a_scalar_chain():
+    x = torch.tensor([[1.0], [-2.0]], dtype=torch.float64)  # m = mean(x^2) = 2.5
+    ts = np.linspace(-0.25, 1.25, 7)
+    path = landscape.linear_path(scalar_chain(1, 1), scalar_chain(-1, -1), "mse", x, x, ts=ts)
+    np.testing.assert_allclose(path.loss, 16 * 2.5 * ts ** 2 * (1 - ts) ** 2, atol=1e-12)
+
+
+def test_linear_path_barrier_counts_only_the_points_between_the_endpoints():
+    x = torch.tensor([[1.0], [-2.0]], dtype=torch.float64)  # m = 2.5; L(1.25) = 3.90625
+    path = landscape.linear_path(scalar_chain(1, 1), scalar_chain(-1, -1), "mse", x, x,
+                                 ts=np.linspace(-0.25, 1.25, 7))
+    assert path.barrier == pytest.approx(2.5, abs=1e-12)
+
+
 def test_plane_through_three_models_puts_them_at_their_coordinates(problem):
     model = problem[0]
     w0, w1, w2 = ({k: v.detach() for k, v in build(ModelSpec(width=8, depth=2, seed=s), (2,), 3)

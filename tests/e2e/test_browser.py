@@ -1,6 +1,5 @@
 """The app in a real browser: every page renders, and a training updates live, then finishes."""
 import re
-import time
 
 import pytest
 
@@ -13,8 +12,8 @@ NAV = ["Home", "Train", "Runs", "Overview", "Loss landscape", "Neural tangent ke
 # lens page -> how many charts it draws for a small 2-D classification run
 LENS_CHARTS = {"landscape": 3, "ntk": 10, "geometry": 5, "levelset": 3, "pruning": 9}
 STEP = re.compile(r"step ([\d,]+)")
-SPEED = re.compile(r"([\d,]+) steps/s")
-MIN_STEPS_PER_S = 30  # a 64-wide MLP on moons trains at ~200 steps/s on 2 CPU cores
+# A run that cannot finish while a test watches it (hours on any machine): tests stop it.
+LONG_RUN = 10_000_000
 
 
 def wait_idle(page, timeout=60_000):
@@ -23,13 +22,17 @@ def wait_idle(page, timeout=60_000):
     page.wait_for_selector("[data-test-script-state='notRunning']", timeout=timeout)
 
 
+def wait_for_charts(page, count: int, timeout=120_000) -> None:
+    """Wait until at least `count` plotly charts are on the page."""
+    page.wait_for_function(
+        "n => document.querySelectorAll(\"[data-testid='stPlotlyChart']\").length >= n", arg=count, timeout=timeout)
+
+
 def open_lens(page, url: str, name: str) -> None:
     """Open a lens page on the stored run and wait until its analyses (jobs, polled by their
     progress bars) have drawn every chart."""
     open_page(page, url, PAGES[name])
-    page.wait_for_function(
-        f"() => document.querySelectorAll(\"[data-testid='stPlotlyChart']\").length >= {LENS_CHARTS[name]}",
-        timeout=120_000)
+    wait_for_charts(page, LENS_CHARTS[name])
     wait_idle(page)
 
 
@@ -63,11 +66,6 @@ def progress_text(page) -> str:
     return page.locator("[data-testid='stProgress']").first.inner_text()
 
 
-def speed_of(text: str) -> int:
-    match = SPEED.search(text)
-    return int(match.group(1).replace(",", "")) if match else -1
-
-
 def step_of(text: str) -> int:
     match = STEP.search(text)
     return int(match.group(1).replace(",", "")) if match else -1
@@ -80,40 +78,54 @@ def test_every_page_renders(page, app_url, artifacts, name):
     page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)
 
 
-def test_training_updates_live_and_finishes(page, app_url, artifacts):
-    open_page(page, app_url, "/train")
-    steps = page.get_by_label("Steps", exact=True)
-    steps.fill("4000")
-    steps.press("Enter")
-    # The page writes changed settings into the URL: that is the sign the rerun happened.
-    page.wait_for_url(re.compile(r"train\.steps=4000"))
+def set_steps(page, steps: int) -> None:
+    """Type a step count into the sidebar and wait for the rerun that writes it into the URL."""
+    field = page.get_by_label("Steps", exact=True)
+    field.fill(str(steps))
+    field.press("Enter")
+    page.wait_for_url(re.compile(rf"train\.steps={steps}\b"))
     wait_idle(page)
 
+
+def wait_for_progress(page, pattern: str, timeout=60_000) -> None:
+    """Wait until the live progress bar's text matches the regular expression `pattern`."""
+    page.wait_for_function(
+        "p => new RegExp(p).test(document.querySelector(\"[data-testid='stProgress']\")?.innerText || '')",
+        arg=pattern, timeout=timeout)
+
+
+def test_training_updates_live_and_stops_on_request(page, app_url, artifacts):
+    """A run far too long to finish during the test: it moves on by itself, and Stop keeps it."""
+    open_page(page, app_url, "/train")
+    set_steps(page, LONG_RUN)
     page.get_by_role("button", name="Start").click()
     page.wait_for_selector("[data-testid='stPlotlyChart']", timeout=60_000)
-    page.wait_for_function(
-        "() => /running · step [1-9]/.test(document.querySelector(\"[data-testid='stProgress']\")?.innerText || '')",
-        timeout=60_000)
-    first = progress_text(page)
-    first_step = step_of(first)
-    assert "running" in first and first_step > 0, first
+    wait_for_progress(page, r"running · step [1-9]")
+    first_step = step_of(progress_text(page))
 
     # Live: the step count moves on while the job runs, without any click.
-    deadline = time.monotonic() + 30
-    while True:
-        text = progress_text(page)
-        if step_of(text) > first_step:
-            break
-        assert time.monotonic() < deadline, f"no progress after {first!r}: still {text!r}"
-        page.wait_for_timeout(250)
-    assert "running" in text or "done" in text, text
+    page.wait_for_function(
+        """first => { const m = /step ([\\d,]+)/.exec(document.querySelector("[data-testid='stProgress']")?.innerText || '');
+                      return m && parseInt(m[1].replace(/,/g, '')) > first; }""",
+        arg=first_step, timeout=60_000)
     page.screenshot(path=str(artifacts / "train-running.png"), full_page=True)
-    # Watching must not slow training to a crawl (browser, server and job share the CPU).
-    assert speed_of(text) >= MIN_STEPS_PER_S, f"training runs slowly while watched: {text!r}"
 
-    page.wait_for_selector("[data-testid='stAlertContentSuccess']", timeout=60_000)
+    page.get_by_role("button", name="Stop").click()
+    page.wait_for_selector("text=the run is saved", timeout=60_000)
     wait_idle(page)
-    assert "done" in progress_text(page) and step_of(progress_text(page)) == 4000, progress_text(page)
+    assert "cancelled" in progress_text(page), progress_text(page)
+    assert step_of(progress_text(page)) > first_step
+    assert page.get_by_role("button", name="Start").is_enabled()
+
+
+def test_a_short_training_finishes_and_is_listed(page, app_url, artifacts):
+    open_page(page, app_url, "/train")
+    set_steps(page, 300)
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_selector("[data-testid='stAlertContentSuccess']", timeout=120_000)
+    wait_idle(page)
+    assert "done" in progress_text(page) and step_of(progress_text(page)) == 300, progress_text(page)
+    wait_for_charts(page, 2)  # curves and predictions (plotly mounts after the script run ends)
     assert page.locator("[data-testid='stPlotlyChart']").count() == 2
     assert page.locator("[data-testid='stException']").count() == 0
     assert page.get_by_role("button", name="Start").is_enabled()
@@ -124,13 +136,14 @@ def test_training_updates_live_and_finishes(page, app_url, artifacts):
     assert page.get_by_text("No runs yet").count() == 0
     page.locator("[data-testid='stMultiSelect']").first.click()
     options = page.get_by_role("option")
-    assert options.count() == 1, [options.nth(i).inner_text() for i in range(options.count())]
-    options.first.click()
+    labels = [options.nth(i).inner_text() for i in range(options.count())]
+    done = [i for i, label in enumerate(labels) if "· done ·" in label]  # the stopped run is "cancelled"
+    assert len(done) == 1, labels
+    options.nth(done[0]).click()
     page.keyboard.press("Escape")
-    page.wait_for_selector("[data-testid='stPlotlyChart']", timeout=60_000)
+    wait_for_charts(page, 2)  # curves and predictions
     wait_idle(page)
     assert page.locator("[data-testid='stException']").count() == 0
-    assert page.locator("[data-testid='stPlotlyChart']").count() == 2  # curves and predictions
     page.screenshot(path=str(artifacts / "runs-after-training.png"), full_page=True)
 
 
@@ -174,15 +187,12 @@ def test_levelset_clicking_a_sample_on_the_map_picks_the_source(page, lens_app_u
 
 
 def test_the_overview_follows_a_training_run(page, fresh_app_url, artifacts):
-    open_page(page, fresh_app_url, "/train?train.steps=8000&train.checkpoint_every=200")
+    open_page(page, fresh_app_url, f"/train?train.steps={LONG_RUN}&train.checkpoint_every=200")
     page.get_by_role("button", name="Start").click()
-    page.wait_for_function(
-        "() => /running · step [1-9]/.test(document.querySelector(\"[data-testid='stProgress']\")?.innerText || '')",
-        timeout=60_000)
+    wait_for_progress(page, r"running · step [1-9]")
     page.locator("[data-testid='stSidebarNavLink']", has_text="Overview").click()
     page.wait_for_selector("text=· training", timeout=60_000)  # the run is followed while it trains
-    page.wait_for_function("() => document.querySelectorAll(\"[data-testid='stPlotlyChart']\").length >= 5",
-                           timeout=120_000)
+    wait_for_charts(page, 5)
     assert page.locator("[data-testid='stException']").count() == 0
     page.screenshot(path=str(artifacts / "overview-live.png"), full_page=True)
     page.locator("[data-testid='stSidebarNavLink']", has_text="Train").click()

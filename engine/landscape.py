@@ -132,9 +132,11 @@ def random_direction(model: nn.Module, norm: Optional[str] = "filter",
             "layer": every tensor gets the norm of its weight tensor;
             "model": the whole vector gets the norm of the weights it covers;
             None: raw N(0, 1) entries.
-            Only parameters with more than one dimension are random; see `ignore`.
-        ignore: "biasbn" gives parameters with one dimension (biases, norm scales) a zero
-            direction, so they stay put; None gives them d = w (they scale with the step).
+            Only parameters with more than one dimension are random, except those of
+            normalization layers (BatchNorm, LayerNorm, GroupNorm...); see `ignore`.
+        ignore: "biasbn" gives the other parameters (biases, BatchNorm weights and biases,
+            every normalization layer's parameters) a zero direction, so they stay put; None
+            gives them d = w (they scale with the step).
         seed: the random seed (the same seed gives the same direction on every device).
 
     Returns:
@@ -146,32 +148,50 @@ def random_direction(model: nn.Module, norm: Optional[str] = "filter",
         raise ValueError(f"'ignore' must be one of {IGNORES}, not {ignore!r}.")
     generator = torch.Generator().manual_seed(seed)  # on the CPU: the same draw everywhere
     weights = parameters(model)
+    random = random_part(model)
     direction = {}
     for name, w in weights.items():
-        if w.dim() <= 1:
+        if name not in random:
             direction[name] = torch.zeros_like(w) if ignore == "biasbn" else w.clone()
         else:
             d = torch.randn(w.shape, generator=generator, dtype=w.dtype)
             direction[name] = _normalize_tensor(d.to(w.device), w, norm)
     if norm == "model":
-        _normalize_whole(direction, weights)
+        _normalize_whole(direction, weights, random)
     return direction
 
 
+# Layers that rescale their inputs: a step along their parameters means something else than
+# a step along a filter's, so random directions leave them alone (Li et al. 2018, sec. 4).
+NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
+
+
+def random_part(model: nn.Module) -> list[str]:
+    """The parameters a random direction draws: those with more than one dimension (the
+    weights of linear and conv layers, embeddings), except normalization layers' ones."""
+    normalizing = {f"{prefix}.{name}" if prefix else name
+                   for prefix, module in model.named_modules() if isinstance(module, NORM_LAYERS)
+                   for name, _ in module.named_parameters(recurse=False)}
+    return [name for name, w in model.named_parameters() if w.dim() > 1 and name not in normalizing]
+
+
 def _normalize_tensor(d: torch.Tensor, w: torch.Tensor, norm: Optional[str]) -> torch.Tensor:
-    """Rescale one random tensor: per slice along dim 0 ("filter") or as a whole ("layer")."""
+    """Rescale one random tensor: per slice along dim 0 ("filter") or as a whole ("layer").
+
+    A slice along dim 0 is one output unit: a row of a linear layer, or one conv filter
+    with all its input channels and kernel positions (Li et al.'s filter normalization).
+    """
     if norm == "filter":
         dims = tuple(range(1, d.dim()))
-        scale = w.norm(dim=dims, keepdim=True) / d.norm(dim=dims, keepdim=True).clamp_min(1e-12)
-        return d * scale
+        d_norms = torch.linalg.vector_norm(d, dim=dims, keepdim=True)
+        return d * (torch.linalg.vector_norm(w, dim=dims, keepdim=True) / d_norms.clamp_min(1e-12))
     if norm == "layer":
         return d * (w.norm() / d.norm().clamp_min(1e-12))
     return d
 
 
-def _normalize_whole(direction: Params, weights: Params) -> None:
-    """Rescale the random tensors (more than one dimension) together to the weights' norm."""
-    random = [name for name, w in weights.items() if w.dim() > 1]
+def _normalize_whole(direction: Params, weights: Params, random: list[str]) -> None:
+    """Rescale the random tensors together to the norm of the weights they cover."""
     d_norm = math.sqrt(sum(float(direction[n].double().pow(2).sum()) for n in random))
     w_norm = math.sqrt(sum(float(weights[n].double().pow(2).sum()) for n in random))
     for name in random:
@@ -559,6 +579,8 @@ def _evaluate(model: nn.Module, loss: LossArg, x, y, weights_of: Callable[[int, 
     if chain is not None and not (chain.flattens or x.dim() == 2):
         chain = None  # nn.Linear on inputs with more dimensions maps the last one: not a chain
 
+    route = {"batched": True}  # vmap over points, until an operation refuses it
+
     def evaluate_chunk(weights: Params, count: int, xb: torch.Tensor, yb: torch.Tensor):
         """Loss and correct count at each of the `count` points whose weights are given.
 
@@ -573,7 +595,16 @@ def _evaluate(model: nn.Module, loss: LossArg, x, y, weights_of: Callable[[int, 
             return loss_value.expand(count), correct.expand(count)
         if chain is not None:
             return _chain_loss_and_correct(loss_fn, chain, classify, weights, xb, yb, count)
-        return vmap(loss_and_correct, in_dims=(batched, None, None))(weights, xb, yb)
+        if route["batched"]:
+            try:
+                return vmap(loss_and_correct, in_dims=(batched, None, None))(weights, xb, yb)
+            except RuntimeError:
+                # An operation vmap cannot batch (a .item(), control flow on values): from
+                # now on one point at a time. A genuine error raises again in the loop.
+                route["batched"] = False
+        points = [loss_and_correct({k: t if batched[k] is None else t[i] for k, t in weights.items()},
+                                   xb, yb) for i in range(count)]
+        return tuple(torch.stack(values) for values in zip(*points))
 
     losses, corrects = [], []
     with torch.no_grad(), eval_mode(model):
@@ -591,9 +622,23 @@ def _evaluate(model: nn.Module, loss: LossArg, x, y, weights_of: Callable[[int, 
             corrects.append(total_correct / n)
             if progress is not None:
                 progress(stop / n_points)
-    plan = {"n_samples": n, "batch_size": batch, "points_per_chunk": chunk, "device": str(p.device)}
+    plan = {"n_samples": n, "batch_size": batch, "points_per_chunk": chunk, "device": str(p.device),
+            "mode": evaluation_mode(model),
+            "points_at_once": "chain" if chain is not None else "vmap" if route["batched"] else "one by one"}
     accuracy = torch.cat(corrects).cpu().numpy() if classify else None
     return torch.cat(losses).cpu().numpy(), accuracy, plan
+
+
+def evaluation_mode(model: nn.Module) -> str:
+    """How `_evaluate` runs the model, for a result's settings: always in eval mode, so that
+    BatchNorm normalizes with the checkpoint's running statistics (its buffers), the same at
+    every weight point, rather than with each batch's own statistics."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return "eval"
+    if all(m.track_running_stats for m in norms):
+        return "eval, BatchNorm with the checkpoint's running statistics"
+    return "eval, BatchNorm without running statistics uses each batch's own"
 
 
 def plane_points(origin: Params, directions: list[Params], coefficients: np.ndarray):

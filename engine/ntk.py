@@ -27,8 +27,9 @@ Two methods give the same numbers:
       Theta_ab(x, x') = (m^2 h(x).h(x') + [has bias]) * delta_a(x).delta_b(x'),
 
   a Gram matrix of layer inputs times a Gram matrix of backpropagated deltas; the deltas of
-  all O outputs come from one explicit backward pass with O columns. No P-sized Jacobian is
-  ever formed. `Centered(model, alpha)` has alpha^2 times its inner model's kernel.
+  all O outputs come from one explicit backward pass with O columns (one column, ones(O) /
+  sqrt(O), for the pseudo kernel). No P-sized Jacobian is ever formed. `Centered(model, alpha)`
+  has alpha^2 times its inner model's kernel.
 
 `method="auto"` takes the structured path whenever the model qualifies. Before computing, the
 memory a kernel needs is estimated: the work is chunked to fit, or refused with a ValueError
@@ -47,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import math
 import os
 from typing import NamedTuple, Optional
 
@@ -179,7 +181,7 @@ def empirical_ntk(model: nn.Module, x1, x2=None, kind: str = "trace", layerwise:
         like = next(iter(params.values()))
         x1 = as_tensor(x1, like)
         x2 = None if x2 is None else as_tensor(x2, like)
-        source = _feature_source(model, params, constants, x1, method)
+        source = _feature_source(model, params, constants, x1, method, kind)
         n_outputs = _output_count(model, params, constants, x1)
         chunk, keep_columns = _plan(source, x1, x2, kind, n_outputs, layerwise, chunk, memory_limit)
         parts = _assemble(source, x1, x2, kind, n_outputs, chunk, layerwise, keep_columns)
@@ -227,7 +229,7 @@ def _output_count(model, params, constants, x) -> int:
     return functional_call(model, (params, constants), (x[:1],)).reshape(1, -1).shape[1]
 
 
-def _feature_source(model, params, constants, x, method):
+def _feature_source(model, params, constants, x, method, kind):
     """The structured source when asked or possible, else the Jacobian contraction."""
     stack = _linear_stack(model, x) if method != "contraction" else None
     if method == "structured" and stack is None:
@@ -237,9 +239,19 @@ def _feature_source(model, params, constants, x, method):
             "use method='contraction' for this model."
         )
     if stack is None:
-        return _Jacobians(model, params, constants)
+        return _Jacobians(model, params, constants, kind)
     layers, scale, flatten = stack
-    return _LinearStack(layers, scale, flatten, params, constants)
+    return _LinearStack(layers, scale, flatten, params, constants, kind)
+
+
+def _directions(kind: str, n_outputs: int) -> int:
+    """How many output directions a source differentiates: the O unit vectors, or for the
+    pseudo kernel the single direction ones(O) / sqrt(O).
+
+    The pNTK is g(x).g(x') with g the gradient of sum_a f_a / sqrt(O), so one backward
+    column gives it; summing the O columns' blocks afterwards would pay O of them.
+    """
+    return 1 if kind == "pseudo" else n_outputs
 
 
 # -- the two feature sources: per-sample derivatives of a chunk, and the blocks they make
@@ -248,17 +260,22 @@ def _feature_source(model, params, constants, x, method):
 class _Jacobians:
     """Per-sample Jacobians of the outputs in every parameter (the reference method)."""
 
-    def __init__(self, model: nn.Module, params: dict, constants: dict):
+    def __init__(self, model: nn.Module, params: dict, constants: dict, kind: str):
         self.params = params
         self.groups = sorted({layer_of(n) for n in params})
 
         def outputs(p, x):  # one sample's outputs as a flat (O,) vector
             return functional_call(model, (p, constants), (x.unsqueeze(0),)).reshape(-1)
 
-        self._jacobian = vmap(jacrev(outputs), in_dims=(None, 0))
+        def summed_output(p, x):  # the pseudo kernel's one direction: sum_a f_a / sqrt(O), as (1,)
+            f = outputs(p, x)
+            return f.sum(0, keepdim=True) / math.sqrt(f.shape[0])
+
+        self._jacobian = vmap(jacrev(summed_output if kind == "pseudo" else outputs), in_dims=(None, 0))
 
     def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """name -> (n, O, size of the parameter) Jacobian of the chunk's outputs."""
+        """name -> (n, C, size of the parameter) Jacobian of the chunk's C output directions
+        (see `_directions`)."""
         jacobians = self._jacobian(self.params, x)
         return {name: j.reshape(j.shape[0], j.shape[1], -1) for name, j in jacobians.items()}
 
@@ -271,18 +288,19 @@ class _Jacobians:
             out[group] = out[group] + block if group in out else block
         return out
 
-    def floats_per_sample(self, n_outputs: int) -> int:
+    def floats_per_sample(self, directions: int) -> int:
         # The Jacobian itself plus about as much for jacrev's intermediates (an estimate).
-        return 2 * n_outputs * sum(p.numel() for p in self.params.values())
+        return 2 * directions * sum(p.numel() for p in self.params.values())
 
 
 class _LinearStack:
     """Layer inputs and backpropagated deltas of linear layers and elementwise activations."""
 
-    def __init__(self, layers: list, scale: float, flatten: bool, params: dict, constants: dict):
+    def __init__(self, layers: list, scale: float, flatten: bool, params: dict, constants: dict, kind: str):
         self.layers = layers  # [(module name, module)] in forward order
         self.scale = scale
         self.flatten = flatten
+        self.pseudo = kind == "pseudo"
         self.tensors = {**constants, **params}
         self.trainable = set(params)
         self.groups = [name for name, m in layers if isinstance(m, LINEAR)]
@@ -293,8 +311,9 @@ class _LinearStack:
         return z + bias if bias is not None else z
 
     def features(self, x: torch.Tensor) -> list[tuple]:
-        """Per linear layer: (name, input h (n, fan_in), deltas (n, O, fan_out), weight factor,
-        bias factor). A factor is zero for a frozen or missing parameter."""
+        """Per linear layer: (name, input h (n, fan_in), deltas (n, C, fan_out), weight factor,
+        bias factor) for the C output directions of `_directions`. A factor is zero for a
+        frozen or missing parameter."""
         h = x.flatten(1) if self.flatten else x
         tape = []  # forward: linear layers' inputs, activations' slopes
         for name, module in self.layers:
@@ -304,16 +323,21 @@ class _LinearStack:
             else:
                 h, slope = _value_and_slope(module, h)
                 tape.append((None, None, slope))
-        n_outputs = h.shape[1]
-        delta = torch.eye(n_outputs, dtype=h.dtype, device=h.device).expand(len(h), -1, -1)
+        delta = self._output_directions(h.shape[1], h).expand(len(h), -1, -1)
         features = []
-        for name, module, saved in reversed(tape):  # backward, all O outputs at once
+        for name, module, saved in reversed(tape):  # backward, all directions at once
             if module is None:
                 delta = delta * saved.unsqueeze(1)
                 continue
             features.append((name, saved, delta, *self._factors(name, module)))
             delta = _multiplier(module) * (delta @ self.tensors[f"{name}.weight"])
         return features[::-1]
+
+    def _output_directions(self, n_outputs: int, like: torch.Tensor) -> torch.Tensor:
+        """(C, O): the rows are the output directions v whose derivatives d(v . f) are wanted."""
+        if self.pseudo:
+            return torch.full((1, n_outputs), n_outputs**-0.5, dtype=like.dtype, device=like.device)
+        return torch.eye(n_outputs, dtype=like.dtype, device=like.device)
 
     def _factors(self, name: str, module: nn.Linear) -> tuple[float, float]:
         weight = _multiplier(module) ** 2 if f"{name}.weight" in self.trainable else 0.0
@@ -328,10 +352,10 @@ class _LinearStack:
             out[name] = self.scale**2 * _times_gram(_contract(da, db, kind), gram, kind)
         return out
 
-    def floats_per_sample(self, n_outputs: int) -> int:
+    def floats_per_sample(self, directions: int) -> int:
         # Inputs, deltas and slopes of each layer, twice over for temporaries (an estimate).
         sizes = [(m.in_features, m.out_features) for _, m in self.layers if isinstance(m, LINEAR)]
-        return 2 * sum(fan_in + 2 * n_outputs * fan_out for fan_in, fan_out in sizes)
+        return 2 * sum(fan_in + 2 * directions * fan_out for fan_in, fan_out in sizes)
 
 
 def _value_and_slope(activation: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -383,19 +407,18 @@ def _flattens_samples(module: nn.Module) -> bool:
 
 
 def _contract(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
-    """The kernel block of per-sample output derivatives a (n, O, F) and b (m, O, F).
+    """The kernel block of per-sample derivatives a (n, C, F) and b (m, C, F) of C output
+    directions (see `_directions`).
 
     Internal layouts: full (n, O, m, O), diagonal (n, m, O), trace and pseudo (n, m).
     """
     n, o, m = a.shape[0], a.shape[1], b.shape[0]
     if kind == "full":
         return (a.reshape(n * o, -1) @ b.reshape(m * o, -1).T).reshape(n, o, m, o)
-    if kind == "trace":
-        return a.reshape(n, -1) @ b.reshape(m, -1).T
     if kind == "diagonal":
         return (a.transpose(0, 1) @ b.permute(1, 2, 0)).permute(1, 2, 0)
-    # pseudo: derivatives of sum_a f_a / sqrt(O), so (sum_a a) . (sum_b b) / O
-    return (a.sum(1) @ b.sum(1).T) / o
+    # trace sums over the O directions; pseudo has its one direction, sum_a f_a / sqrt(O)
+    return a.reshape(n, -1) @ b.reshape(m, -1).T
 
 
 def _times_gram(block: torch.Tensor, gram: torch.Tensor, kind: str) -> torch.Tensor:
@@ -520,7 +543,7 @@ def _plan(source, x1, x2, kind, n_outputs, layerwise, chunk, memory_limit) -> tu
             f"{_gb(budget)} GB it may use. Use kind 'trace' or 'pseudo', fewer samples, or a "
             "larger memory_limit."
         )
-    sample_bytes = source.floats_per_sample(n_outputs) * item
+    sample_bytes = source.floats_per_sample(_directions(kind, n_outputs)) * item
 
     def work(c: int) -> float:  # features of a row and a column chunk, and a few blocks
         return kernel_bytes + 2 * c * sample_bytes + 3 * c * c * _entries(kind, n_outputs) * item

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from engine.models import Square
+from engine.modes import evaluating
 
 Array = torch.Tensor | np.ndarray
 
@@ -134,21 +135,19 @@ def activations(model: nn.Module, x: Array, layers: Iterable[str] | None = None,
         return hook
 
     hooks = [modules[name].register_forward_hook(keep_output(name)) for name in layers]
-    was_training = model.training
-    model.eval()
     try:
-        collected = {name: [] for name in layers}
-        for start in range(0, len(x), batch_size):
-            latest.clear()
-            model(x[start:start + batch_size])
-            for name in layers:
-                if name not in latest:
-                    raise ValueError(f"Module {name} did not run in the model's forward pass.")
-                collected[name].append(latest[name].flatten(1).float().cpu())
+        with evaluating(model):
+            collected = {name: [] for name in layers}
+            for start in range(0, len(x), batch_size):
+                latest.clear()
+                model(x[start:start + batch_size])
+                for name in layers:
+                    if name not in latest:
+                        raise ValueError(f"Module {name} did not run in the model's forward pass.")
+                    collected[name].append(latest[name].flatten(1).float().cpu())
     finally:
         for hook in hooks:
             hook.remove()
-        model.train(was_training)
     return {name: torch.cat(parts) for name, parts in collected.items()}
 
 

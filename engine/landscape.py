@@ -27,7 +27,6 @@ keys are ignored.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, NamedTuple, Optional, Union
 
@@ -38,6 +37,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from engine.models import MLP, Dense, Square
+from engine.modes import evaluating
 from engine.results import LinearPath, Surface, Trajectory
 
 Params = dict[str, torch.Tensor]
@@ -376,16 +376,7 @@ def as_data(model: nn.Module, x, y) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-@contextmanager
-def eval_mode(model: nn.Module):
-    """Put every module in eval mode, and give each its own mode back afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in modes:
-            m.training = training
+eval_mode = evaluating  # the old name, still imported by other modules
 
 
 # ---------------------------------------------------------------- memory planning

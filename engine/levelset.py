@@ -27,14 +27,14 @@ mode it came in; its parameters are never changed and never receive gradients.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.modes import evaluating
 from engine.results import ConfidenceMap, LevelSetPath, TriangleConfidence, WidthProbe, is_image_shape
 
 Array = Union[np.ndarray, torch.Tensor]
@@ -88,17 +88,6 @@ def _class_rows(source_class: ClassArg, n: int, device: torch.device) -> Optiona
     c = torch.as_tensor(np.asarray(source_class)) if not isinstance(source_class, torch.Tensor) \
         else source_class.detach()
     return c.to(device=device, dtype=torch.long).reshape(-1).expand(n).clone()
-
-
-@contextmanager
-def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode for the duration (no dropout, frozen batch-norm statistics), then the old mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def clip_to(x: torch.Tensor, bounds: Bounds) -> torch.Tensor:

@@ -45,7 +45,6 @@ Routines on kernels take numpy arrays or torch tensors and give back the same ki
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import math
@@ -59,6 +58,7 @@ from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
 from engine.models import MLP, Centered, Dense
+from engine.modes import evaluating
 from engine.results import (Eigenfunctions, ExtremeSamples, FourierContent, KernelSpectrum, LayerKernels, ModeCurves,
                             TargetPower, TargetPowerTrajectory)
 
@@ -176,7 +176,7 @@ def empirical_ntk(model: nn.Module, x1, x2=None, kind: str = "trace", layerwise:
     """
     _check_choice("kind", kind, KINDS)
     _check_choice("method", method, METHODS)
-    with _evaluating(model):
+    with evaluating(model):  # fixed dropout and batch-norm statistics
         params, constants = _split_state(model, dtype)
         like = next(iter(params.values()))
         x1 = as_tensor(x1, like)
@@ -194,19 +194,6 @@ def empirical_ntk(model: nn.Module, x1, x2=None, kind: str = "trace", layerwise:
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"The NTK {what} must be one of {', '.join(choices)}, not '{value}'.")
-
-
-@contextlib.contextmanager
-def _evaluating(model: nn.Module):
-    """Eval mode for the computation (fixed dropout and batch-norm statistics); afterwards
-    every submodule gets back the mode it had."""
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes.items():
-            module.training = training
 
 
 def _split_state(model: nn.Module, dtype: Optional[torch.dtype]):

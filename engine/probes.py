@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from engine import geometry, hessian, lazy, ntk
+from engine.modes import evaluating
 from engine.results import LazyMeasures, Sharpness
 from engine.settings import Section, is_whole
 from engine.train import Trainer
@@ -126,15 +127,12 @@ class SharpnessProbe(Probe):
 
     def measure(self, trainer: Trainer) -> None:
         model = trainer.model
-        was_training = model.training
-        model.eval()
         try:
-            values, _ = hessian.top_eigenvalues(model, trainer.loss_fn, self.x, self.y, k=1, iters=self.ITERS)
+            with evaluating(model):
+                values, _ = hessian.top_eigenvalues(model, trainer.loss_fn, self.x, self.y, k=1, iters=self.ITERS)
             value = float(values[0])
         except (RuntimeError, ValueError):
             value = math.nan  # a diverged model: the trainer ends the run and says why
-        finally:
-            model.train(was_training)
         self.steps.append(trainer.step_count)
         self.values.append(value)
 
@@ -228,12 +226,8 @@ class LazyProbe(Probe):
     @torch.no_grad()
     def outputs(self, model) -> torch.Tensor:
         """The model's outputs on the probe's samples, in eval mode (the mode is restored)."""
-        was_training = model.training
-        model.eval()
-        try:
+        with evaluating(model):
             return model(self.x)
-        finally:
-            model.train(was_training)
 
     def gap(self, f: torch.Tensor, f_lin: torch.Tensor) -> float:
         """||f - f_lin|| / ||f - f0||: the distance between the network and its linearization,

@@ -56,8 +56,8 @@ from torch.nn.utils import parametrize
 
 from engine import geometry, hessian, views
 from engine.data import Dataset
-from engine.landscape import (LossArg, as_data, eval_mode, flatten, loss_name, resolve_loss,
-                              unflatten)
+from engine.landscape import LossArg, as_data, flatten, loss_name, resolve_loss, unflatten
+from engine.modes import evaluating
 from engine.results import (FlipGallery, LastLayerGeometry, LotteryTickets, PrunedRegions,
                             PruningSweep)
 from engine.train import TrainConfig, Trainer
@@ -591,7 +591,7 @@ def synflow_iterative(model: nn.Module, sparsity: float, rounds: int = SYNFLOW_R
 
 @torch.no_grad()
 def _outputs(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    with eval_mode(model):
+    with evaluating(model):
         return torch.cat([model(x[s:s + batch_size]) for s in range(0, len(x), batch_size)])
 
 

@@ -16,6 +16,7 @@ import torch
 from engine import geometry, hessian, landscape, lazy, levelset, ntk, pruning
 from engine.experiment import Experiment, load_dataset, load_model
 from engine.models import Centered
+from engine.modes import evaluating
 from engine.results import (ConfidenceMap, ConvexityMap, Eigenfunctions, Embedding, GeometryCurves, KernelSpectrum,
                             EmbeddingFrames, KernelTrajectory, LastLayerGeometry, LevelSetPath, LinearPath, LotteryTickets,
                             FlipGallery, ModeCurves, PrunedRegions, PruningMasks, PruningSweep, RDMSet, Sharpness, SimilarityMatrix, SpectralDensity,
@@ -271,12 +272,9 @@ COLOURS = ("label", "prediction", "margin")  # what an embedding's points can be
 
 @torch.no_grad()
 def _outputs(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The model's outputs in eval mode (its training mode restored)."""
-    was_training = model.training
-    try:
-        return model.eval()(x)
-    finally:
-        model.train(was_training)
+    """The model's outputs in eval mode (its modes restored)."""
+    with evaluating(model):
+        return model(x)
 
 
 def _sample_colours(run: RunData, colour: str) -> tuple[np.ndarray, bool, str, np.ndarray]:
@@ -443,8 +441,8 @@ def _test_split(store, run_id: str, step: Optional[int]):
 def levelset_pairs(store, run_id: str, step: Optional[int] = None, seed: int = 0) -> tuple[int, int, int]:
     """A correctly classified test sample and two test samples of other classes (indices)."""
     model, data = _test_split(store, run_id, step)
-    with torch.no_grad():
-        predicted = model.eval()(data.x_test).argmax(dim=1)
+    with torch.no_grad(), evaluating(model):
+        predicted = model(data.x_test).argmax(dim=1)
     order = torch.randperm(len(data.x_test), generator=torch.Generator().manual_seed(seed))
     source = next((int(i) for i in order if predicted[i] == data.y_test[i]), int(order[0]))
     others = [int(i) for i in order if data.y_test[i] != data.y_test[source]]
@@ -474,8 +472,8 @@ def levelset_gallery(store, run_id: str, step: Optional[int] = None, *, per_clas
     extra = torch.tensor([i for i in include if 0 <= i < n], dtype=torch.long)
     index = torch.unique(torch.cat([chosen, extra]))  # sorted: stable positions
     index = index[torch.argsort(data.y_test[index], stable=True)]  # grouped by class
-    with torch.no_grad():
-        predicted = model.eval()(data.x_test[index]).argmax(dim=1)
+    with torch.no_grad(), evaluating(model):
+        predicted = model(data.x_test[index]).argmax(dim=1)
     return SampleGallery(index=index.numpy(), x=data.x_test[index].numpy(), label=data.y_test[index].numpy(),
                          predicted=predicted.numpy(), input_shape=tuple(data.input_shape),
                          settings={"step": step, "per_class": per_class, "seed": seed})

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from engine.data import Dataset
+from engine.modes import evaluating
 from engine.results import Confusion, DecisionRegions, FunctionFit, Parity
 
 GRID = 80  # grid points per axis for decision regions
@@ -25,10 +26,8 @@ MAX_POINTS = 1000  # data points drawn on top
 def predict(model: nn.Module, x: torch.Tensor, batch: int = 8192) -> torch.Tensor:
     """The model's outputs on x, in eval mode, in batches, on the model's device."""
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    outputs = [model(x[i:i + batch].to(device)) for i in range(0, len(x), batch)]
-    model.train(was_training)
+    with evaluating(model):
+        outputs = [model(x[i:i + batch].to(device)) for i in range(0, len(x), batch)]
     return torch.cat(outputs).float().cpu()
 
 

@@ -121,6 +121,17 @@ def test_pseudo_is_the_block_sum_over_o():
     assert relative_error(empirical_ntk(model, x, kind="pseudo"), expected) < 1e-12
 
 
+@pytest.mark.parametrize("method", ["structured", "contraction"])
+def test_one_column_pseudo_equals_the_block_sums_of_all_o_columns_layer_by_layer(method):
+    """The one summed backward column gives each layer's kernel that the O columns' blocks summed did."""
+    model, x1, x2 = Centered(tiny_model(), alpha=2.0), inputs(5), inputs(4, seed=1)
+    _, pseudo = empirical_ntk(model, x1, x2, kind="pseudo", layerwise=True, method=method, chunk=2)
+    _, full = empirical_ntk(model, x1, x2, kind="full", layerwise=True, method=method)
+    for name, K in full.items():
+        block_sums = K.reshape(5, N_OUT, 4, N_OUT).sum(dim=(1, 3)) / N_OUT
+        assert relative_error(pseudo[name], block_sums) < 1e-12
+
+
 @pytest.mark.parametrize("kind", ["full", "trace", "pseudo"])
 def test_kernels_are_symmetric_positive_semidefinite(kind):
     K = empirical_ntk(tiny_model(activation="relu"), inputs(8), kind=kind)

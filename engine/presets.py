@@ -12,13 +12,21 @@ last run).
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from engine.experiment import Experiment
 
-FOLDER = Path(__file__).resolve().parent.parent / "assets" / "presets"
+def _presets_folder() -> Path:
+    """assets/presets in the repository; `pip install .` puts them in <prefix>/share/dynamics-lab."""
+    in_repository = Path(__file__).resolve().parent.parent / "assets" / "presets"
+    installed = Path(sys.prefix) / "share" / "dynamics-lab" / "presets"
+    return in_repository if in_repository.is_dir() or not installed.is_dir() else installed
+
+
+FOLDER = _presets_folder()
 LENSES = ("train", "landscape", "ntk", "geometry", "levelset", "pruning", "lazy")
 
 

@@ -2,6 +2,7 @@
 
     python -m engine train data=moons model.width=64 train.steps=2000 [--name NAME] [--no-save]
     python -m engine list
+    python -m engine sweep model.width=16,32 train.lr=0.05,0.1 [--backend local|ray] [--address ADDRESS] [--out DIR] [--name NAME]
     python -m engine landscape RUN_ID [--what surface] [resolution=51 span=0.5 ...] [--out DIR]
     python -m engine ntk|geometry|levelset|prune RUN_ID [--what ...] [key=value ...] [--out DIR]
 
@@ -130,6 +131,13 @@ def analyse(args) -> int:
     return 0
 
 
+def sweep(args) -> int:
+    from engine.sweep import command  # Ray and the sweep machinery load only for a sweep
+    return command(args.settings, store_root=args.store, backend=args.backend, address=args.address,
+                   out=args.out, name=args.name, device=args.device,
+                   echo=lambda line: print(line, file=sys.stderr, flush=True))
+
+
 def list_runs(args) -> int:
     for run in RunStore(args.store).list():
         print(f"{run.id}  {run.status:9}  {run.steps:>8} steps  {run.name}")
@@ -149,6 +157,14 @@ def main(argv=None) -> int:
     p.set_defaults(run=train)
     p = commands.add_parser("list", help="list saved runs")
     p.set_defaults(run=list_runs)
+    p = commands.add_parser("sweep", help="train every cell of a grid of settings (model.width=16,32 ...)")
+    p.add_argument("settings", nargs="*", help="key=value settings; a comma list spans cells (';' for list values)")
+    p.add_argument("--backend", choices=["local", "ray"], default="local", help="where cells train (default local)")
+    p.add_argument("--address", default=None, help="a Ray cluster to join (default: RAY_ADDRESS, else an embedded Ray)")
+    p.add_argument("--out", default=".", help="folder for sweep-<id>.csv")
+    p.add_argument("--name", default="", help="the sweep's name")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA where the workers have it)")
+    p.set_defaults(run=sweep)
     for lens, kinds in LENSES.items():
         p = commands.add_parser(lens, help=f"compute a {lens} analysis of a stored run ({', '.join(kinds)})")
         p.add_argument("run_id", help="the run's id (see `list`)")

@@ -1,7 +1,10 @@
 """What the pages share: one run store and one job runner per server, and who is asking.
 
-A browser session is identified by a random token kept in the URL (`?session=...`), so a
-reload finds its running jobs again; sessions never see each other's jobs.
+A browser session is identified by a random token kept in `st.session_state` only, never in
+the URL: a copied link carries settings and run ids, never the right to stop, delete or
+change another session's job. Sessions never see each other's jobs, with one read-only
+exception: a training's run id (which a link may carry) shows its live progress to anyone
+(`training_of_run`), and only the session that started it may stop it (`is_mine`).
 """
 from __future__ import annotations
 
@@ -34,13 +37,71 @@ def jobs() -> JobManager:
 
 
 def owner() -> str:
-    """This browser session's token (created on first use, kept in the URL)."""
+    """This browser session's token (created on first use; kept on the server, never in the URL)."""
     if "owner" not in st.session_state:
-        token = st.query_params.get("session", "")
-        valid = len(token) == 16 and all(c in "0123456789abcdef" for c in token)
-        st.session_state.owner = token if valid else secrets.token_hex(8)
-    st.query_params["session"] = st.session_state.owner
+        st.session_state.owner = secrets.token_hex(8)
+    if "session" in st.query_params:
+        del st.query_params["session"]  # links of older versions carried the token: drop it
     return st.session_state.owner
+
+
+# ---------------------------------------------------------------- trainings
+
+
+@st.cache_resource
+def _trainings() -> dict[str, str]:
+    """job id -> owner of every training submitted on this server (through `submit_training`),
+    so that a run's link finds its live job without carrying the owner's token."""
+    return {}
+
+
+def submit_training(label: str, experiment, name: str = "", dataset=None) -> str:
+    """Train `experiment` as a job of this session, saved to the store; returns the job id."""
+    from engine.experiment import train_job  # torch-heavy; imported where used
+
+    job_id = jobs().submit(train_job, owner=owner(), kind="train", label=label, experiment=experiment,
+                           store=store(), name=name, dataset=dataset)
+    _trainings()[job_id] = owner()
+    return job_id
+
+
+def training_of_run(run_id: str):
+    """The training job (running or recently ended) that writes the stored run `run_id`,
+    whichever session started it: a snapshot to show, never a handle to control. None when
+    no job of this server trains it (it finished before the server started, or never ran)."""
+    trainings = _trainings()
+    for job_id, job_owner in list(trainings.items()):
+        state = jobs().get(job_id, job_owner)
+        if state is None:  # forgotten by the job runner
+            trainings.pop(job_id, None)
+        elif run_id and state.partial.get("run_id") == run_id:
+            return state
+    return None
+
+
+def is_mine(state) -> bool:
+    """Whether this session started the job (and so may stop it)."""
+    return state is not None and state.owner == owner()
+
+
+def outcome(state) -> tuple[str, int | None]:
+    """How a job stands, in a word, and at which step: its status, except that a training
+    that ended by itself says how (diverged, stopped) and where it ended."""
+    result = state.result if isinstance(state.result, dict) else {}
+    word = {"diverged": "diverged", "stopped": "cancelled"}.get(result.get("status"), state.status)
+    step = result.get("step", state.partial.get("step"))
+    return word, step
+
+
+def status_text(state, label: str = "") -> str:
+    """A job's progress line: "running · step 1,234", "diverged · step 8", "failed: <why>"."""
+    word, step = outcome(state)
+    head = f"{label}: " if label else ""
+    if word == "failed":
+        return f"{head}failed" + (f" · step {step:,}" if step is not None else " before training began")
+    if step is None:
+        return head + (state.message or f"{word}…")
+    return f"{head}{word} · step {step:,}"
 
 
 def error_sentence(exc: Exception) -> str:
@@ -53,26 +114,35 @@ def error_sentence(exc: Exception) -> str:
 
 
 def finished_runs():
-    """Runs that have weights to analyse, newest first."""
-    return [r for r in store().list() if r.status != "running" and store().checkpoint_steps(r.id)]
+    """Runs that have weights to analyse (interrupted ones too), newest first."""
+    from engine.status import WITH_WEIGHTS
+
+    return [r for r in store().list() if r.status in WITH_WEIGHTS and store().checkpoint_steps(r.id)]
 
 
 def run_picker(label: str = "Run", *, key: str = "run", multi: bool = False, max_runs: int = 4):
     """A run (or, with multi, up to `max_runs` runs) chosen from the store; kept in the URL.
 
-    Returns a run id (a list with multi), or None (an empty list) when there is none.
+    Returns a run id (a list with multi), or None (an empty list) when there is none. A
+    link's run that is not among the finished runs is said, and no other run is chosen in
+    its place.
     """
     runs = finished_runs()
     if not runs:
         st.info("No finished runs yet: train one on the Train page.")
         return [] if multi else None
     names = {r.id: f"{r.name} · {r.dataset} · {r.steps:,} steps · {r.id[-6:]}" for r in runs}  # names may repeat
-    wanted = [i for i in st.query_params.get(key, "").split(",") if i in names]
+    asked = [i for i in st.query_params.get(key, "").split(",") if i]
+    wanted = [i for i in asked if i in names]
+    if f"picker:{key}" not in st.session_state and len(wanted) < len(asked):
+        missing = ", ".join(i for i in asked if i not in names)
+        st.warning(f"The link names runs that are not among the finished runs here ({missing}): "
+                   "they may be deleted or still training. Choose a run.")
     if multi:
         chosen = st.multiselect(label, list(names), default=wanted[:max_runs], format_func=names.get,
                                 max_selections=max_runs, key=f"picker:{key}")
     else:
-        index = list(names).index(wanted[0]) if wanted else 0
+        index = list(names).index(wanted[0]) if wanted else (None if asked else 0)
         chosen = st.selectbox(label, list(names), index=index, format_func=names.get, key=f"picker:{key}")
     value = ",".join(chosen) if multi else chosen
     if value:
@@ -81,10 +151,15 @@ def run_picker(label: str = "Run", *, key: str = "run", multi: bool = False, max
 
 
 def checkpoint_picker(run_id: str, *, key: str = "step", label: str = "Checkpoint (step)") -> int:
-    """A checkpoint of the run (the last by default); kept in the URL."""
+    """A checkpoint of the run (the last by default); kept in the URL. A link's step that the
+    run lacks is said beside the picker, which then starts at the last checkpoint."""
     steps = store().checkpoint_steps(run_id)
     wanted = st.query_params.get(key, "")
-    initial = int(wanted) if wanted.isdigit() and int(wanted) in steps else steps[-1]
+    known = wanted.isdigit() and int(wanted) in steps
+    initial = int(wanted) if known else steps[-1]
+    if wanted and not known and f"picker:{key}:{run_id}" not in st.session_state:
+        st.warning(f"This run has no checkpoint at step '{wanted}' (the link's); showing step {steps[-1]:,}, "
+                   f"its last.")
     if len(steps) == 1:
         step = steps[0]
     else:

@@ -9,10 +9,11 @@ import streamlit as st
 
 from engine import data as datasets
 from engine import presets as preset_files
-from engine.experiment import Experiment, as_text, train_job
+from engine.experiment import Experiment, as_text, parse
 from engine.models import ACTIVATIONS, KINDS, PARAMETRIZATIONS
 from engine.train import LOSSES, OPTIMIZERS
-from app_pages.lab import POLL_S, error_sentence, jobs, owner, store
+from app_pages.lab import (POLL_S, error_sentence, is_mine, jobs, outcome, owner, status_text, store,
+                           submit_training, training_of_run)
 from viz import landscape as landscape_figures
 from viz import lazy as lazy_figures
 from viz.predictions import prediction_figure
@@ -78,14 +79,35 @@ def url_settings() -> dict[str, str]:
     return st.session_state.url_settings
 
 
+def shown_as_text() -> set:
+    """The settings whose link text did not fit their widget (a number field given "abc", a
+    checkbox given "maybe"): for this session they are text fields that show the text, so
+    the sentence under them says what is wrong with what the user sees."""
+    return st.session_state.setdefault("settings_as_text", set())
+
+
 def setting_widget(key: str, label: str, default, choices=None, help=None) -> str:
-    """One setting's widget; returns its value as text (the flat form)."""
+    """One setting's widget; returns its value as text (the flat form).
+
+    Its first value is the link's text, never a silent stand-in: a choice the lab does not
+    offer stays selected beside the real ones, and a text that a number field or a checkbox
+    cannot hold makes the widget a text field. Either way the settings' check says why.
+    """
     wkey = f"setting:{key}"
     if wkey not in st.session_state:
         text = url_settings().get(key, as_text(default))
-        st.session_state[wkey] = _initial(text, default, choices)
+        value = fitted(text, default, choices)
+        if value is UNFIT:
+            value = text
+            if choices is None:
+                shown_as_text().add(key)
+        st.session_state[wkey] = value
     if choices is not None:
-        value = st.selectbox(label, choices, key=wkey, help=help)
+        current = st.session_state[wkey]
+        options = list(choices) + ([current] if current not in choices else [])
+        value = st.selectbox(label, options, key=wkey, help=help)
+    elif key in shown_as_text():
+        value = st.text_input(label, key=wkey, help=help)
     elif isinstance(default, bool):
         value = st.checkbox(label, key=wkey, help=help)
     elif isinstance(default, int):
@@ -95,22 +117,25 @@ def setting_widget(key: str, label: str, default, choices=None, help=None) -> st
     return as_text(value)
 
 
-def _initial(text: str, default, choices):
-    """The widget's first value: the URL's text where it fits the widget, else the default."""
+UNFIT = object()  # a link's text that the setting's widget cannot show
+
+
+def fitted(text: str, default, choices):
+    """The link's text as the widget's value, or UNFIT where the widget cannot hold it."""
     if choices is not None:
-        return text if text in choices else default
-    if isinstance(default, bool):
-        return text.lower() in ("true", "1", "yes", "on")
-    if isinstance(default, int):
+        return text if text in choices else UNFIT
+    if isinstance(default, (bool, int)):
         try:
-            return int(text)
+            return parse(text, default)
         except ValueError:
-            return default
+            return UNFIT
     return text
 
 
 def settings_sidebar() -> tuple[Experiment, dict[str, str], object]:
-    """Draw the settings; return the experiment, a sentence per bad setting, and uploaded data."""
+    """Draw the settings; return the experiment, a sentence per reason it cannot train, and
+    the uploaded data. Nothing is replaced behind the user's back: an upload that is missing
+    or unreadable, a link's value that cannot be read, are each a reason."""
     flat, slots, uploaded = {}, {}, None
     defaults = Experiment()
     with st.sidebar:
@@ -121,7 +146,7 @@ def settings_sidebar() -> tuple[Experiment, dict[str, str], object]:
         if flat["data"] == UPLOAD:
             uploaded = upload_widget(slots["data"])
         else:
-            for option, default in datasets.options(flat["data"]).items():
+            for option, default in data_options(flat["data"]).items():
                 key = f"data.{option}"
                 flat[key] = setting_widget(key, option.replace("_", " ").capitalize(), default)
                 slots[key] = st.empty()
@@ -130,20 +155,49 @@ def settings_sidebar() -> tuple[Experiment, dict[str, str], object]:
                                     ("Watch while training", WATCH_SETTINGS, defaults.watch)):
             st.header(title)
             for key, label, choices, help in rows:
-                if key in ADVERSARIAL_KEYS and not classifies(flat["data"], uploaded):
+                if key in ADVERSARIAL_KEYS and not classifies(flat["data"], uploaded) and key not in url_settings():
                     continue  # attacks on class confidence: classification only
                 default = getattr(values, key.split(".", 1)[1])
                 flat[key] = setting_widget(key, label, default, choices, help)
                 slots[key] = st.empty()
-    if flat["data"] == UPLOAD:
-        flat["data"] = "moons"  # the settings parser needs a built-in; the upload replaces it
+        flat |= unshown_link_settings(flat)
     experiment, errors = Experiment.from_flat(flat)
     errors |= experiment.errors()
+    if flat["data"] == UPLOAD:
+        errors.pop("data", None)
+        if uploaded is None:  # the upload's own slot says what is wrong with the file
+            errors["data"] = "Upload a valid data file (.npz or .csv) to train on your own data."
+    elif not classifies(flat["data"], uploaded) and experiment.train.adversarial:
+        errors["train.adversarial_eps"] = "Adversarial training (PGD) needs a classification dataset."
     for key, sentence in errors.items():
+        if key == "data" and flat["data"] == UPLOAD:
+            continue
         slot = slots.get(key)
         (slot.error if slot else st.sidebar.error)(sentence)
     share_settings(experiment, uploaded is not None)
     return experiment, errors, uploaded
+
+
+def data_options(name: str) -> dict:
+    """A built-in dataset's options and their defaults; none for a name the lab lacks (the
+    settings' check says so)."""
+    return datasets.options(name) if name in datasets.names() else {}
+
+
+def unshown_link_settings(flat: dict) -> dict:
+    """The link's settings that no widget shows (`model.base_width`, a misspelt key): they
+    apply as given, or their sentence disables Start until the user drops them. The link's
+    options of another dataset than the chosen one are not these: they went with the change."""
+    dropped = st.session_state.setdefault("dropped_link_settings", set())
+    link_data = url_settings().get("data", Experiment().data)
+    unshown = {k: v for k, v in url_settings().items()
+               if k not in flat and k not in dropped and not (k.startswith("data.") and flat["data"] != link_data)}
+    if unshown:
+        st.caption("From the link, without a field here: " + ", ".join(f"{k}={v}" for k, v in unshown.items()))
+        if st.button("Drop these", key="drop-link-settings"):
+            dropped.update(unshown)
+            st.rerun()
+    return unshown
 
 
 @st.cache_data(show_spinner=False)
@@ -176,11 +230,14 @@ def upload_widget(slot):
 
 
 def share_settings(experiment: Experiment, custom_data: bool) -> None:
-    """Write the settings that differ from the defaults into the URL."""
-    defaults = Experiment(experiment.data, dict(datasets.options(experiment.data))).to_flat()
-    for key, text in experiment.to_flat().items():
-        if custom_data and key.startswith("data"):
-            continue
+    """Write the settings that differ from the defaults into the URL (an upload as
+    `data=your own file`: a link cannot carry the file, and says so)."""
+    options = {} if custom_data else data_options(experiment.data)
+    defaults = Experiment(experiment.data, dict(options)).to_flat()
+    flat = experiment.to_flat()
+    for key in [k for k in st.query_params if (k == "data" or "." in k) and k not in flat]:
+        del st.query_params[key]  # another dataset's options, a dropped link setting
+    for key, text in flat.items():
         if defaults.get(key) == text and key != "data":
             st.query_params.pop(key, None)
         else:
@@ -191,33 +248,34 @@ def share_settings(experiment: Experiment, custom_data: bool) -> None:
 
 
 def controls(experiment: Experiment, errors: dict, uploaded) -> None:
-    running = current_job() is not None and not current_job().done
+    """Start (off, with the reasons beside it, until the settings describe something
+    trainable), Stop (for this session's own running training only) and the run's name."""
+    state = current_job()
+    running = is_mine(state) and not state.done
     left, right, name_col = st.columns([1, 1, 4])
     name = name_col.text_input("Run name", placeholder="(a name is made from the settings)",
                                label_visibility="collapsed")
     start = left.button("Start", type="primary", disabled=bool(errors) or running, width="stretch")
     stop = right.button("Stop", disabled=not running, width="stretch")
     if errors:
-        st.error("Fix the settings marked in the sidebar to start training.")
+        st.error("Start is off until the settings can train: " + " ".join(errors.values()))
     if start:
-        job_id = jobs().submit(train_job, owner=owner(), kind="train", label=name or experiment.data,
-                               experiment=experiment, store=store(), name=name.strip(),
-                               dataset=uploaded)
-        st.session_state.job_id = job_id
-        st.query_params["job"] = job_id
+        label = name or (uploaded.name if uploaded is not None else experiment.data)
+        st.session_state.job_id = submit_training(label, experiment, name.strip(), uploaded)
         st.rerun()
-    if stop:
-        jobs().cancel(st.session_state.job_id, owner())
+    if stop and running:
+        jobs().cancel(state.id, owner())
 
 
 def current_job():
-    """This session's latest training job (found again through the URL after a reload)."""
-    job_id = st.session_state.get("job_id") or st.query_params.get("job")
-    if not job_id:
-        return None
-    state = jobs().get(job_id, owner())
-    if state is not None:
-        st.session_state.job_id = job_id
+    """The training this page shows: this session's latest, else the running training of the
+    run the link names (read-only: only the session that started it may stop it)."""
+    job_id = st.session_state.get("job_id")
+    state = jobs().get(job_id, owner()) if job_id else None
+    if state is None and st.query_params.get("run"):
+        state = training_of_run(st.query_params["run"])
+    if "job" in st.query_params:
+        del st.query_params["job"]  # links of older versions named the job: a run id does now
     return state
 
 
@@ -225,9 +283,23 @@ def live_panel() -> None:
     """The job's progress, curves and predictions; polls while the job runs."""
     state = current_job()
     if state is None:
-        st.info("Choose settings in the sidebar and press Start.")
+        linked_run()
         return
     st.fragment(run_every=None if state.done else POLL_S)(_draw_job)()
+
+
+def linked_run() -> None:
+    """What the page says when the link names a run that no job of this server trains."""
+    run_id = st.query_params.get("run")
+    if not run_id:
+        st.info("Choose settings in the sidebar and press Start.")
+        return
+    if run_id in {r.id for r in store().list()}:
+        st.info("The link's run is not training on this server any more; its settings are in the sidebar.")
+        st.page_link("app_pages/runs.py", label="Open the run on the Runs page", icon=":material/arrow_forward:",
+                     query_params={"runs": run_id})
+    else:
+        st.warning(f"The link names a run ({run_id}) that this lab does not have; its settings are in the sidebar.")
 
 
 def _draw_job() -> None:
@@ -235,6 +307,10 @@ def _draw_job() -> None:
     if state is None:
         return
     partial = state.partial
+    if is_mine(state) and partial.get("run_id"):
+        st.query_params["run"] = partial["run_id"]  # a link to this page shows this run (read-only)
+    if not is_mine(state):
+        st.caption("Another session trains this run: you can watch it, not stop it.")
     status_line(state)
     history, view = partial.get("history"), partial.get("view")
     left, right = st.columns(2)
@@ -260,20 +336,24 @@ def watched_charts(watched: dict) -> None:
 
 
 def status_line(state) -> None:
+    """The job's progress bar, saying how it stands (running, done, diverged, cancelled), and
+    how it ended. A job that failed before its first step has no bar: only its reason."""
     partial = state.partial
-    step, speed = partial.get("step", 0), partial.get("steps_per_second", 0.0)
-    device, dataset = partial.get("device", "?"), partial.get("dataset", "")
-    text = (f"{state.status} · step {step:,} · {speed:,.0f} steps/s · {device} · {dataset}"
-            if "step" in partial else state.message or "Preparing the data and the model…")
-    st.progress(min(max(state.progress, 0.0), 1.0), text=text)
-    if state.status == "failed":
+    word, step = outcome(state)
+    text = status_text(state) or "Preparing the data and the model…"
+    if "steps_per_second" in partial:
+        text += (f" · {partial['steps_per_second']:,.0f} steps/s · {partial.get('device', '?')}"
+                 f" · {partial.get('dataset', '')}")
+    if not (word == "failed" and step is None):
+        st.progress(min(max(state.progress, 0.0), 1.0), text=text)
+    if word == "failed":
         st.error(state.error or "Training failed.")
-    elif state.result and state.result.get("status") == "diverged":
+    elif word == "diverged":
         st.warning(state.result["message"])
-    elif state.status == "done":
+    elif word == "done":
         st.success(f"{state.result['message']} Saved as a run: open it on the Runs page.")
-    elif state.status == "cancelled":
-        st.info(f"Stopped at step {step:,}; the run is saved.")
+    elif word == "cancelled":
+        st.info(f"Stopped at step {step or 0:,}; the run is saved.")
 
 
 # ---------------------------------------------------------------- presets
@@ -296,10 +376,8 @@ def preset_panel() -> None:
         st.write(chosen.description)
         st.caption("Runs: " + "; ".join(run.name for run in chosen.runs))
         if st.button(f"Train {'these runs' if len(chosen.runs) > 1 else 'this run'}", key="preset-start"):
-            st.session_state.preset_jobs = [
-                jobs().submit(train_job, owner=owner(), kind="train", label=run.name, experiment=run.experiment,
-                              store=store(), name=f"{chosen.title}: {run.name}")
-                for run in chosen.runs]
+            st.session_state.preset_jobs = [submit_training(run.name, run.experiment, f"{chosen.title}: {run.name}")
+                                            for run in chosen.runs]
             st.session_state.preset_lens = chosen.lens
     if st.session_state.get("preset_jobs"):
         states = [jobs().get(j, owner()) for j in st.session_state.preset_jobs]
@@ -311,7 +389,7 @@ def _preset_progress() -> None:
     states = [jobs().get(j, owner()) for j in st.session_state.preset_jobs]
     for state in states:
         if state is not None:
-            st.progress(min(max(state.progress, 0.0), 1.0), text=f"{state.label}: {state.status} · {state.message}")
+            st.progress(min(max(state.progress, 0.0), 1.0), text=status_text(state, state.label))
     if all(state is None or state.done for state in states):
         page = LENS_PAGES.get(st.session_state.get("preset_lens"))
         if page:

@@ -1,0 +1,46 @@
+"""A copied link carries settings and a run to watch, never the right to control another
+browser's job: two browser contexts (two people) on one server."""
+import re
+
+import pytest
+
+from test_browser import LONG_RUN, open_page, progress_text, step_of, wait_for_progress
+
+pytestmark = pytest.mark.e2e
+
+
+def wait_for_step_beyond(page, step: int, timeout=60_000) -> None:
+    """Wait until the progress bar's step count has moved past `step` (the run goes on)."""
+    page.wait_for_function(
+        """first => { const m = /step ([\\d,]+)/.exec(document.querySelector("[data-testid='stProgress']")?.innerText || '');
+                      return m && parseInt(m[1].replace(/,/g, '')) > first; }""",
+        arg=step, timeout=timeout)
+
+
+def test_a_copied_link_shows_a_run_live_but_cannot_stop_it(browser, app_url, artifacts):
+    contexts = [browser.new_context(viewport={"width": 1400, "height": 900}) for _ in range(2)]
+    try:
+        a, b = (context.new_page() for context in contexts)
+        for tab in (a, b):
+            tab.set_default_timeout(30_000)
+        open_page(a, app_url, f"/train?train.steps={LONG_RUN}")
+        a.get_by_role("button", name="Start").click()
+        wait_for_progress(a, r"running · step [1-9]")
+        a.wait_for_url(re.compile(r"[?&]run=\w+"))
+        assert not re.search(r"[?&](session|job)=", a.url), a.url
+
+        open_page(b, app_url, a.url.removeprefix(app_url))  # A's exact address, in B's browser
+        wait_for_progress(b, r"running · step [1-9]")  # B watches A's run live...
+        stop = b.get_by_role("button", name="Stop")
+        assert stop.is_disabled(), "B may stop A's run"  # ...but cannot stop it
+        stop.click(force=True)
+        b.screenshot(path=str(artifacts / "link-watcher.png"), full_page=True)
+        wait_for_step_beyond(a, step_of(progress_text(a)))
+        assert "running" in progress_text(a), progress_text(a)
+
+        a.get_by_role("button", name="Stop").click()  # A stops its own run
+        a.wait_for_selector("text=the run is saved", timeout=60_000)
+        wait_for_progress(b, r"cancelled · step [1-9]")  # and B sees it end
+    finally:
+        for context in contexts:
+            context.close()

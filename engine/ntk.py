@@ -148,7 +148,8 @@ class LayerwiseNTK(NamedTuple):
 
 def empirical_ntk(model: nn.Module, x1, x2=None, kind: str = "trace", layerwise: bool = False,
                   method: str = "auto", dtype: Optional[torch.dtype] = None,
-                  chunk: Optional[int] = None, memory_limit: Optional[float] = None):
+                  chunk: Optional[int] = None, memory_limit: Optional[float] = None,
+                  rates: Optional[dict[str, float]] = None):
     """The empirical NTK of `model` between the inputs x1 and x2 (see the module docstring).
 
     The model is evaluated in eval mode (and left in the mode it was in); its weights are not
@@ -165,6 +166,9 @@ def empirical_ntk(model: nn.Module, x1, x2=None, kind: str = "trace", layerwise:
         dtype: compute in this dtype (e.g. torch.float64) on a cast copy of the weights.
         chunk: samples per block; chosen from the memory budget when None.
         memory_limit: bytes the computation may use; by default half the free memory.
+        rates: a factor per parameter, keyed like `named_parameters()` (missing ones count
+            1): the kernel sum_p rates[p] J_p(x) J_p(x')^T. With each parameter's learning
+            rate this is the kernel of one gradient step: the outputs move by -Theta dL/df.
 
     Returns:
         The kernel as a tensor on the model's device, or a `LayerwiseNTK` (total, layers)
@@ -172,16 +176,18 @@ def empirical_ntk(model: nn.Module, x1, x2=None, kind: str = "trace", layerwise:
 
     Raises:
         ValueError: for an unknown kind or method, a model the structured method cannot
-            take, or a kernel too large for the memory budget (with the size it needs).
+            take, a kernel too large for the memory budget (with the size it needs), or
+            rates for unknown parameters or not finite and at least 0.
     """
     _check_choice("kind", kind, KINDS)
     _check_choice("method", method, METHODS)
     with evaluating(model):  # fixed dropout and batch-norm statistics
         params, constants = _split_state(model, dtype)
+        rates = _checked_rates(rates, params)
         like = next(iter(params.values()))
         x1 = as_tensor(x1, like)
         x2 = None if x2 is None else as_tensor(x2, like)
-        source = _feature_source(model, params, constants, x1, method, kind)
+        source = _feature_source(model, params, constants, x1, method, kind, rates)
         n_outputs = _output_count(model, params, constants, x1)
         chunk, keep_columns = _plan(source, x1, x2, kind, n_outputs, layerwise, chunk, memory_limit)
         parts = _assemble(source, x1, x2, kind, n_outputs, chunk, layerwise, keep_columns)
@@ -194,6 +200,18 @@ def empirical_ntk(model: nn.Module, x1, x2=None, kind: str = "trace", layerwise:
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"The NTK {what} must be one of {', '.join(choices)}, not '{value}'.")
+
+
+def _checked_rates(rates: Optional[dict], params: dict) -> dict[str, float]:
+    """Every trainable parameter's factor (1 unless given), or a ValueError that says which is wrong."""
+    rates = dict(rates or {})
+    unknown = sorted(set(rates) - set(params))
+    if unknown:
+        raise ValueError(f"The NTK rates name parameters the model does not train: {', '.join(unknown)}.")
+    for name, rate in rates.items():
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate < 0:
+            raise ValueError(f"The NTK rate of {name} must be a finite number of at least 0, not {rate!r}.")
+    return {name: float(rates.get(name, 1.0)) for name in params}
 
 
 def _split_state(model: nn.Module, dtype: Optional[torch.dtype]):
@@ -216,7 +234,7 @@ def _output_count(model, params, constants, x) -> int:
     return functional_call(model, (params, constants), (x[:1],)).reshape(1, -1).shape[1]
 
 
-def _feature_source(model, params, constants, x, method, kind):
+def _feature_source(model, params, constants, x, method, kind, rates):
     """The structured source when asked or possible, else the Jacobian contraction."""
     stack = _linear_stack(model, x) if method != "contraction" else None
     if method == "structured" and stack is None:
@@ -226,9 +244,9 @@ def _feature_source(model, params, constants, x, method, kind):
             "use method='contraction' for this model."
         )
     if stack is None:
-        return _Jacobians(model, params, constants, kind)
+        return _Jacobians(model, params, constants, kind, rates)
     layers, scale, flatten = stack
-    return _LinearStack(layers, scale, flatten, params, constants, kind)
+    return _LinearStack(layers, scale, flatten, params, constants, kind, rates)
 
 
 def _directions(kind: str, n_outputs: int) -> int:
@@ -247,8 +265,9 @@ def _directions(kind: str, n_outputs: int) -> int:
 class _Jacobians:
     """Per-sample Jacobians of the outputs in every parameter (the reference method)."""
 
-    def __init__(self, model: nn.Module, params: dict, constants: dict, kind: str):
+    def __init__(self, model: nn.Module, params: dict, constants: dict, kind: str, rates: dict):
         self.params = params
+        self.rates = rates
         self.groups = sorted({layer_of(n) for n in params})
 
         def outputs(p, x):  # one sample's outputs as a flat (O,) vector
@@ -271,6 +290,8 @@ class _Jacobians:
         out: dict[str, torch.Tensor] = {}
         for name in fa:
             block = _contract(fa[name], fb[name], kind)
+            if self.rates[name] != 1.0:
+                block = self.rates[name] * block
             group = layer_of(name)
             out[group] = out[group] + block if group in out else block
         return out
@@ -283,13 +304,14 @@ class _Jacobians:
 class _LinearStack:
     """Layer inputs and backpropagated deltas of linear layers and elementwise activations."""
 
-    def __init__(self, layers: list, scale: float, flatten: bool, params: dict, constants: dict, kind: str):
+    def __init__(self, layers: list, scale: float, flatten: bool, params: dict, constants: dict, kind: str,
+                 rates: dict):
         self.layers = layers  # [(module name, module)] in forward order
         self.scale = scale
         self.flatten = flatten
         self.pseudo = kind == "pseudo"
         self.tensors = {**constants, **params}
-        self.trainable = set(params)
+        self.rates = rates  # every trainable parameter's factor; frozen ones are absent
         self.groups = [name for name, m in layers if isinstance(m, LINEAR)]
 
     def _linear(self, name: str, module: nn.Linear, h: torch.Tensor) -> torch.Tensor:
@@ -327,8 +349,8 @@ class _LinearStack:
         return torch.eye(n_outputs, dtype=like.dtype, device=like.device)
 
     def _factors(self, name: str, module: nn.Linear) -> tuple[float, float]:
-        weight = _multiplier(module) ** 2 if f"{name}.weight" in self.trainable else 0.0
-        bias = 1.0 if f"{name}.bias" in self.trainable else 0.0
+        weight = _multiplier(module) ** 2 * self.rates.get(f"{name}.weight", 0.0)
+        bias = self.rates.get(f"{name}.bias", 0.0)
         return weight, bias
 
     def blocks(self, fa: list, fb: list, kind: str) -> dict[str, torch.Tensor]:

@@ -132,6 +132,25 @@ def test_one_column_pseudo_equals_the_block_sums_of_all_o_columns_layer_by_layer
         assert relative_error(pseudo[name], block_sums) < 1e-12
 
 
+@pytest.mark.parametrize("method", ["structured", "contraction"])
+def test_rates_weigh_each_parameters_jacobian_columns(method):
+    """Theta = J diag(c) J^T with c the rate of the parameter each column belongs to."""
+    model, x1, x2 = tiny_model(), inputs(5), inputs(4, seed=1)
+    rates = {name: 0.5 + i for i, (name, _) in enumerate(model.named_parameters())}
+    c = torch.cat([torch.full((p.numel(),), rates[n], dtype=torch.float64) for n, p in model.named_parameters()])
+    J1, J2 = explicit_jacobians(model, x1), explicit_jacobians(model, x2)
+    expected = torch.einsum("naP,P,mbP->namb", J1, c, J2).reshape(5 * N_OUT, 4 * N_OUT)
+    got = empirical_ntk(model, x1, x2, kind="full", method=method, rates=rates)
+    assert relative_error(got, expected) < 1e-12
+
+
+@pytest.mark.parametrize("rates, sentence", [({"nonsense": 1.0}, "does not train: nonsense"),
+                                             ({"layers.out.bias": -1.0}, "at least 0")])
+def test_bad_rates_get_a_sentence(rates, sentence):
+    with pytest.raises(ValueError, match=sentence):
+        empirical_ntk(tiny_model(), inputs(3), rates=rates)
+
+
 @pytest.mark.parametrize("kind", ["full", "trace", "pseudo"])
 def test_kernels_are_symmetric_positive_semidefinite(kind):
     K = empirical_ntk(tiny_model(activation="relu"), inputs(8), kind=kind)

@@ -17,6 +17,7 @@ import streamlit as st
 from app_pages.lab import error_sentence, jobs, owner, prediction_at, store
 from engine import recipes
 from engine.experiment import load_watched
+from engine.status import Status
 from viz import geometry as geometry_figures
 from viz import landscape as landscape_figures
 from viz import lazy as lazy_figures
@@ -125,7 +126,7 @@ def choose_runs() -> list[str]:
     if not runs:
         st.info("No runs yet: start one on the Train page, then come back to watch it here.")
         return []
-    names = {i: f"{r.name} · {r.dataset}" + (" · training" if r.status == "running" else "") for i, r in runs.items()}
+    names = {i: f"{r.name} · {r.dataset}" + (" · training" if r.status == Status.RUNNING else "") for i, r in runs.items()}
     wanted = [i for i in st.query_params.get("run", "").split(",") if i in names][:2]
     chosen = st.multiselect("Run (two to compare)", list(names), default=wanted or list(names)[:1],
                             max_selections=2, format_func=names.get, key="overview:runs")
@@ -144,7 +145,7 @@ def live_job(run_id: str):
 
 def run_info(run_id: str) -> dict:
     settings = store().settings(run_id)
-    return settings | {"id": run_id, "running": settings.get("status") == "running"}
+    return settings | {"id": run_id, "running": settings.get("status") == Status.RUNNING}
 
 
 # ---------------------------------------------------------------- panels

@@ -8,6 +8,7 @@ import streamlit as st
 
 from engine.experiment import Experiment
 from engine.results import History
+from engine.status import WITH_WEIGHTS, Status
 from app_pages.lab import error_sentence, prediction_at, store
 from viz.predictions import prediction_figure
 from viz.training import compare_curves, training_curves
@@ -41,9 +42,11 @@ def open_run(run_id: str) -> None:
     settings = store().settings(run_id)
     st.subheader(settings["name"])
     st.caption(f"{settings['status']} · {settings.get('message', '')} · id {run_id}")
+    if settings["status"] == Status.INTERRUPTED:
+        st.warning(settings.get("message", ""))
     left, right = st.columns(2)
     left.plotly_chart(training_curves(history_of(run_id)), key=f"curves-{run_id}", width="stretch")
-    if settings["status"] != "running" and store().checkpoint_steps(run_id):
+    if settings["status"] in WITH_WEIGHTS and store().checkpoint_steps(run_id):
         try:
             view = prediction_at(run_id, store().checkpoint_steps(run_id)[-1])
             right.plotly_chart(prediction_figure(view), key=f"view-{run_id}", width="stretch")
@@ -88,6 +91,19 @@ def compare_runs(run_ids: list[str]) -> None:
     st.dataframe(rows, hide_index=True)
 
 
+def damaged_runs(runs) -> None:
+    """Name each run that cannot be read, with the reason, and offer to delete it."""
+    if not runs:
+        return
+    with st.expander(f"{len(runs)} damaged run{'s' if len(runs) > 1 else ''} cannot be opened", expanded=True):
+        for run in runs:
+            left, right = st.columns([5, 1])
+            left.warning(f"**{run.name}** (id {run.id}): {run.message}")
+            if right.button("Delete", key=f"delete-damaged-{run.id}"):
+                store().delete(run.id)
+                st.rerun()
+
+
 def import_run() -> None:
     with st.expander("Import a run (.zip downloaded from this lab)"):
         file = st.file_uploader("Run file", type=["zip"], key="import-file")
@@ -102,7 +118,9 @@ def import_run() -> None:
 
 def runs_page() -> None:
     st.title("Runs")
-    runs = store().list()
+    listed = store().list(damaged=True)
+    runs = [r for r in listed if r.status != Status.DAMAGED]
+    damaged_runs([r for r in listed if r.status == Status.DAMAGED])
     if not runs:
         st.info("No runs yet: train one on the Train page.")
         import_run()

@@ -18,7 +18,8 @@ that polls every half second can render whatever it gets without locking anythin
 
 Every job belongs to an owner (one browser session): an owner sees only its own jobs.
 At most `max_workers` jobs run at once; later ones wait with status "queued".
-This module imports only the standard library.
+Statuses are `engine.status.Status` members (str-valued, so "done" == Status.DONE).
+This module imports only the standard library and `engine.status`.
 """
 from __future__ import annotations
 
@@ -31,8 +32,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
-TERMINAL = frozenset({DONE, FAILED, CANCELLED})
+from engine.status import JOB_ENDINGS, Status
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = Status.QUEUED, Status.RUNNING, Status.DONE, Status.FAILED, Status.CANCELLED
+TERMINAL = JOB_ENDINGS
 KEEP_FINISHED = 50  # finished jobs kept per owner; older ones are forgotten
 
 
@@ -63,7 +66,7 @@ class JobState:
     owner: str
     kind: str
     label: str
-    status: str
+    status: Status
     progress: float
     message: str
     partial: dict
@@ -133,7 +136,7 @@ class _Job:
     kwargs: dict
     ctx: JobContext | None = None
     thread: threading.Thread | None = None
-    status: str = QUEUED
+    status: Status = QUEUED
     progress: float = 0.0
     message: str = ""
     partial: dict = field(default_factory=dict)
@@ -306,7 +309,7 @@ class JobManager:
             self._running += 1
             job.thread.start()
 
-    def _end(self, job: _Job, status: str, result: Any = None,
+    def _end(self, job: _Job, status: Status, result: Any = None,
              error: str | None = None, detail: str | None = None) -> None:
         """Record how a job ended, free its worker slot and start the next one (lock held)."""
         if job.status == RUNNING:

@@ -3,6 +3,7 @@
 One folder per run, named by its id (time-sortable, e.g. "20261122-063512-a1b2c3"):
 
     <root>/<run id>/settings.json                       name, created, status, summary + the run's settings
+                    .writer.lock                        locked (flock) by the process training the run
                     metrics.json                        what training measured
                     checkpoints/step-00000100.safetensors
                     artifacts/<key>.npz + <key>.json    cached analysis results
@@ -18,6 +19,12 @@ Safety rules, kept everywhere below:
 - run ids and artifact keys must match a strict pattern and stay inside the root; the names
   users type are kept inside settings.json only and never become paths;
 - every problem is a ValueError with a sentence a page can show.
+
+A run being trained has status "running" and its writer holds an exclusive `flock` on its
+.writer.lock. The kernel drops that lock when the process dies, however it dies (even kill -9),
+so a "running" run whose lock is free was abandoned: it is listed as "interrupted" with its
+last whole checkpoint, and the temporary files its writer left are removed. A run whose files
+cannot be read is "damaged", with the reason; `list(damaged=True)` reports those too.
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ import tempfile
 import threading
 import time
 import zipfile
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -41,9 +49,17 @@ import numpy as np
 import safetensors.torch
 import torch
 
+from engine.status import RUN_ENDINGS, STORED, Status
+
+try:  # POSIX; elsewhere a writer's death goes unnoticed and its run stays "running"
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
 ENV_VAR = "DYNAMICS_LAB_HOME"
-STATUSES = ("running", "done", "diverged", "cancelled", "failed")
-FINISHED_STATUSES = frozenset(STATUSES) - {"running"}
+STATUSES = STORED  # what a settings.json may say
+FINISHED_STATUSES = RUN_ENDINGS  # what `finish` may record
+WRITER_LOCK = ".writer.lock"
 # Keys that the store writes into settings.json itself; a run's own settings may not use them.
 RESERVED_KEYS = frozenset({"name", "created", "status", "summary", "message", "finished", "imported"})
 MAX_NAME_LENGTH = 100
@@ -70,18 +86,20 @@ class RunInfo:
         id: the run id (its folder name).
         name: the display name the user chose.
         created: `time.time()` when the run was created.
-        status: "running", "done", "diverged", "cancelled" or "failed".
+        status: a `Status`: running, done, diverged, cancelled, failed, interrupted (its
+            training process died) or damaged (its files cannot be read; see `message`).
         dataset: the dataset named in the run's settings ("" if none).
         steps: the steps the run made (summary["steps"]) or, before it has a summary,
             the steps it was set to make (settings["steps"]); 0 if neither is known.
         summary: a small dict of final metrics.
-        message: the sentence given when the run finished (why it failed, for example).
+        message: the sentence given when the run finished (why it failed, for example), or
+            why a damaged run cannot be read.
     """
 
     id: str
     name: str
     created: float
-    status: str
+    status: Status
     dataset: str
     steps: int
     summary: dict = field(default_factory=dict)
@@ -216,8 +234,10 @@ def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 class RunStore:
     """Runs, their checkpoints and metrics, and cached analyses, in one folder.
 
-    Safe to share between threads: files are replaced atomically, and the read-modify-write
-    of settings.json (finish, rename) happens under a lock.
+    Safe to share between threads and processes: files are replaced atomically, and the
+    read-modify-write of settings.json (finish, rename) happens under a lock. The store that
+    creates a run is its writer: it holds the run's writer lock until `finish` (or until the
+    store itself is garbage-collected or its process ends, which leaves the run interrupted).
     """
 
     def __init__(self, root: str | Path | None = None):
@@ -228,6 +248,7 @@ class RunStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.root = self.root.resolve()
         self._settings_lock = threading.Lock()
+        self._writer_locks: dict[str, io.BufferedWriter] = {}  # run id -> its locked .writer.lock
 
     # ----- creating and finishing runs ----------------------------------------------
 
@@ -246,8 +267,17 @@ class RunStore:
         record = {**settings, "name": name, "created": time.time(), "status": "running",
                   "summary": {}, "message": ""}
         data = _dumps(record)  # fail on unsaveable settings before making a folder
-        run_id = self._new_run_folder()
-        _atomic_write(self._path(run_id) / "settings.json", data)
+        # Made under a dot-name and renamed into place, so a listing never sees a run without
+        # its settings or its writer lock; the lock stays on the file across the rename.
+        staging = Path(tempfile.mkdtemp(prefix=".create-", dir=self.root))
+        try:
+            lock = _hold_writer_lock(staging)
+            _atomic_write(staging / "settings.json", data)
+            run_id = self._move_into_place(staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        self._writer_locks[run_id] = lock
         return run_id
 
     def finish(self, run_id: str, status: str, summary: dict | None = None, message: str = "") -> None:
@@ -261,10 +291,11 @@ class RunStore:
         """
         if status not in FINISHED_STATUSES:
             raise ValueError(f"A run finishes as one of {', '.join(sorted(FINISHED_STATUSES))}, not {status!r}.")
-        changes = {"status": status, "message": str(message), "finished": time.time()}
+        changes = {"status": Status(status), "message": str(message), "finished": time.time()}
         if summary is not None:
             changes["summary"] = dict(summary)
         self._update_settings(run_id, changes)
+        self._release_writer_lock(run_id)  # only now: a reader that finds it free sees the end
 
     def rename(self, run_id: str, new_name: str) -> None:
         """Change a run's display name; the folder keeps its id."""
@@ -273,6 +304,7 @@ class RunStore:
     def delete(self, run_id: str) -> None:
         """Remove a run and everything saved with it."""
         folder = self._existing(run_id)
+        self._release_writer_lock(run_id)
         # Rename first so that a listing never sees a half-deleted run.
         doomed = self.root / f".deleting-{run_id}-{secrets.token_hex(3)}"
         os.replace(folder, doomed)
@@ -280,22 +312,51 @@ class RunStore:
 
     # ----- reading runs --------------------------------------------------------------
 
-    def list(self) -> list[RunInfo]:
-        """All readable runs, newest first; folders without a readable settings.json are skipped."""
+    def list(self, *, damaged: bool = False) -> list[RunInfo]:
+        """The runs, newest first.
+
+        Args:
+            damaged: also list runs that cannot be read, with status `Status.DAMAGED` and the
+                reason as their message; by default they are left out.
+        """
         runs = []
         for folder in self.root.iterdir():
             if not _ID_PATTERN.match(folder.name) or not folder.is_dir():
                 continue
             try:
-                runs.append(self._info(folder.name, self.settings(folder.name)))
-            except (ValueError, OSError, TypeError, KeyError, AttributeError):
-                continue  # broken or half-made run: leave it out rather than break the page
+                info = self._info(folder.name, self.settings(folder.name))
+            except (ValueError, OSError, TypeError, KeyError, AttributeError) as exc:
+                if not folder.is_dir():
+                    continue  # deleted while we looked
+                info = _damaged(folder.name, str(exc), created=_modified(folder))
+            if info.status != Status.DAMAGED:
+                problem = self._checkpoint_problem(info)
+                info = _damaged(info.id, problem, info) if problem else info
+            if damaged or info.status != Status.DAMAGED:
+                runs.append(info)
         runs.sort(key=lambda run: (run.created, run.id), reverse=True)
         return runs
 
+    def exists(self, run_id: str) -> bool:
+        """True while a run of this id is in the store."""
+        return self._path(run_id).is_dir()
+
     def settings(self, run_id: str) -> dict:
-        """The run's settings.json: its settings plus name, created, status, summary, message."""
+        """The run's settings.json: its settings plus name, created, status, summary, message.
+
+        A "running" run whose writer died is recorded as "interrupted" on the way (see the
+        module's notes), so every reader agrees on its status.
+        """
+        record = self._read_settings(run_id)
+        if record.get("status") == Status.RUNNING and not _writer_alive(self._path(run_id)):
+            record = self._mark_interrupted(run_id)
+        return record
+
+    def _read_settings(self, run_id: str) -> dict:
+        """settings.json as written, without looking at its writer."""
         path = self._existing(run_id) / "settings.json"
+        if not path.exists():
+            raise ValueError(f"Run {run_id!r} has no settings.json.")
         try:
             record = _loads(path.read_bytes())
         except (OSError, ValueError) as exc:
@@ -303,6 +364,24 @@ class RunStore:
         if not isinstance(record, dict):
             raise ValueError(f"The settings of run {run_id!r} are not a JSON object.")
         return record
+
+    def _mark_interrupted(self, run_id: str) -> dict:
+        """Record that the run's writer died: its last whole checkpoint is where it stands."""
+        with self._settings_lock:
+            record = self._read_settings(run_id)  # again: the writer may have finished meanwhile
+            if record.get("status") != Status.RUNNING:
+                return record
+            _remove_temporary_files(self._path(run_id))
+            steps = self.checkpoint_steps(run_id)
+            if steps:
+                message = (f"Training was interrupted: its process ended before the run finished. "
+                           f"The last whole checkpoint is step {steps[-1]:,}.")
+            else:
+                message = "Training was interrupted before its first checkpoint: there are no weights."
+            record.update(status=Status.INTERRUPTED, message=message, finished=time.time(),
+                          summary=dict(record.get("summary") or {}, steps=steps[-1] if steps else 0))
+            _atomic_write(self._path(run_id) / "settings.json", _dumps(record))
+            return record
 
     def save_metrics(self, run_id: str, metrics: dict) -> None:
         """Save the run's metrics (dict of lists of numbers; NaN and infinities survive)."""
@@ -348,7 +427,21 @@ class RunStore:
         if step not in steps:
             raise ValueError(f"Run {run_id!r} has no checkpoint at step {step}; it has {steps}.")
         path = self._path(run_id) / "checkpoints" / _checkpoint_name(step)
-        return safetensors.torch.load_file(path, device=str(torch.device(device)))
+        try:
+            return safetensors.torch.load_file(path, device=str(torch.device(device)))
+        except (safetensors.SafetensorError, OSError) as exc:
+            raise ValueError(f"The checkpoint at step {step} of run {run_id!r} cannot be read: "
+                             f"{_safetensors_problem(path) or exc}.") from exc
+
+    def _checkpoint_problem(self, info: RunInfo) -> str:
+        """Why the run's weights cannot be used, or "" when they can (the last checkpoint is checked)."""
+        steps = self.checkpoint_steps(info.id)
+        if not steps:
+            if info.status in (Status.DONE, Status.DIVERGED, Status.CANCELLED):
+                return f"Run {info.id!r} finished as {info.status} but has no checkpoints: its weights are missing."
+            return ""
+        problem = _safetensors_problem(self._path(info.id) / "checkpoints" / _checkpoint_name(steps[-1]))
+        return f"The checkpoint at step {steps[-1]} of run {info.id!r} cannot be read: {problem}." if problem else ""
 
     # ----- artifacts (cached analysis results) ----------------------------------------
 
@@ -447,8 +540,7 @@ class RunStore:
             (staging / "checkpoints").mkdir()
             for member, content in files.items():
                 _atomic_write(staging / member, content)
-            run_id = self._new_id()
-            os.rename(staging, self.root / run_id)  # the run appears whole or not at all
+            run_id = self._move_into_place(staging)  # the run appears whole or not at all
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -475,19 +567,22 @@ class RunStore:
         """A fresh, time-sortable id such as "20261122-063512-a1b2c3"."""
         return f"{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
-    def _new_run_folder(self) -> str:
-        """Make an empty folder under a fresh id; retry on the (unlikely) clash."""
+    def _move_into_place(self, staging: Path) -> str:
+        """Rename a finished staging folder to a fresh run id and return the id."""
         while True:
             run_id = self._new_id()
-            try:
-                self._path(run_id).mkdir()
+            if not self._path(run_id).exists():  # a rename would replace an empty folder
+                os.rename(staging, self._path(run_id))
                 return run_id
-            except FileExistsError:
-                continue
+
+    def _release_writer_lock(self, run_id: str) -> None:
+        lock = self._writer_locks.pop(run_id, None)
+        if lock is not None:
+            lock.close()  # closing the file releases its flock
 
     def _update_settings(self, run_id: str, changes: dict) -> None:
         with self._settings_lock:
-            record = self.settings(run_id)
+            record = self._read_settings(run_id)
             record.update(changes)
             _atomic_write(self._path(run_id) / "settings.json", _dumps(record))
 
@@ -497,12 +592,81 @@ class RunStore:
         dataset = record.get("dataset") or ""
         if isinstance(dataset, dict):  # settings may describe the dataset with its options
             dataset = dataset.get("name", "")
+        if record.get("status") not in STATUSES:
+            raise ValueError(f"Run {run_id!r} has an unknown status {record.get('status')!r}.")
         return RunInfo(
             id=run_id, name=str(record["name"]), created=float(record["created"]),
-            status=str(record["status"]), dataset=str(dataset),
+            status=Status(record["status"]), dataset=str(dataset),
             steps=_whole_number(summary.get("steps", record.get("steps"))),
             summary=dict(summary), message=str(record.get("message", "")),
         )
+
+
+def _damaged(run_id: str, reason: str, info: RunInfo | None = None, created: float = 0.0) -> RunInfo:
+    """A listing row for a run that cannot be used, saying why (keeps what was readable)."""
+    if info is None:
+        info = RunInfo(id=run_id, name=run_id, created=created, status=Status.DAMAGED, dataset="", steps=0)
+    return RunInfo(id=info.id, name=info.name, created=info.created, status=Status.DAMAGED,
+                   dataset=info.dataset, steps=info.steps, summary=info.summary, message=reason)
+
+
+def _modified(path: Path) -> float:
+    with suppress(OSError):
+        return path.stat().st_mtime
+    return 0.0
+
+
+def _hold_writer_lock(folder: Path) -> io.BufferedWriter:
+    """Create folder/.writer.lock and lock it exclusively; the open file keeps the lock."""
+    lock = open(folder / WRITER_LOCK, "wb")
+    if fcntl is not None:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return lock
+
+
+def _writer_alive(folder: Path) -> bool:
+    """True while some open file (in any process, this one included) holds the run's writer lock."""
+    if fcntl is None:
+        return True  # cannot tell: never call a run interrupted
+    try:
+        probe = open(folder / WRITER_LOCK, "rb")
+    except FileNotFoundError:
+        return False  # a run written before writer locks existed, or by a store that lost it
+    with probe:
+        try:
+            fcntl.flock(probe.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False  # closing the probe releases the shared lock it just took
+
+
+def _remove_temporary_files(folder: Path) -> None:
+    """Delete the half-written `.*.tmp` files a dead writer left in a run and its checkpoints."""
+    for place in (folder, folder / "checkpoints"):
+        for leftover in place.glob(".*.tmp"):
+            with suppress(OSError):
+                leftover.unlink()
+
+
+def _safetensors_problem(path: Path) -> str:
+    """Why `path` is not a whole safetensors file, or "" when its header and size agree.
+
+    Reads only the header: 8 bytes of little-endian length, then that much JSON naming each
+    tensor's byte range; the ranges must end exactly at the end of the file.
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as file:
+            length = int.from_bytes(file.read(8), "little")
+            if size < 8 or length > size - 8:
+                return "it is not a safetensors file (its header is damaged)"
+            header = json.loads(file.read(length))
+        ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError, UnicodeDecodeError):
+        return "it is not a safetensors file"
+    if max(ends, default=0) != size - 8 - length:
+        return "the file is cut short or has extra bytes"
+    return ""
 
 
 def _read_run_zip(data: bytes) -> dict[str, bytes]:

@@ -91,6 +91,7 @@ def test_metrics_accept_numpy_and_tensor_values(runs, run_id):
 
 
 def test_finish_updates_status_and_summary(runs, run_id):
+    runs.save_checkpoint(run_id, 0, a_state())
     runs.finish(run_id, "diverged", {"steps": 57, "final_loss": float("nan")}, "The loss became NaN.")
     [info] = runs.list()
     assert (info.status, info.steps, info.message) == ("diverged", 57, "The loss became NaN.")

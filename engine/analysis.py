@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import contextmanager
 from typing import Callable
 
 from engine import results
@@ -37,10 +38,29 @@ def save(store, run_id: str, lens: str, settings: dict, result) -> None:
 def cached(ctx, store, run_id: str, lens: str, settings: dict, recipe: Callable):
     """The analysis' result: loaded if stored, else computed by the recipe, saved, returned.
 
-    Written to run as a job function (`ctx` is the job's context).
+    Written to run as a job function (`ctx` is the job's context). When the run is deleted
+    while the recipe works, it ends with a ValueError saying so, and nothing is saved.
     """
     result = load(store, run_id, lens, settings)
-    if result is None:
+    if result is not None:
+        return result
+    with _deleted_run_is_a_sentence(store, run_id, lens):
         result = recipe(ctx, store, run_id, **settings)
         save(store, run_id, lens, settings, result)
     return result
+
+
+@contextmanager
+def _deleted_run_is_a_sentence(store, run_id: str, lens: str):
+    """Turn whatever error a run's deletion caused (a file gone, a folder gone) into one sentence.
+
+    The store never makes a run's folder again once it is gone (artifacts go into an existing
+    run only), so a late save fails instead of leaving a half-recreated run behind.
+    """
+    try:
+        yield
+    except Exception as exc:
+        if store.exists(run_id):
+            raise
+        raise ValueError(f"Run {run_id!r} was deleted while the {lens} analysis was being computed; "
+                         "nothing was saved.") from exc

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from engine import data as datasets
-from engine.experiment import Experiment, train_job
+from engine.experiment import Experiment, build_experiment, train_job
 from engine.store import RunStore, _fsync_folder
 
 BACKENDS = ("local", "ray")
@@ -110,14 +110,38 @@ class Sweep:
             return ["A sweep needs at least one cell."]
         if len(self.cells) > MAX_CELLS:
             return [f"This sweep has {len(self.cells):,} cells; the lab's limit is {MAX_CELLS:,}."]
-        sentences = {}
+        sentences, valid = {}, []
         for cell in self.cells:
             experiment, errors = Experiment.from_flat(cell)
             errors |= experiment.errors()
             for key, sentence in errors.items():
                 shown = f"{key}={cell[key]}" if key in cell else key
                 sentences.setdefault(f"{shown}: {sentence}", None)
+            if not errors:
+                valid.append((cell, experiment))
+        for sentence in _build_errors(valid):
+            sentences.setdefault(sentence, None)
         return list(sentences)
+
+
+def _build_errors(cells: list[tuple[dict, Experiment]]) -> list[str]:
+    """Sentences for the cells whose data cannot be made or whose model cannot be built on
+    it (a CNN on points, say): each distinct data and model is tried once, on the CPU."""
+    sentences, tried, loaded = [], set(), {}
+    for cell, experiment in cells:
+        data_id = json.dumps([experiment.data, experiment.data_options], sort_keys=True, default=str)
+        model_id = json.dumps(experiment.model.to_dict(), sort_keys=True, default=str)
+        if (data_id, model_id) in tried:
+            continue
+        tried.add((data_id, model_id))
+        try:
+            if data_id not in loaded:
+                loaded[data_id] = datasets.load(experiment.data, **experiment.data_options)
+            build_experiment(experiment, loaded[data_id])
+        except ValueError as exc:
+            shown = " ".join(f"{k}={v}" for k, v in cell.items())
+            sentences.append(f"The cell {shown} cannot be trained: {exc}")
+    return sentences
 
 
 def grid(settings: dict[str, str]) -> Sweep:

@@ -10,7 +10,7 @@ from engine import pruning, recipes
 from viz import pruning as figures
 
 SPARSITIES = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998]
-DEFAULT_METHODS = ["magnitude", "random", "taylor", "snip", "synflow"]
+DEFAULT_METHODS = ["magnitude", "random", "taylor", "synflow"]  # snip would repeat taylor's masks
 FINETUNE_STEPS = [0, 50, 100, 200, 500, 1000, 2000]
 PRUNE_AT = {"trained weights": False, "initial weights (then train)": True}
 
@@ -35,10 +35,12 @@ def settings() -> dict:
                                     key="pr:sparsities")
         at = st.radio("Prune the run's", list(PRUNE_AT), key="pr:at",
                       help="Initial weights: pruning at initialisation (SNIP, GraSP, SynFlow); the pruned "
-                           "networks then train for the fine-tuning steps, and are compared with the run's "
+                           "networks then train for the training steps after pruning, and are compared with the run's "
                            "trained dense model.")
-        finetune = st.select_slider("Fine-tuning steps (training, when pruned at init)", FINETUNE_STEPS,
-                                    value=100, key="pr:finetune")
+        finetune = st.select_slider("Training steps after pruning", FINETUNE_STEPS, value=100, key="pr:finetune",
+                                    help="Steps of the run's optimizer on every pruned network. Trained weights: "
+                                         "fine-tuning (0 measures them as pruned). Initial weights: their whole "
+                                         "training, so at least one step.")
         scope = st.radio("Scope", ["global", "layer"], horizontal=True, key="pr:scope",
                          help="global: one threshold for all layers; layer: the same fraction in every layer.")
     return dict(methods=tuple(methods), sparsities=tuple(sorted(sparsities)), finetune_steps=finetune, scope=scope,
@@ -54,6 +56,7 @@ def pruning_page() -> None:
     if not options["methods"] or not options["sparsities"]:
         st.info("Choose at least one method and one sparsity in the sidebar.")
         return
+    method_notes(options["methods"], options["at_init"])
     sweep = analysis_result("pruning-sweep", run_id, options, recipes.pruning_sweep, label="Pruning sweep")
     if sweep is None:
         return
@@ -82,6 +85,19 @@ def pruning_page() -> None:
     if math.isfinite(sweep.dense_accuracy):
         gallery(run_id, {k: v for k, v in options.items() if k != "methods"} | {"method": method})
     lottery(run_id)
+
+
+def method_notes(methods: tuple, at_init: bool) -> None:
+    """What the chosen criteria mean here: methods that keep the same weights, and criteria
+    meant only for pruning at initialisation when trained weights are pruned."""
+    for group, why in pruning.same_masks(methods).items():
+        st.caption(f"{' and '.join(group)} keep the same weights, so their curves coincide: {why}.")
+    early = pruning.init_only(methods)
+    if early and not at_init:
+        st.warning(f"{', '.join(early)}: a criterion for pruning at initialisation, which "
+                   "keeps the weights that let gradients flow in the training to come. On trained weights the "
+                   "gradient is near zero, and so is the score: its masks are close to arbitrary. Choose "
+                   "'initial weights (then train)' in the sidebar to see it as it is meant.")
 
 
 def decision_regions(run_id: str, settings: dict) -> None:

@@ -13,7 +13,8 @@ applied so that the pruned weights stay zero through any later training.
   | `l2_neuron` | L2 norm of w_i's output unit (conv channel)        | no   | Li et al. 2017     |
   | `taylor`    | abs(w_i g_i), g = dL/dw                            | yes  | Molchanov 2017     |
   | `snip`      | abs(w_i g_i) / sum_j abs(w_j g_j), meant at init   | yes  | Lee et al. 2019    |
-  | `grasp`     | w_i (H g)_i  (-S of the paper, see `_grasp`)       | yes  | Wang et al. 2020   |
+  |             | (taylor's ranking, so taylor's masks)              |      |                    |
+  | `grasp`     | w_i (H g)_i  (-S of the paper), only at init       | yes  | Wang et al. 2020   |
   | `synflow`   | w_i dR/dw_i, linearised all-positive network       | no   | Tanaka et al. 2020 |
   | `obd`       | 0.5 H_ii w_i^2                                     | yes  | LeCun et al. 1990  |
   | `oba`       | abs(w_i g_i - 0.5 w_i (H w)_i)                     | yes  | after Sun 2025     |
@@ -275,20 +276,28 @@ class Batch(NamedTuple):
 
 @dataclass(frozen=True)
 class Method:
-    """A scoring method: fn(model, names, batch, **options) -> {name: score}."""
+    """A scoring method: fn(model, names, batch, **options) -> {name: score}.
+
+    `init_only`: the score is meant for untrained weights and says little about a trained
+    network's function (GraSP: near a minimum g is near zero, and so is w (H g))."""
 
     fn: Callable[..., Scores]
     needs_data: bool
     summary: str
+    init_only: bool = False
 
 
 METHODS: dict[str, Method] = {}
 ITERATIVE_SYNFLOW = "synflow_iterative"  # a schedule, not a score: see `synflow_iterative`
+SAME_MASKS = {  # methods whose masks agree on any weights, and why
+    ("taylor", "snip"): "SNIP's score is Taylor's |w dL/dw| divided by its sum over all weights, "
+                        "which changes no ranking",
+}
 
 
-def _register(name: str, needs_data: bool, summary: str):
+def _register(name: str, needs_data: bool, summary: str, init_only: bool = False):
     def add(fn):
-        METHODS[name] = Method(fn, needs_data, summary)
+        METHODS[name] = Method(fn, needs_data, summary, init_only)
         return fn
     return add
 
@@ -296,6 +305,18 @@ def _register(name: str, needs_data: bool, summary: str):
 def method_names() -> list[str]:
     """Every method `one_shot` and `sweep` accept: the scores and iterative SynFlow."""
     return [*METHODS, ITERATIVE_SYNFLOW]
+
+
+def init_only(methods: Iterable[str]) -> list[str]:
+    """Those of `methods` meant only for pruning at initialisation (see `Method.init_only`)."""
+    return [m for m in methods if m in METHODS and METHODS[m].init_only]
+
+
+def same_masks(methods: Iterable[str]) -> dict[tuple[str, ...], str]:
+    """{group: why} for the groups of SAME_MASKS of which `methods` hold two or more: methods
+    that give identical masks on any weights."""
+    chosen = set(methods)
+    return {group: why for group, why in SAME_MASKS.items() if len(chosen.intersection(group)) > 1}
 
 
 def scores(model: nn.Module, method: str, x=None, y=None, loss: LossArg = "ce", *,
@@ -474,16 +495,26 @@ def _taylor(model, names, batch) -> Scores:
 def _snip(model, names, batch, normalize: bool = True) -> Scores:
     """Lee et al. 2019: the sensitivity of the loss to a connection's gate c at c = 1 is
     dL/dc = g w. The paper normalises by the sum over all weights; that does not change a
-    global ranking, only the scale. The formula is `taylor`'s; SNIP applies it at init."""
+    ranking, global or by layer, only the scale: SNIP's masks are `taylor`'s on any weights.
+    SNIP applies the formula at init. A zero gradient (all scores zero) is left unscaled."""
     s = _taylor(model, names, batch)
     total = sum(t.sum() for t in s.values()) if normalize else 1.0
-    return {n: t / total for n, t in s.items()}
+    return {n: t / total if total > 0 else t for n, t in s.items()}
 
 
-@_register("grasp", needs_data=True, summary="w (H g): keeps the weights that carry gradient flow")
+@_register("grasp", needs_data=True, summary="w (H g) at init: keeps the weights that carry gradient flow",
+           init_only=True)
 def _grasp(model, names, batch) -> Scores:
     """Wang et al. 2020 define S = -w * (H g) and prune the weights with the LARGEST S (their
-    removal shrinks the gradient norm least). Here higher means keep, so the score is -S."""
+    removal shrinks the gradient norm least; the reference code, alecwangcq/GraSP, removes the
+    top-k of -theta * Hg). Here higher means keep, so the score is -S.
+
+    GraSP is a criterion for pruning at initialisation: it keeps what lets the network train.
+    On trained weights near a minimum g is near zero, and so is H g: the ranking is noise and
+    says nothing about what the network computes (half of a trained digits MLP pruned by it
+    keeps far less accuracy than half pruned at random). The reference code also divides the
+    logits by a temperature of 200 and takes g and H over the weights only; here they are over
+    all parameters, as in the paper's derivation."""
     times = _hessian_times(model, batch)
     hg, w = times(_gradient(model, batch)), _params(model, names)
     return {n: w[n] * hg[n] for n in names}

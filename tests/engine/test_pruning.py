@@ -182,6 +182,27 @@ def test_snip_is_the_taylor_score_normalised_to_sum_one(tiny):
     assert all(torch.allclose(scores[n], raw[n] / total) for n in raw)
 
 
+def test_snip_scores_are_the_taylor_scores_times_one_constant(tiny):
+    model, x, y = tiny
+    taylor, snip = (pruning.scores(model, m, x, y) for m in ("taylor", "snip"))
+    ratios = torch.cat([(snip[n] / taylor[n]).reshape(-1) for n in taylor])
+    assert torch.allclose(ratios, ratios[0].expand_as(ratios))
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_snip_and_taylor_give_the_same_masks(tiny, scope):
+    model, x, y = tiny
+    taylor, snip = (pruning.scores(model, m, x, y) for m in ("taylor", "snip"))
+    for sparsity in (0.3, 0.5, 0.9):
+        a, b = pruning.masks(taylor, sparsity, scope), pruning.masks(snip, sparsity, scope)
+        assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_same_masks_names_taylor_and_snip_when_both_are_chosen():
+    assert list(pruning.same_masks(["magnitude", "snip", "taylor"])) == [("taylor", "snip")]
+    assert pruning.same_masks(["magnitude", "snip"]) == {}
+
+
 def test_obd_exact_uses_the_dense_hessian_diagonal(tiny):
     model, x, y = tiny
     diagonal = as_dict(torch.diagonal(dense_hessian(model, x, y)), model)
@@ -207,6 +228,38 @@ def test_grasp_is_weight_times_hessian_gradient_product(tiny):
     params = dict(model.named_parameters())
     assert all(torch.allclose(scores[n], params[n].detach() * hg[n], atol=1e-12)
                for n in weight_names(model))
+
+
+@pytest.mark.parametrize("sparsity", [0.5, 0.75])
+def test_grasp_prunes_the_largest_minus_w_hg_as_the_reference_code(tiny, sparsity):
+    """alecwangcq/GraSP: S = -theta * Hg over the weights, the top int(sparsity n) removed."""
+    model, x, y = tiny
+    names, params = weight_names(model), dict(model.named_parameters())
+    g = explicit_gradient(model, x, y)
+    hg = as_dict(dense_hessian(model, x, y) @ flat_of(g, model, list(g)), model)
+    s = torch.cat([(-params[n].detach() * hg[n]).reshape(-1) for n in names])
+    removed = torch.zeros_like(s, dtype=torch.bool)
+    removed[torch.topk(s, int(len(s) * sparsity)).indices] = True
+    kept = pruning.masks(pruning.scores(model, "grasp", x, y), sparsity)
+    assert torch.equal(torch.cat([kept[n].reshape(-1) for n in names]), ~removed)
+
+
+def test_grasp_scores_vanish_at_a_minimum():
+    """Least squares solved exactly: g = 0, so w (H g) = 0 whatever w: GraSP cannot rank
+    trained weights, which is why it is meant for pruning at initialisation."""
+    torch.manual_seed(0)
+    x, y = torch.randn(20, 3, dtype=torch.float64), torch.randn(20, 1, dtype=torch.float64)
+    solution = torch.linalg.lstsq(torch.cat([x, torch.ones(20, 1, dtype=torch.float64)], 1), y).solution
+    model = nn.Linear(3, 1).double()
+    with torch.no_grad():
+        model.weight.copy_(solution[:3].T)
+        model.bias.copy_(solution[3])
+    scores = pruning.scores(model, "grasp", x, y, "mse")
+    assert scores["weight"].abs().max() < 1e-12 < model.weight.abs().min()
+
+
+def test_grasp_alone_is_meant_only_for_pruning_at_initialisation():
+    assert pruning.init_only(pruning.method_names()) == ["grasp"]
 
 
 def test_oba_is_the_second_order_share_of_each_weight(tiny):

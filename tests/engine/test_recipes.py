@@ -144,6 +144,18 @@ def test_pruning_sweep_at_zero_fine_tuning_matches_one_shot(run):
     assert sweep.accuracy[0, 0] == pytest.approx(accuracy)
 
 
+def test_grasp_masks_at_initialisation_are_scored_on_the_runs_initial_weights(run):
+    from engine import pruning
+    from engine.experiment import load_dataset, load_model
+    store, run_id = run
+    result = recipes.pruning_masks(Quiet(), store, run_id, method="grasp", sparsity=0.5, at_init=True)
+    data = load_dataset(store, run_id)
+    x, y = pruning.score_batch(data)
+    expected = pruning.masks(pruning.scores(load_model(store, run_id, step=0), "grasp", x, y), 0.5)
+    assert result.masks.keys() == expected.keys()
+    assert all(np.array_equal(result.masks[n], expected[n].numpy()) for n in expected)
+
+
 def test_interpolation_ends_at_the_two_runs_losses(run):
     store, run_id = run
     experiment = Experiment("moons", {"n": 200}, ModelSpec(width=8, seed=1),
@@ -153,6 +165,18 @@ def test_interpolation_ends_at_the_two_runs_losses(run):
     a, b = (recipes.run_data(store, r, samples=100) for r in (run_id, other))
     assert path.settings["loss_a"] == pytest.approx(a.loss(a.model(a.x), a.y).item(), rel=1e-5)
     assert path.settings["loss_b"] == pytest.approx(b.loss(b.model(b.x), b.y).item(), rel=1e-5)
+
+
+def test_interpolation_barrier_is_the_bump_between_the_runs_not_beyond(run):
+    store, run_id = run
+    experiment = Experiment("moons", {"n": 200}, ModelSpec(width=8, seed=2),
+                            TrainConfig(steps=60, eval_every=20, checkpoint_every=20))
+    other = train_job(Quiet(), experiment, store=store, device="cpu")["run_id"]
+    path = recipes.interpolation(Quiet(), store, run_id, other=other, samples=100)
+    t, between = path.xs, (path.xs >= 0) & (path.xs <= 1)
+    bump = path.loss - ((1 - t) * path.settings["loss_a"] + t * path.settings["loss_b"])
+    assert t.min() < 0 and t.max() > 1  # the drawn path extrapolates on both sides
+    assert path.barrier == pytest.approx(bump[between].max(), abs=1e-6)
 
 
 def test_interpolation_refuses_different_architectures(run):

@@ -201,6 +201,35 @@ def test_pruning_draws_the_sweep_regions_geometry_masks_and_gallery(open_page, s
     assert any("kept weights" in t for t in titles) and any("pruned by magnitude" in t for t in titles)
 
 
+def pruning_page_with(open_page, methods: list[str]):
+    """The pruning page set to a quick sweep (one sparsity, no training) of `methods`."""
+    at = open_page("pruning")
+    at.select_slider(key="pr:finetune").set_value(0).run()
+    at.multiselect(key="pr:sparsities").set_value([0.5]).run()
+    at.multiselect(key="pr:methods").set_value(methods).run()
+    return at
+
+
+def test_pruning_says_when_taylor_and_snip_keep_the_same_weights(open_page, stored_run):
+    at = pruning_page_with(open_page, ["taylor", "snip"])
+    assert any("taylor and snip keep the same weights" in c.value for c in at.caption)
+    at.multiselect(key="pr:methods").set_value(["taylor", "magnitude"]).run()
+    assert not any("keep the same weights" in c.value for c in at.caption)
+
+
+def test_pruning_warns_that_grasp_is_meant_for_initial_weights(open_page, stored_run):
+    at = pruning_page_with(open_page, ["grasp"])
+    assert any("pruning at initialisation" in w.value for w in at.warning)
+    at.select_slider(key="pr:finetune").set_value(50).run()
+    at.radio(key="pr:at").set_value("initial weights (then train)").run()
+    assert not any("pruning at initialisation" in w.value for w in at.warning)
+
+
+def test_pruning_training_steps_are_labelled_for_every_case(open_page, stored_run):
+    slider = open_page("pruning").select_slider(key="pr:finetune")
+    assert slider.label == "Training steps after pruning"
+
+
 def test_landscape_compares_two_runs_and_the_path_between_them(open_page, stored_run):
     other = second_run()
     at = open_page("landscape")

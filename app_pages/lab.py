@@ -190,10 +190,10 @@ def analysis_result(lens: str, run_id: str, settings: dict, recipe, *, label: st
     """
     from engine import analysis  # torch-heavy; imported where used
 
-    stored = analysis.load(store(), run_id, lens, settings)
+    stored = analysis.load(store(), run_id, lens, settings, recipe)
     if stored is not None:
         return stored
-    job_key = f"analysis:{analysis.artifact_key(lens, settings)}:{run_id}"
+    job_key = f"analysis:{analysis.artifact_key(lens, settings, recipe)}:{run_id}"
     job_id = st.session_state.get(job_key)
     state = jobs().get(job_id, owner()) if job_id else None
     if state is None:

@@ -157,12 +157,12 @@ def panel_result(panel: Panel, run: dict, step: int, settings: dict, wants: list
     from engine import analysis
 
     if "step" not in settings:  # one picture of the whole (finished) run
-        found = analysis.load(store(), run["id"], panel.key, settings)
+        found = analysis.load(store(), run["id"], panel.key, settings, panel.recipe)
         if found is None:
             wants.append((panel, run, step, settings))
         return found, step
     for earlier in reversed([s for s in store().checkpoint_steps(run["id"]) if s <= step]):
-        found = analysis.load(store(), run["id"], panel.key, settings | {"step": earlier})
+        found = analysis.load(store(), run["id"], panel.key, settings | {"step": earlier}, panel.recipe)
         if found is not None:
             if earlier != step:
                 wants.append((panel, run, step, settings))

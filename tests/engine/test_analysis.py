@@ -11,11 +11,58 @@ def test_results_split_into_arrays_and_back():
     assert back.x_label == "angle" and back.target is None and np.array_equal(back.x, view.x)
 
 
+def parity(ctx, store, run_id, k=1):
+    return results.Parity(np.arange(4.0), np.arange(4.0) * k)
+
+
 def test_key_depends_on_every_setting_and_is_a_safe_name():
-    a = analysis.artifact_key("surface", {"n": 5, "split": "train"})
-    assert a == analysis.artifact_key("surface", {"split": "train", "n": 5})
-    assert a != analysis.artifact_key("surface", {"n": 6, "split": "train"})
+    a = analysis.artifact_key("surface", {"n": 5, "split": "train"}, parity)
+    assert a == analysis.artifact_key("surface", {"split": "train", "n": 5}, parity)
+    assert a != analysis.artifact_key("surface", {"n": 6, "split": "train"}, parity)
     assert a.replace("-", "").isalnum()
+
+
+def a_stored_run(tmp_path):
+    store = RunStore(tmp_path)
+    return store, store.create("r", {})
+
+
+def test_a_result_of_an_older_recipe_version_is_not_served(tmp_path, monkeypatch):
+    store, run_id = a_stored_run(tmp_path)
+    analysis.cached(None, store, run_id, "parity", {"k": 2}, parity)
+    monkeypatch.setattr(parity, "version", 2, raising=False)
+    analysis.recipe_version.cache_clear()
+    assert analysis.load(store, run_id, "parity", {"k": 2}, parity) is None
+
+
+def test_a_result_made_by_an_older_engine_is_not_served(tmp_path, monkeypatch):
+    store, run_id = a_stored_run(tmp_path)
+    analysis.cached(None, store, run_id, "parity", {"k": 2}, parity)
+    monkeypatch.setattr(analysis, "ENGINE_VERSION", "0.0.1-old")
+    analysis.recipe_version.cache_clear()
+    assert analysis.load(store, run_id, "parity", {"k": 2}, parity) is None
+
+
+def test_editing_a_recipes_source_makes_a_new_version(tmp_path, monkeypatch):
+    import importlib
+    import sys
+    module = tmp_path / "edited_recipes.py"
+    module.write_text("def recipe(ctx, store, run_id):\n    return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    edited = importlib.import_module("edited_recipes")
+    before = analysis.recipe_version(edited.recipe)
+    module.write_text("def recipe(ctx, store, run_id):\n    return 2 * 1\n")
+    edited = importlib.reload(edited)
+    assert analysis.recipe_version(edited.recipe) != before
+    monkeypatch.delitem(sys.modules, "edited_recipes")
+
+
+def test_the_same_recipe_and_settings_are_served_from_the_cache(tmp_path):
+    store, run_id = a_stored_run(tmp_path)
+    made = analysis.cached(None, store, run_id, "parity", {"k": 2}, parity)
+    loaded = analysis.load(store, run_id, "parity", {"k": 2}, parity)
+    assert np.array_equal(loaded.prediction, made.prediction)
 
 
 def test_cached_computes_once_then_loads(tmp_path):

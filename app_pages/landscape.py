@@ -144,6 +144,10 @@ def compare_runs(run_ids: list[str], s: dict) -> None:
     if len(run_ids) == 3 and st.toggle("Plane through the three runs", key="ls:three"):
         three_run_plane(run_ids, s)
     st.subheader("Straight path between the first two runs")
+    st.caption("The barrier is the largest bump of the loss above the straight line between the two runs' "
+               "losses, for t between 0 and 1. The path is drawn a quarter beyond each run for context (there "
+               "the loss leaves the runs' valley); the barrier counts only the part between them.")
+    st.latex(r"B = \max_{0 \le t \le 1} \; L\big((1-t)\,w_a + t\,w_b\big) - \big((1-t)\,L(w_a) + t\,L(w_b)\big)")
     paths = {split: analysis_result("interpolation", run_ids[0], dict(other=run_ids[1], split=split,
                                                                         samples=s["samples"]),
                                     recipes.interpolation, label=f"Interpolation ({split})")

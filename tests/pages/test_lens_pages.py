@@ -237,6 +237,7 @@ def test_landscape_compares_two_runs_and_the_path_between_them(open_page, stored
     at.multiselect(key="picker:runs").set_value([stored_run, other]).run()
     specs = poll_until_charts(at, lambda specs: len(specs) >= 2 and any("barrier" in str(s["layout"].get("title")) for s in specs))
     assert {"train loss", "test loss", "train accuracy", "test accuracy"} <= trace_types(specs)
+    assert any("for t between 0 and 1" in c.value for c in at.caption)  # how the barrier is read
 
 
 def test_landscape_draws_the_plane_through_three_runs_with_the_runs_marked(open_page, stored_run):

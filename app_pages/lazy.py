@@ -1,7 +1,9 @@
 """Lazy versus rich: a lesson to run live, a free comparison, and the alpha x width phase diagram.
 
 Every configuration trains as an ordinary run with its lazy/rich measures and its linearized
-twin watched (see `engine.probes`), so each is saved and opens in every other lens.
+twin watched (see `engine.probes`), so each is saved and opens in every other lens. The runs
+of a lesson step, or of the free comparison, are followed under that step or mode only; the
+URL names them by run id, so a link shows them live to anyone (read-only).
 """
 from __future__ import annotations
 
@@ -10,9 +12,10 @@ import dataclasses
 import numpy as np
 import streamlit as st
 
-from app_pages.lab import POLL_S, error_sentence, finished_runs, job_progress, jobs, owner, store
+from app_pages.lab import (POLL_S, error_sentence, finished_runs, job_progress, jobs, owner, status_text, store,
+                           submit_training, training_of_run)
 from engine import presets as preset_files
-from engine.experiment import Experiment, load_watched, parse, train_job
+from engine.experiment import Experiment, load_watched, parse
 from engine.lazy import sweep_job
 from engine.models import PARAMETRIZATIONS
 from engine.probes import WatchConfig
@@ -65,41 +68,56 @@ def introduction() -> None:
 # ---------------------------------------------------------------- training together
 
 
-def train_together(runs: list[tuple[str, Experiment]]) -> None:
+def train_together(scope: str, runs: list[tuple[str, Experiment]]) -> None:
     """Start one watched training job per configuration (with the lazy/rich measures and the
-    twin unless it says what to watch); the page follows them."""
-    st.session_state.lazy_jobs = [
-        (name, jobs().submit(train_job, owner=owner(), kind="train", label=name,
-                             experiment=experiment if experiment.watch.active else dataclasses.replace(
-                                 experiment, watch=WATCH),
-                             store=store(), name=f"lazy/rich: {name}"))
+    twin unless it says what to watch); the page follows them under `scope` (a lesson step,
+    or the free comparison)."""
+    st.session_state.setdefault("lazy_jobs", {})[scope] = [
+        (name, submit_training(name, experiment if experiment.watch.active
+                               else dataclasses.replace(experiment, watch=WATCH), f"lazy/rich: {name}"))
         for name, experiment in runs]
-    st.query_params["jobs"] = ",".join(job for _, job in st.session_state.lazy_jobs)
 
 
-def followed_jobs() -> list[tuple[str, object]]:
-    """The configurations this session trains (found again through the URL after a reload)."""
-    if "lazy_jobs" not in st.session_state:
-        found = [jobs().get(j, owner()) for j in st.query_params.get("jobs", "").split(",") if j]
-        st.session_state.lazy_jobs = [(s.label, s.id) for s in found if s is not None]
-    states = [(name, jobs().get(job_id, owner())) for name, job_id in st.session_state.lazy_jobs]
+def followed_jobs(scope: str) -> list[tuple[str, object]]:
+    """The trainings shown under `scope`: this session's, else those of the runs the link
+    named when the page opened on this scope (found by run id, read-only)."""
+    own = st.session_state.setdefault("lazy_jobs", {})
+    linked = st.session_state.setdefault("lazy_linked", {scope: [i for i in st.query_params.get("runs", "").split(",")
+                                                                 if i]})
+    if scope in own:
+        states = [(name, jobs().get(job_id, owner())) for name, job_id in own[scope]]
+    else:
+        states = [(state.label, state) for state in map(training_of_run, linked.get(scope, []))]
     return [(name, state) for name, state in states if state is not None]
 
 
-def live_comparison() -> None:
-    """The followed jobs side by side; polls while any of them trains."""
-    followed = followed_jobs()
+def share_runs(scope: str, followed: list) -> None:
+    """Name the followed trainings' runs in the URL (once each job has made its run)."""
+    ids = [state.partial["run_id"] for _, state in followed if state.partial.get("run_id")]
+    if ids:
+        st.query_params["runs"] = ",".join(ids)
+    elif "runs" in st.query_params:
+        if st.session_state.get("lazy_linked", {}).get(scope):
+            st.info("The link's runs are not training on this server any more: compare them under Saved runs.")
+        del st.query_params["runs"]
+
+
+def live_comparison(scope: str) -> None:
+    """The trainings followed under `scope` side by side; polls while any of them trains."""
+    followed = followed_jobs(scope)
+    share_runs(scope, followed)
     if not followed:
         return
     running = any(not state.done for _, state in followed)
-    st.fragment(run_every=POLL_S if running else None)(_draw_live)()
+    st.fragment(run_every=POLL_S if running else None)(_draw_live)(scope)
 
 
-def _draw_live() -> None:
-    followed = followed_jobs()
+def _draw_live(scope: str) -> None:
+    followed = followed_jobs(scope)
+    share_runs(scope, followed)
     for (name, state), column in zip(followed, st.columns(len(followed))):
         partial = state.partial
-        column.progress(min(max(state.progress, 0.0), 1.0), text=f"{name}: {state.status} · {state.message}")
+        column.progress(min(max(state.progress, 0.0), 1.0), text=status_text(state, name))
         if state.status == "failed":
             column.error(state.error or "Training failed.")
         elif state.result and state.result.get("status") == "diverged":
@@ -110,8 +128,9 @@ def _draw_live() -> None:
     histories = {name: s.partial["history"] for name, s in followed if s.partial.get("history") is not None}
     measures = {name: s.partial["watch"]["lazy"] for name, s in followed if "lazy" in s.partial.get("watch", {})}
     comparison_figures(histories, measures, key="live")
-    if all(state.done for _, state in followed) and st.session_state.get("lazy_drawn") != st.session_state.lazy_jobs:
-        st.session_state.lazy_drawn = st.session_state.lazy_jobs
+    ended = [state.id for _, state in followed]
+    if all(state.done for _, state in followed) and st.session_state.get(f"lazy_drawn:{scope}") != ended:
+        st.session_state[f"lazy_drawn:{scope}"] = ended
         st.rerun()  # the whole page: the fragment stops polling
 
 
@@ -142,10 +161,13 @@ def lesson_steps():
     return preset_files.lesson(LESSON)
 
 
-def lesson() -> None:
+def lesson() -> str:
+    """The chosen lesson step, its knob and its Train button; returns the step's scope."""
     steps = lesson_steps()
     wanted = st.query_params.get("step", "1")
     number = int(wanted) if wanted.isdigit() and 1 <= int(wanted) <= len(steps) else 1
+    if str(number) != wanted and "lazy:step" not in st.session_state:
+        st.warning(f"The link's step '{wanted}' is not a step of this lesson (1 to {len(steps)}); here is step 1.")
     number = st.segmented_control("Step", list(range(1, len(steps) + 1)), default=number,
                                   format_func=lambda i: f"{i}. {steps[i - 1].title}", key="lazy:step") or number
     st.query_params["step"] = str(number)
@@ -161,19 +183,25 @@ def lesson() -> None:
         runs = step.with_knob(value)
     st.info(f"**Watch:** {step.watch}", icon=":material/visibility:")
     st.caption("Runs: " + "; ".join(run.name for run in runs))
-    if st.button("Train these runs together", type="primary", key="lazy:lesson-start", disabled=busy()):
-        train_together([(run.name, run.experiment) for run in runs])
+    scope = f"lesson:{step.key}"
+    if st.button("Train these runs together", type="primary", key="lazy:lesson-start", disabled=busy(scope)):
+        train_together(scope, [(run.name, run.experiment) for run in runs])
         st.rerun()
+    return scope
 
 
-def busy() -> bool:
-    return any(not state.done for _, state in followed_jobs())
+def busy(scope: str) -> bool:
+    """Whether this session's trainings under `scope` still run (one set at a time)."""
+    return any(not state.done for _, state in followed_jobs(scope) if state.owner == owner())
 
 
 # ---------------------------------------------------------------- free comparison
 
 SHARED = Experiment("circle", model=Experiment().model, train=dataclasses.replace(
     Experiment().train, optimizer="gd", lr=0.2, steps=400, checkpoint_every=50, eval_every=50))
+
+
+FREE = "free"  # the free comparison's scope
 
 
 def free_mode() -> None:
@@ -191,8 +219,8 @@ def free_mode() -> None:
             name, experiment, errors = configuration(i, data, depth, optimizer, steps)
             runs.append((name, experiment))
             problems += errors
-    if st.button("Train together", type="primary", key="lazy:free-start", disabled=bool(problems) or busy()):
-        train_together(runs)
+    if st.button("Train together", type="primary", key="lazy:free-start", disabled=bool(problems) or busy(FREE)):
+        train_together(FREE, runs)
         st.rerun()
 
 
@@ -247,24 +275,28 @@ def phase_diagram() -> None:
             "train.lr": lr, "train.steps": str(steps), "train.checkpoint_every": str(steps),
             "train.eval_every": str(max(steps // 10, 1))}
     experiment, errors = Experiment.from_flat(flat)
+    errors |= experiment.errors()
+    grid = []
+    for key, text, like in (("alphas", alphas, [0.0]), ("widths", widths, [0])):
+        try:
+            grid.append(parse(text, like))
+        except ValueError as exc:
+            errors[key] = error_sentence(exc)
     for sentence in errors.values():
         st.error(sentence)
     if st.button("Run the sweep", type="primary", key="phase:start", disabled=bool(errors)):
-        try:
-            grid = [parse(alphas, [0.0]), parse(widths, [0]), list(range(int(seeds)))]
-        except ValueError as exc:
-            st.error(error_sentence(exc))
-        else:
-            st.session_state.sweep_job = jobs().submit(sweep_job, owner=owner(), kind="sweep", label="Phase diagram",
-                                                       store=store(), experiment=experiment, alphas=grid[0],
-                                                       widths=grid[1], seeds=grid[2])
-            st.query_params["sweep"] = st.session_state.sweep_job
+        st.session_state.sweep_job = jobs().submit(sweep_job, owner=owner(), kind="sweep", label="Phase diagram",
+                                                   store=store(), experiment=experiment, alphas=grid[0],
+                                                   widths=grid[1], seeds=list(range(int(seeds))))
+    if "sweep" in st.query_params:
+        del st.query_params["sweep"]  # links of older versions named the job; a sweep is this session's
     sweep_result()
 
 
 def sweep_result() -> None:
-    """The followed sweep: its progress while it runs, its heatmaps when done."""
-    job_id = st.session_state.get("sweep_job") or st.query_params.get("sweep")
+    """This session's sweep: its progress while it runs, its heatmaps when done (a sweep
+    computed before comes back at once from the store)."""
+    job_id = st.session_state.get("sweep_job")
     state = jobs().get(job_id, owner()) if job_id else None
     if state is None:
         return
@@ -330,15 +362,19 @@ def _watched_lazy(settings: dict) -> bool:
 def lazy_page() -> None:
     introduction()
     owner()
-    mode = st.segmented_control("Mode", MODES, default=st.query_params.get("mode", MODES[0])
-                                if st.query_params.get("mode") in MODES else MODES[0], key="lazy:mode") or MODES[0]
+    wanted = st.query_params.get("mode", MODES[0])
+    if wanted not in MODES and "lazy:mode" not in st.session_state:
+        st.warning(f"The link's mode '{wanted}' is not one of this page's ({', '.join(MODES)}); here is the lesson.")
+    mode = st.segmented_control("Mode", MODES, default=wanted if wanted in MODES else MODES[0],
+                                key="lazy:mode") or MODES[0]
     st.query_params["mode"] = mode
+    if mode not in ("Lesson", "Free comparison") and "runs" in st.query_params:
+        del st.query_params["runs"]  # trainings belong to the lesson's steps and the free comparison
     if mode == "Lesson":
-        lesson()
-        live_comparison()
+        live_comparison(lesson())
     elif mode == "Free comparison":
         free_mode()
-        live_comparison()
+        live_comparison(FREE)
     elif mode == "Phase diagram":
         phase_diagram()
     else:

@@ -16,6 +16,17 @@ PAGES = {"home": "app_pages/home.py", "train": "app_pages/train.py", "runs": "ap
          "pruning": "app_pages/pruning.py"}
 
 
+def open_link(name: str, query: dict) -> AppTest:
+    """A page opened through a link with these query parameters, in a new browser session
+    (the pages read a link once, when the session opens)."""
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params.update(query)
+    at.run()
+    at.switch_page(PAGES[name]).run()
+    assert not at.exception, at.exception
+    return at
+
+
 def plotly_specs(at: AppTest) -> list[dict]:
     """The plotly figures on the page (AppTest returns them as unknown elements)."""
     return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 
 import app_pages.lab as lab
-from apptest_helpers import button, plotly_specs
+from apptest_helpers import button, open_link, plotly_specs
 
 
 def titles(at) -> list[str]:
@@ -73,3 +73,53 @@ def test_the_phase_diagram_sweeps_and_links_each_cell_to_its_run(open_page):
     assert {"Relative weight change", "Kernel distance", "Test loss"} <= set(titles(at)), titles(at)
     links = at.get("page_link")
     assert any("runs=" in str(link.proto) or link.proto.page.endswith("runs.py") for link in links)
+
+
+def progress_texts(at) -> list[str]:
+    return [p.proto.text for p in at.get("progress")]
+
+
+def test_results_stay_under_the_step_or_mode_that_trained_them(open_page):
+    at = open_page("lazy")
+    button(at, "Train these runs together").click().run()  # step 1's runs; they need not finish
+    step_one = progress_texts(at)
+    assert step_one, "step 1's runs are not followed"
+    at.segmented_control(key="lazy:step").set_value(2).run()
+    assert not at.exception, at.exception
+    assert not progress_texts(at) and not plotly_specs(at), "step 1's runs shown under step 2"
+    at.segmented_control(key="lazy:mode").set_value("Free comparison").run()
+    assert not progress_texts(at) and not plotly_specs(at), "the lesson's runs shown under the free comparison"
+    at.segmented_control(key="lazy:mode").set_value("Lesson").run()
+    at.segmented_control(key="lazy:step").set_value(1).run()
+    assert [t.split(":")[0] for t in progress_texts(at)] == [t.split(":")[0] for t in step_one]
+
+
+def test_a_diverged_configuration_says_so_on_its_bar(open_page):
+    at = open_page("lazy")
+    at.segmented_control(key="lazy:mode").set_value("Free comparison").run()
+    at.number_input(key="lazy:steps").set_value(10000)
+    for i in range(2):
+        at.select_slider(key=f"lazy:width:{i}").set_value(16)
+    at.text_input(key="lazy:lr:0").set_value("90")
+    at.text_input(key="lazy:alpha:0").set_value("")
+    at.run()
+    button(at, "Train together").click().run()
+    deadline = time.monotonic() + 120
+    while not any("diverged · step" in t for t in progress_texts(at)):
+        assert time.monotonic() < deadline, progress_texts(at)
+        time.sleep(0.3)
+        at.run()
+        assert not at.exception, at.exception
+
+
+def test_a_link_to_a_lesson_step_shows_its_runs_to_another_session(open_page):
+    at = open_page("lazy")
+    button(at, "Train these runs together").click().run()
+    deadline = time.monotonic() + 60
+    while "runs" not in at.query_params:  # named once each job has made its run
+        assert time.monotonic() < deadline, "the URL names no runs"
+        time.sleep(0.2)
+        at.run()
+    other = open_link("lazy", {k: at.query_params[k] for k in ("mode", "step", "runs")})  # another session
+    assert len(progress_texts(other)) == len(progress_texts(at)) > 0
+    assert lab.jobs().list(other.session_state["owner"]) == [], "the link's session owns no job"

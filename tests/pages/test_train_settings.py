@@ -6,22 +6,15 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from apptest_helpers import APP, PAGES, button, job_state, poll
+from apptest_helpers import button, job_state, open_link, poll
 
 UPLOAD = "your own file"
 
 
 @pytest.fixture
-def open_link(lab_home):
-    """open_link({"model.width": "abc"}) -> the Train page opened through a link with these settings."""
-    def open_(query: dict) -> AppTest:
-        at = AppTest.from_file(APP, default_timeout=60)
-        at.query_params.update(query)
-        at.run()
-        at.switch_page(PAGES["train"]).run()
-        assert not at.exception, at.exception
-        return at
-    return open_
+def train_link(lab_home):
+    """train_link({"model.width": "abc"}) -> the Train page opened through a link with these settings."""
+    return lambda query: open_link("train", query)
 
 
 def sidebar_errors(at: AppTest) -> list[str]:
@@ -39,36 +32,36 @@ def sidebar_errors(at: AppTest) -> list[str]:
     ("data", "nonexistent", "Unknown dataset 'nonexistent'."),
     ("model.colour", "red", "'model.colour' is not a setting of this lab."),
 ])
-def test_a_link_value_that_cannot_be_read_is_said_and_keeps_start_off(open_link, key, text, sentence):
-    at = open_link({key: text})
+def test_a_link_value_that_cannot_be_read_is_said_and_keeps_start_off(train_link, key, text, sentence):
+    at = train_link({key: text})
     assert any(sentence in e for e in sidebar_errors(at)), sidebar_errors(at)
     assert button(at, "Start").disabled
     assert any(sentence in e.value for e in at.main.error), "the reason is not beside Start"
 
 
-def test_a_widget_shows_the_link_text_it_could_not_read(open_link):
-    at = open_link({"model.width": "abc", "model.activation": "foo"})
+def test_a_widget_shows_the_link_text_it_could_not_read(train_link):
+    at = train_link({"model.width": "abc", "model.activation": "foo"})
     assert at.sidebar.text_input(key="setting:model.width").value == "abc"
     assert at.sidebar.selectbox(key="setting:model.activation").value == "foo"
 
 
-def test_correcting_the_link_text_enables_start(open_link):
-    at = open_link({"model.width": "abc"})
+def test_correcting_the_link_text_enables_start(train_link):
+    at = train_link({"model.width": "abc"})
     at.sidebar.text_input(key="setting:model.width").set_value("32").run()
     assert not sidebar_errors(at), sidebar_errors(at)
     assert not button(at, "Start").disabled
     assert at.query_params["model.width"] == "32"
 
 
-def test_a_link_value_the_page_has_no_field_for_can_be_dropped(open_link):
-    at = open_link({"model.colour": "red"})
+def test_a_link_value_the_page_has_no_field_for_can_be_dropped(train_link):
+    at = train_link({"model.colour": "red"})
     button(at, "Drop these").click().run()
     assert not sidebar_errors(at), sidebar_errors(at)
     assert not button(at, "Start").disabled
 
 
-def test_a_link_value_that_is_not_the_default_is_kept_not_replaced(open_link):
-    at = open_link({"model.width": "16", "model.base_width": "128"})
+def test_a_link_value_that_is_not_the_default_is_kept_not_replaced(train_link):
+    at = train_link({"model.width": "16", "model.base_width": "128"})
     assert at.sidebar.number_input(key="setting:model.width").value == 16
     assert at.query_params["model.base_width"] == "128", "a setting without a field was lost"
     assert not button(at, "Start").disabled
@@ -83,8 +76,8 @@ def test_choosing_your_own_file_without_a_file_keeps_start_off_and_the_link_hone
     assert at.query_params["data"] == UPLOAD, "the link says another dataset than the chosen one"
 
 
-def test_a_diverging_run_ends_saying_it_diverged_at_its_step(open_link):
-    at = open_link({"data": "wave", "train.optimizer": "gd", "train.lr": "50", "train.steps": "10000000"})
+def test_a_diverging_run_ends_saying_it_diverged_at_its_step(train_link):
+    at = train_link({"data": "wave", "train.optimizer": "gd", "train.lr": "50", "train.steps": "10000000"})
     button(at, "Start").click().run()
     state = poll(at, lambda s: s.done)
     at.run()
@@ -95,8 +88,8 @@ def test_a_diverging_run_ends_saying_it_diverged_at_its_step(open_link):
     assert any("diverged" in w.value for w in at.warning), [w.value for w in at.warning]
 
 
-def test_a_model_over_the_parameter_limit_fails_with_its_sentence_and_no_preparing_bar(open_link):
-    at = open_link({"model.width": "8192", "model.depth": "64"})
+def test_a_model_over_the_parameter_limit_fails_with_its_sentence_and_no_preparing_bar(train_link):
+    at = train_link({"model.width": "8192", "model.depth": "64"})
     button(at, "Start").click().run()
     state = poll(at, lambda s: s.done)
     at.run()

@@ -9,7 +9,9 @@ al. 2020; Kumar et al. 2023). The measures:
 - relative kernel change ||K_t - K_0||_F / ||K_0||_F;
 - kernel distance 1 - <K_0, K_t>_F / (||K_0||_F ||K_t||_F), blind to the kernel's scale;
 - centred kernel-target alignment (Cortes, Mohri & Rostamizadeh 2012);
-- the gap between the network and its linearization at w0 (`linearize`) trained alongside.
+- the gap between the network and its linearization at w0 (`linearize`) trained alongside;
+  for (S)GD the linearization is followed exactly in function space through its NTK at w0
+  (`KernelTwin`), a kernel product per step instead of a jvp forward and backward.
 
 `phase_diagram` sweeps output scale x width x seeds (Geiger et al. 2020), training each
 width's members together as one vmap'd ensemble (`engine.ensemble`); `sweep_job` runs it as
@@ -41,11 +43,12 @@ from torch._decomp import decompositions_for_jvp  # noqa: F401
 from engine import data as datasets
 from engine.device import pick
 from engine.ensemble import EnsembleTrainer
-from engine.models import Centered, ModelSpec, build
-from engine.ntk import (as_tensor, eigen, empirical_ntk, kernel_over_checkpoints, layer_of, subspace_overlap,
-                        target_matrix)
+from engine.models import Centered, ModelSpec, build, lr_multipliers
+from engine.modes import evaluating
+from engine.ntk import (as_tensor, eigen, empirical_ntk, kernel_over_checkpoints, layer_of, structured,
+                        subspace_overlap, target_matrix)
 from engine.results import KernelTrajectory, PhaseDiagram, WeightChange, from_arrays, to_arrays
-from engine.train import TrainConfig, evaluation_subset
+from engine.train import FLUSH_EVERY, Minibatches, TrainConfig, evaluation_subset, make_loss
 
 
 def _float64(K) -> torch.Tensor:
@@ -244,6 +247,147 @@ def linearize(model: nn.Module) -> nn.Module:
         raise ValueError("A Centered model is linearized at its starting weights w0, but this one has "
                          "been trained away from them; linearize the network inside it (model.model).")
     return Centered(Linearized(model.model), model.alpha)
+
+
+# ---------------------------------------------------------------- the twin in function space
+
+# The most rows (training samples x outputs) of the kernel a `KernelTwin` keeps: 64 MB in float32.
+MAX_KERNEL_TWIN_ROWS = 4096
+
+
+def kernel_twin_refusal(model: nn.Module, data, config: TrainConfig) -> Optional[str]:
+    """Why `KernelTwin` cannot follow the linearized twin of this run exactly (a sentence), or
+    None when it can: plain (S)GD, with or without momentum, on a stack of linear layers and
+    elementwise activations, with a training set whose full kernel is small enough."""
+    if config.optimizer not in ("gd", "sgd"):
+        return "Adam divides each step by a running gradient size, so its steps are not kernel steps."
+    if config.weight_decay:
+        return "Weight decay pulls the weights themselves toward 0, which the outputs alone do not show."
+    if config.adversarial:
+        return "Adversarial training moves the inputs at every step, away from the kernel's rows."
+    if not structured(model, data.x_train[:1]):
+        return "The kernel twin needs a stack of linear layers and elementwise activations."
+    if any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
+        return "Dropout makes every training step's function random, which a fixed kernel does not."
+    rows = len(data.x_train) * data.n_outputs
+    if rows > MAX_KERNEL_TWIN_ROWS:
+        return (f"The training set's full kernel would have {rows:,} rows (samples x outputs), more than "
+                f"the {MAX_KERNEL_TWIN_ROWS:,} the kernel twin keeps.")
+    return None
+
+
+class KernelTwin:
+    """The linearized twin of a (stochastic) gradient-descent run, followed in function space.
+
+    The twin f_lin(x; w) = f(x; w0) + J(x) (w - w0) is linear in w. A step
+    w <- w - eta * J_B^T g, with eta each parameter's learning rate and g = dL/df the loss'
+    gradient in the batch's outputs, therefore moves its outputs anywhere by exactly
+
+        f_lin(x) <- f_lin(x) - Theta(x, X_B) g,    Theta = sum_p eta_p J_p J_p^T at w0,
+
+    the NTK with each parameter's rate as its weight (`empirical_ntk(..., rates=...)`). For the
+    lab's MSE (a mean over B samples and O outputs, divided by alpha^2 for a centred model,
+    whose kernel carries alpha^2) g = 2 (f - y) / (B O alpha^2): full-batch GD is
+    u <- u - (2 / (N O)) Theta(X, X) (u - y). For cross-entropy g = (softmax(f) - onehot(y)) / B.
+    g is taken by autograd from the trainer's own loss, so every loss follows one rule.
+    Momentum mu (torch's SGD: buffer <- mu buffer + gradient, the first buffer the gradient)
+    keeps its velocity in function space: V <- mu V + Theta(X, X_B) g, u <- u - V.
+
+    The kernel of the training inputs (N*O x N*O) is computed once; a step then costs a product
+    with its B*O columns of the batch. Outputs elsewhere come from the accumulated coefficients
+    a (N, O): f_lin(x) = f(x; w0) + Theta(x, X) a (`predict`).
+
+    Args:
+        model: the network at w0 (its weights are read, never changed).
+        data: the dataset; config: the run's settings (minibatches drawn like `Trainer`'s).
+        device: where the data and model are; base_width: muP's base width, as for `Trainer`.
+
+    Raises:
+        ValueError: with `kernel_twin_refusal`'s sentence when the run cannot be followed so.
+    """
+
+    def __init__(self, model: nn.Module, data, config: TrainConfig, *,
+                 device: torch.device | str | None = None, base_width: int = 64):
+        refusal = kernel_twin_refusal(model, data, config)
+        if refusal is not None:
+            raise ValueError(refusal)
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.model0 = copy.deepcopy(model).to(self.device)
+        self.data = data.to(self.device)
+        alpha = model.alpha if isinstance(model, Centered) else None
+        self.loss_fn = make_loss(config.loss, data.task, data.n_classes, alpha)
+        self.loss_unit = alpha**2 if alpha else 1.0
+        multipliers = lr_multipliers(model, config.optimizer, base_width)
+        self.rates = {n: config.lr * multipliers.get(n, 1.0) for n, p in model.named_parameters() if p.requires_grad}
+        self.momentum = config.momentum if config.optimizer == "sgd" else 0.0
+        x = self.data.x_train
+        self.u = self._at_w0(x)  # (N, O): the twin's outputs on the training inputs
+        self.kernel = empirical_ntk(self.model0, x, kind="full", rates=self.rates).to(self.u.dtype)
+        self.coefficients = torch.zeros_like(self.u)
+        self._velocity = self._coefficient_velocity = None
+        self._batches = Minibatches(len(x), config, self.device)
+        self._pending: list[torch.Tensor] = []  # losses not yet read back (one sync per FLUSH_EVERY steps)
+        self._losses: list[float] = []
+        self.step_count = 0
+
+    @torch.no_grad()
+    def _at_w0(self, x: torch.Tensor) -> torch.Tensor:
+        with evaluating(self.model0):
+            return self.model0(x).reshape(len(x), -1)
+
+    def step(self) -> None:
+        """One step on the next minibatch (the network's, drawn from the same seed)."""
+        index = self._batches.next()
+        u, y = (self.u, self.data.y_train) if index is None else (self.u[index], self.data.y_train[index])
+        g = self._output_gradient(u, y)
+        n, o = self.u.shape
+        if index is None:
+            move, coefficients = self.kernel @ g.reshape(-1), g
+        else:  # Theta(X, X_B) g from the batch's rows: the kernel is symmetric
+            rows = self.kernel.view(n, o, n * o)[index].reshape(-1, n * o)
+            move = rows.T @ g.reshape(-1)
+            coefficients = torch.zeros_like(self.u).index_put_((index,), g)
+        if self.momentum:
+            if self._velocity is not None:
+                move = move + self.momentum * self._velocity
+                coefficients = coefficients + self.momentum * self._coefficient_velocity
+            self._velocity, self._coefficient_velocity = move, coefficients
+        self.u = self.u - move.reshape(n, o)
+        self.coefficients = self.coefficients - coefficients
+        self.step_count += 1
+
+    def _output_gradient(self, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """dL/du of the batch's loss at the outputs u (the loss is recorded)."""
+        with torch.enable_grad():
+            u = u.detach().requires_grad_(True)
+            loss = self.loss_fn(u, y)
+            (g,) = torch.autograd.grad(loss, u)
+        self._pending.append(loss.detach())
+        if len(self._pending) >= FLUSH_EVERY:
+            self._flush()
+        return g
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._losses += (torch.stack(self._pending) * self.loss_unit).tolist()
+            self._pending = []
+
+    def outputs(self, index: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The twin's outputs on the training inputs (those at `index`, or all)."""
+        return self.u if index is None else self.u[index]
+
+    @torch.no_grad()
+    def predict(self, x) -> torch.Tensor:
+        """The twin's outputs on any inputs: f(x; w0) + Theta(x, X) a."""
+        x = as_tensor(x, like=self.u)
+        K = empirical_ntk(self.model0, x, self.data.x_train, kind="full", rates=self.rates).to(self.u.dtype)
+        return self._at_w0(x) + (K @ self.coefficients.reshape(-1)).reshape(len(x), -1)
+
+    @property
+    def train_loss(self) -> list[float]:
+        """Each step's minibatch loss before the step, in the loss' plain unit (as `Trainer`'s history)."""
+        self._flush()
+        return list(self._losses)
 
 
 # ---------------------------------------------------------------- the phase diagram

@@ -407,6 +407,11 @@ def _linear_stack(model: nn.Module, x: torch.Tensor):
     return [(prefix + name, m) for name, m in layers], scale, flatten
 
 
+def structured(model: nn.Module, x) -> bool:
+    """Whether `empirical_ntk` takes the structured path for this model and these inputs."""
+    return _linear_stack(model, as_tensor(x)) is not None
+
+
 def _flattens_samples(module: nn.Module) -> bool:
     """Whether a module is nn.Flatten turning (n, ...) into (n, features)."""
     return type(module) is nn.Flatten and module.start_dim == 1 and module.end_dim == -1
@@ -1095,6 +1100,6 @@ __all__ = [
     "eigenvector_rotation", "empirical_ntk", "extreme_indices", "extreme_samples", "fourier_content",
     "free_memory", "frequency_shares", "kernel_over_checkpoints", "kernel_regression", "kernel_spectrum",
     "layer_kernels", "layer_of", "mode_curves", "mode_learning_curves", "nystrom", "project_residual",
-    "residuals_over_checkpoints", "subspace_overlap", "target_matrix", "target_power", "target_power_curve",
-    "target_power_over_training",
+    "residuals_over_checkpoints", "structured", "subspace_overlap", "target_matrix", "target_power",
+    "target_power_curve", "target_power_over_training",
 ]

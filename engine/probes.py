@@ -96,12 +96,16 @@ def make_probes(watch: WatchConfig, trainer: Trainer) -> list[Probe]:
     return probes
 
 
+def fixed_indices(trainer: Trainer, samples: int) -> torch.Tensor:
+    """The indices of the first `samples` training samples of a fixed shuffle (the same for every probe)."""
+    order = torch.randperm(len(trainer.data.x_train), generator=torch.Generator().manual_seed(12345))[:samples]
+    return order.to(trainer.data.x_train.device)
+
+
 def fixed_subset(trainer: Trainer, samples: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first `samples` training samples of a fixed shuffle (the same for every probe)."""
-    x, y = trainer.data.x_train, trainer.data.y_train
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(12345))[:samples]
-    order = order.to(x.device)
-    return x[order], y[order]
+    """The training samples at `fixed_indices`: inputs and targets."""
+    order = fixed_indices(trainer, samples)
+    return trainer.data.x_train[order], trainer.data.y_train[order]
 
 
 # ---------------------------------------------------------------- sharpness
@@ -144,21 +148,46 @@ class SharpnessProbe(Probe):
 
 
 class TwinTrainer:
-    """The network's linearization at its initial weights, trained by a second `Trainer` with
-    the same settings: the same optimizer, learning rates and minibatch order (the order is
-    drawn from the same seed), one step for each of the network's steps."""
+    """The network's linearization at its initial weights, trained alongside it with the same
+    settings: the same optimizer, learning rates and minibatch order (drawn from the same
+    seed), one step for each of the network's steps.
 
-    def __init__(self, trainer: Trainer):
-        self.trainer = Trainer(lazy.linearize(trainer.model), trainer.data, trainer.config,
-                               device=trainer.device, base_width=trainer.base_width, keep_checkpoints=False)
+    Two methods follow the same twin. "kernel" (`lazy.KernelTwin`): for (S)GD on a stack of
+    linear layers the twin's outputs move by its NTK at init times the loss' gradient, exactly,
+    so a step is one kernel product. "jvp": a second `Trainer` trains `lazy.linearize(model)`,
+    a forward and backward through a jvp per step, for every other run (Adam, weight decay,
+    other models). "auto" takes the kernel wherever `lazy.kernel_twin_refusal` allows it.
+    """
 
-    @property
-    def model(self) -> torch.nn.Module:
-        return self.trainer.model
+    METHODS = ("auto", "kernel", "jvp")
+
+    def __init__(self, trainer: Trainer, method: str = "auto"):
+        if method not in self.METHODS:
+            raise ValueError(f"The twin's method must be one of {', '.join(self.METHODS)}, not '{method}'.")
+        if method == "auto":
+            method = "jvp" if lazy.kernel_twin_refusal(trainer.model, trainer.data, trainer.config) else "kernel"
+        self.method = method
+        self.kernel = self.trainer = None
+        if method == "kernel":
+            self.kernel = lazy.KernelTwin(trainer.model, trainer.data, trainer.config,
+                                          device=trainer.device, base_width=trainer.base_width)
+        else:
+            self.trainer = Trainer(lazy.linearize(trainer.model), trainer.data, trainer.config,
+                                   device=trainer.device, base_width=trainer.base_width, keep_checkpoints=False)
 
     def step(self) -> None:
-        if self.trainer.diverged_at is None:
+        if self.kernel is not None:
+            self.kernel.step()
+        elif self.trainer.diverged_at is None:
             self.trainer.step()
+
+    @torch.no_grad()
+    def outputs(self, index: torch.Tensor) -> torch.Tensor:
+        """The twin's outputs on the training samples at `index` (the network's in eval mode)."""
+        if self.kernel is not None:
+            return self.kernel.outputs(index)
+        with evaluating(self.trainer.model):
+            return self.trainer.model(self.trainer.data.x_train[index])
 
 
 
@@ -170,6 +199,7 @@ class LazyProbe(Probe):
     name = "lazy"
 
     def __init__(self, trainer: Trainer, samples: int, twin: Optional[TwinTrainer] = None):
+        self.index = fixed_indices(trainer, samples)
         self.x, self.y = fixed_subset(trainer, samples)
         model = trainer.model
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -217,7 +247,7 @@ class LazyProbe(Probe):
             row["cka_to_init"] = geometry.linear_cka(H, self.H0)
             row["effective_rank"] = geometry.effective_rank(H)
         if self.twin is not None:
-            f, f_lin = self.outputs(model), self.outputs(self.twin.model)
+            f, f_lin = self.outputs(model), self.twin.outputs(self.index)
             row["twin_gap"] = self.gap(f, f_lin)
             row["loss"] = float(self.loss_fn(f, self.y)) * self.loss_unit
             row["twin_loss"] = float(self.loss_fn(f_lin, self.y)) * self.loss_unit

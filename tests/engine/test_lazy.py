@@ -10,8 +10,8 @@ from engine import data as datasets
 from engine.experiment import Experiment, load_model
 from engine.jobs import Cancelled, JobContext
 from engine.lazy import (
-    kernel_alignment, kernel_distance, kernel_trajectory, linearize, phase_diagram, relative_kernel_change,
-    relative_weight_change, sweep_job,
+    KernelTwin, kernel_alignment, kernel_distance, kernel_trajectory, kernel_twin_refusal, linearize, phase_diagram,
+    relative_kernel_change, relative_weight_change, sweep_job,
 )
 from engine.models import Centered, ModelSpec, build, lr_multipliers
 from engine.ntk import empirical_ntk
@@ -229,6 +229,77 @@ def gap_after_training(data, alpha, steps=60):
 def test_a_lazy_network_tracks_its_twin_and_a_rich_one_leaves_it(small_circle, one_thread):
     assert gap_after_training(small_circle, alpha=1000.0) < 0.01
     assert gap_after_training(small_circle, alpha=0.3) > 0.1
+
+
+# ---------------------------------------------------------------- the twin in function space
+
+
+def float64_data(name, **options):
+    data = datasets.load(name, **options)
+    floats = {f: getattr(data, f).double() for f in ("x_train", "y_train", "x_test", "y_test")
+              if getattr(data, f).is_floating_point()}
+    return dataclasses.replace(data, **floats)
+
+
+def jvp_twin_run(model, data, config, steps, base_width):
+    """The linearized network trained by `Trainer`: outputs on the train and test inputs, and its losses."""
+    trainer = Trainer(linearize(model), data, config, device="cpu", base_width=base_width)
+    for _ in range(steps):
+        trainer.step()
+    trainer.flush()
+    with torch.no_grad():
+        return trainer.model(data.x_train), trainer.model(data.x_test), trainer.history.train_loss
+
+
+RUNS = {  # name: (data, its options, model, config)
+    "gd-mse": ("circle", {"n": 40}, ModelSpec(width=12, depth=2, parametrization="mup", base_width=4),
+               TrainConfig(optimizer="gd", lr=0.3)),
+    "sgd-momentum-mse-centred": ("wave", {"n": 48}, ModelSpec(width=12, depth=1, alpha=3.0, activation="tanh"),
+                                 TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=8)),
+    "gd-ce": ("moons", {"n": 40}, ModelSpec(width=12, depth=2, parametrization="ntk"),
+              TrainConfig(optimizer="gd", lr=0.5, loss="ce")),
+    "sgd-mse-on-classes": ("moons", {"n": 40}, ModelSpec(width=12, depth=1, parametrization="mup", base_width=4),
+                           TrainConfig(optimizer="sgd", lr=0.2, momentum=0.0, batch_size=8, loss="mse")),
+}
+
+
+@pytest.mark.parametrize("run", sorted(RUNS))
+def test_the_kernel_twin_follows_the_jvp_twin_step_for_step(run):
+    name, options, spec, config = RUNS[run]
+    data = float64_data(name, **options)
+    model = build(spec, data.input_shape, data.n_outputs).double()
+    train, test, losses = jvp_twin_run(model, data, config, steps=25, base_width=4)
+    twin = KernelTwin(model, data, config, device="cpu", base_width=4)
+    for _ in range(25):
+        twin.step()
+    assert torch.allclose(twin.outputs(), train, rtol=1e-9, atol=1e-9)
+    assert torch.allclose(twin.predict(data.x_test), test, rtol=1e-9, atol=1e-9)
+    assert np.allclose(twin.train_loss, losses, rtol=1e-9, atol=1e-12)
+
+
+def test_full_batch_mse_is_the_kernel_recursion_of_the_residual():
+    """u <- u - lr (2 / (N O)) K0 (u - y) with the plain NTK K0 (one learning rate everywhere)."""
+    data = float64_data("circle", n=40)
+    model = build(ModelSpec(width=12, depth=1), data.input_shape, data.n_outputs).double()
+    config = TrainConfig(optimizer="gd", lr=0.3)
+    twin = KernelTwin(model, data, config, device="cpu")
+    x, y = data.x_train, data.y_train
+    u, K0 = model(x).detach(), empirical_ntk(model, x, kind="full")
+    for _ in range(10):
+        twin.step()
+        u = u - config.lr * 2 / u.numel() * (K0 @ (u - y).reshape(-1)).reshape(u.shape)
+    assert torch.allclose(twin.outputs(), u, atol=1e-12)
+
+
+@pytest.mark.parametrize("change, sentence", [({"optimizer": "adam"}, "Adam"),
+                                              ({"weight_decay": 1e-3}, "Weight decay")])
+def test_the_kernel_twin_says_why_it_cannot_follow_a_run(change, sentence):
+    data = datasets.load("circle", n=40)
+    model = build(ModelSpec(width=8), data.input_shape, data.n_outputs)
+    config = TrainConfig(**({"optimizer": "gd"} | change))
+    assert sentence in kernel_twin_refusal(model, data, config)
+    with pytest.raises(ValueError, match=sentence):
+        KernelTwin(model, data, config, device="cpu")
 
 
 # ---------------------------------------------------------------- the phase diagram

@@ -119,18 +119,36 @@ def test_an_unwatched_run_keeps_no_measures(tmp_path):
     assert load_watched(store, run_id) == {}
 
 
-def test_the_twin_trains_on_the_networks_minibatches():
+@pytest.mark.parametrize("method", ["kernel", "jvp"])
+def test_the_twin_trains_on_the_networks_minibatches(method):
     data = datasets.load("wave", n=64)
     model = build(ModelSpec(width=8), data.input_shape, data.n_outputs)
     initial = copy.deepcopy(model)
     config = TrainConfig(optimizer="sgd", lr=0.05, batch_size=16, steps=12, checkpoint_every=6)
     trainer = Trainer(model, data, config, device="cpu")
-    probe = LazyProbe(trainer, samples=16, twin=TwinTrainer(trainer))
+    probe = LazyProbe(trainer, samples=16, twin=TwinTrainer(trainer, method))
     trainer.run(on_step=probe.after_step)
     alone = Trainer(lazy.linearize(initial), data, config, device="cpu")
     alone.run()
-    for (name, a), b in zip(probe.twin.model.state_dict().items(), alone.model.state_dict().values()):
-        assert torch.allclose(a, b, atol=1e-6), name
+    with torch.no_grad():
+        expected = alone.model(data.x_train)
+    assert torch.allclose(probe.twin.outputs(torch.arange(len(data.x_train))), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("optimizer, method", [("gd", "kernel"), ("sgd", "kernel"), ("adam", "jvp")])
+def test_the_twin_follows_the_kernel_wherever_it_is_exact(optimizer, method):
+    assert TwinTrainer(small_trainer(optimizer=optimizer)).method == method
+
+
+def test_the_probes_twin_gap_and_loss_agree_between_kernel_and_jvp_twins():
+    rows = {}
+    for method in ("kernel", "jvp"):
+        trainer = small_trainer(steps=20, optimizer="gd", loss="mse")
+        probe = LazyProbe(trainer, samples=32, twin=TwinTrainer(trainer, method))
+        trainer.run(on_step=probe.after_step, on_checkpoint=lambda *_: probe.at_checkpoint(trainer))
+        rows[method] = probe.result()
+    assert np.allclose(rows["kernel"].twin_loss, rows["jvp"].twin_loss, rtol=1e-4)
+    assert np.allclose(rows["kernel"].twin_gap, rows["jvp"].twin_gap, rtol=1e-3, atol=1e-5)
 
 
 def test_twins_train_in_parallel_threads_as_they_do_alone():

@@ -14,6 +14,7 @@ import secrets
 import streamlit as st
 
 from engine.jobs import JobManager
+from engine.status import TRAINING_OUTCOME, WITH_WEIGHTS, Status
 from engine.store import RunStore
 
 POLL_S = 0.5  # how often live views refresh
@@ -88,7 +89,7 @@ def outcome(state) -> tuple[str, int | None]:
     """How a job stands, in a word, and at which step: its status, except that a training
     that ended by itself says how (diverged, stopped) and where it ended."""
     result = state.result if isinstance(state.result, dict) else {}
-    word = {"diverged": "diverged", "stopped": "cancelled"}.get(result.get("status"), state.status)
+    word = TRAINING_OUTCOME.get(result.get("status"), state.status)
     step = result.get("step", state.partial.get("step"))
     return word, step
 
@@ -115,8 +116,6 @@ def error_sentence(exc: Exception) -> str:
 
 def finished_runs():
     """Runs that have weights to analyse (interrupted ones too), newest first."""
-    from engine.status import WITH_WEIGHTS
-
     return [r for r in store().list() if r.status in WITH_WEIGHTS and store().checkpoint_steps(r.id)]
 
 
@@ -201,10 +200,10 @@ def analysis_result(lens: str, run_id: str, settings: dict, recipe, *, label: st
                                store=store(), run_id=run_id, lens=lens, settings=settings, recipe=recipe)
         st.session_state[job_key] = job_id
         state = jobs().get(job_id, owner())
-    if state.status == "done":
+    if state.status == Status.DONE:
         return state.result
-    if state.status in ("failed", "cancelled"):
-        if state.status == "failed":
+    if state.status in (Status.FAILED, Status.CANCELLED):
+        if state.status == Status.FAILED:
             st.error(state.error or "The computation failed.")
         if st.button("Compute again", key=f"again:{job_key}"):
             del st.session_state[job_key]

@@ -37,3 +37,7 @@ RUN_ENDINGS = frozenset({Status.DONE, Status.DIVERGED, Status.CANCELLED, Status.
 STORED = frozenset({Status.RUNNING, Status.INTERRUPTED}) | RUN_ENDINGS
 # Runs whose weights can be analysed: ended, and not damaged.
 WITH_WEIGHTS = RUN_ENDINGS | {Status.INTERRUPTED}
+# How a training ended (`engine.train.Outcome.status`) -> the run's status: a stop request
+# ends it cancelled.
+TRAINING_OUTCOME = {"done": Status.DONE, "stopped": Status.CANCELLED, "diverged": Status.DIVERGED,
+                    "failed": Status.FAILED}

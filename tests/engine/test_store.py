@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from engine import store
+from engine.status import Status
 from engine.store import RunStore
 
 
@@ -292,3 +293,19 @@ def test_unsafe_sweep_keys_are_refused(runs, key):
 def test_object_arrays_are_refused_in_sweeps(runs):
     with pytest.raises(ValueError, match="holds Python objects"):
         runs.save_sweep("sweep-1", {"x": np.array([{"a": 1}], dtype=object)}, {})
+
+
+def test_a_status_is_stored_as_its_plain_text(runs, run_id):
+    runs.save_checkpoint(run_id, 0, a_state())
+    runs.finish(run_id, Status.CANCELLED)
+    assert '"status": "cancelled"' in (runs.root / run_id / "settings.json").read_text()
+
+
+def test_a_listed_status_is_one_of_the_status_type(runs, run_id):
+    [info] = runs.list()
+    assert info.status is Status.RUNNING and info.status == "running"
+
+
+def test_the_trainers_stop_is_a_cancelled_run():
+    from engine.experiment import STORE_STATUS
+    assert STORE_STATUS["stopped"] is Status.CANCELLED

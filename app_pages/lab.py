@@ -77,7 +77,8 @@ def training_of_run(run_id: str):
             trainings.pop(job_id, None)
         elif run_id and state.partial.get("run_id") == run_id:
             return state
-    return None
+    # This session's trainings submitted straight to the job runner (a script, a test).
+    return next((s for s in jobs().list(owner(), kind="train") if run_id and s.partial.get("run_id") == run_id), None)
 
 
 def is_mine(state) -> bool:

@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 import streamlit as st
 
-from app_pages.lab import error_sentence, jobs, owner, prediction_at, store
+from app_pages.lab import error_sentence, jobs, owner, prediction_at, store, training_of_run
 from engine import recipes
 from engine.experiment import load_watched
 from engine.status import Status
@@ -127,8 +127,11 @@ def choose_runs() -> list[str]:
         st.info("No runs yet: start one on the Train page, then come back to watch it here.")
         return []
     names = {i: f"{r.name} · {r.dataset}" + (" · training" if r.status == Status.RUNNING else "") for i, r in runs.items()}
-    wanted = [i for i in st.query_params.get("run", "").split(",") if i in names][:2]
-    chosen = st.multiselect("Run (two to compare)", list(names), default=wanted or list(names)[:1],
+    asked = [i for i in st.query_params.get("run", "").split(",") if i]
+    wanted = [i for i in asked if i in names][:2]
+    if len(wanted) < len(asked[:2]) and "overview:runs" not in st.session_state:
+        st.warning("The link names runs that this lab does not have (deleted, or not begun): choose runs here.")
+    chosen = st.multiselect("Run (two to compare)", list(names), default=wanted if asked else list(names)[:1],
                             max_selections=2, format_func=names.get, key="overview:runs")
     if chosen:
         st.query_params["run"] = ",".join(chosen)
@@ -136,11 +139,8 @@ def choose_runs() -> list[str]:
 
 
 def live_job(run_id: str):
-    """This session's training job of the run, if it is one."""
-    for state in jobs().list(owner(), kind="train"):
-        if state.partial.get("run_id") == run_id:
-            return state
-    return None
+    """The training job of the run, if it is one (whichever session started it: read-only)."""
+    return training_of_run(run_id)
 
 
 def run_info(run_id: str) -> dict:

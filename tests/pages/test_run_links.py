@@ -1,0 +1,21 @@
+"""A link's run or checkpoint that the lab lacks is said, never silently replaced (AppTest)."""
+from __future__ import annotations
+
+from apptest_helpers import open_link
+
+
+def test_a_link_to_a_missing_run_says_so_and_chooses_no_other(stored_run):
+    at = open_link("ntk", {"run": "no-such-run"})
+    assert any("not among the finished runs" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert at.selectbox(key="picker:run").value is None, "another run was chosen in the link's place"
+
+
+def test_a_link_to_a_missing_checkpoint_says_which_step_is_shown(stored_run):
+    at = open_link("ntk", {"run": stored_run, "step": "999"})
+    assert any("no checkpoint at step '999'" in w.value for w in at.warning), [w.value for w in at.warning]
+
+
+def test_the_overview_says_when_the_link_names_a_missing_run(stored_run):
+    at = open_link("overview", {"run": "no-such-run"})
+    assert any("does not have" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert at.multiselect(key="overview:runs").value == []

@@ -21,7 +21,12 @@ METRICS = {"test_loss": "Test loss", "train_loss": "Train loss (every step)",
 def chosen_runs(runs) -> list[str]:
     labels = {r.id: f"{r.name} · {r.status} · {time.strftime('%Y-%m-%d %H:%M', time.localtime(r.created))}"
               for r in runs}
-    wanted = [i for i in st.query_params.get("runs", "").split(",") if i in labels]
+    asked = [i for i in st.query_params.get("runs", "").split(",") if i]
+    wanted = [i for i in asked if i in labels]
+    if len(wanted) < len(asked) and not st.session_state.get("runs:link-read"):
+        st.warning("The link names runs that this lab does not have (deleted?): "
+                   + ", ".join(i for i in asked if i not in labels) + ".")
+    st.session_state["runs:link-read"] = True
     chosen = st.multiselect("Runs", list(labels), default=wanted, format_func=labels.get,
                             placeholder="Choose one run to open, or two to four to compare")
     if chosen:
@@ -41,9 +46,11 @@ def history_of(run_id: str) -> History:
 def open_run(run_id: str) -> None:
     settings = store().settings(run_id)
     st.subheader(settings["name"])
-    st.caption(f"{settings['status']} · {settings.get('message', '')} · id {run_id}")
     if settings["status"] == Status.INTERRUPTED:
+        st.caption(f"{settings['status']} · id {run_id}")
         st.warning(settings.get("message", ""))
+    else:
+        st.caption(f"{settings['status']} · {settings.get('message', '')} · id {run_id}")
     left, right = st.columns(2)
     left.plotly_chart(training_curves(history_of(run_id)), key=f"curves-{run_id}", width="stretch")
     if settings["status"] in WITH_WEIGHTS and store().checkpoint_steps(run_id):

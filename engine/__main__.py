@@ -2,6 +2,7 @@
 
     python -m engine train data=moons model.width=64 train.steps=2000 [--name NAME] [--no-save]
     python -m engine list
+    python -m engine import --model FILE.py:FACTORY [--model-args JSON] --weights PATH [--data DATA] [--task classification|regression] [--name NAME]
     python -m engine sweep model.width=16,32 train.lr=0.05,0.1 [--backend local|ray] [--address ADDRESS] [--out DIR] [--name NAME]
     python -m engine landscape RUN_ID [--what surface] [resolution=51 span=0.5 ...] [--out DIR]
     python -m engine ntk|geometry|levelset|prune RUN_ID [--what ...] [key=value ...] [--out DIR]
@@ -138,6 +139,19 @@ def sweep(args) -> int:
                    echo=lambda line: print(line, file=sys.stderr, flush=True))
 
 
+def import_model(args) -> int:
+    """Import a user's model, checkpoints and data as a run (see `engine.external`)."""
+    from engine.external import import_run
+    try:
+        run_id = import_run(args.model, args.weights, args.data, model_args=args.model_args,
+                            task=args.task, name=args.name, store=RunStore(args.store))
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"Saved as run {run_id}")
+    return 0
+
+
 def list_runs(args) -> int:
     for run in RunStore(args.store).list():
         print(f"{run.id}  {run.status:9}  {run.steps:>8} steps  {run.name}")
@@ -157,6 +171,17 @@ def main(argv=None) -> int:
     p.set_defaults(run=train)
     p = commands.add_parser("list", help="list saved runs")
     p.set_defaults(run=list_runs)
+    p = commands.add_parser("import", help="import your own model, its checkpoints and its data as a run")
+    p.add_argument("--model", required=True, help="FILE.py:FACTORY or package.module:FACTORY returning an nn.Module")
+    p.add_argument("--model-args", default=None, help="the factory's keyword arguments as a JSON object")
+    p.add_argument("--weights", required=True,
+                   help="a .safetensors state dict, a folder of step-<N>.safetensors files, or a .pt/.pth state dict")
+    p.add_argument("--data", default=None, help="an .npz (x_train, y_train, x_test, y_test or x, y), a .csv, "
+                                                 "or a built-in dataset's name")
+    p.add_argument("--task", choices=["classification", "regression"], default=None,
+                   help="by default classification when the targets are whole numbers that index the outputs")
+    p.add_argument("--name", default="", help="the run's name")
+    p.set_defaults(run=import_model)
     p = commands.add_parser("sweep", help="train every cell of a grid of settings (model.width=16,32 ...)")
     p.add_argument("settings", nargs="*", help="key=value settings; a comma list spans cells (';' for list values)")
     p.add_argument("--backend", choices=["local", "ray"], default="local", help="where cells train (default local)")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from engine import data as datasets
-from engine import results
+from engine import external, results
 from engine.models import ModelSpec, build
 from engine.probes import NAMES as PROBE_NAMES
 from engine.probes import WatchConfig, make_probes
@@ -332,6 +332,8 @@ def default_name(experiment: Experiment, data_name: str) -> str:
 def load_model(store, run_id: str, step: Optional[int] = None, device="cpu") -> torch.nn.Module:
     """Rebuild a stored run's model with the weights of a checkpoint (the last by default)."""
     settings = store.settings(run_id)
+    if external.is_imported(settings):  # a user's own model: rebuilt through its factory
+        return external.load_model(store, run_id, step, device)
     experiment = Experiment.from_dict(settings)
     model = build(experiment.model, tuple(settings["input_shape"]), settings["n_outputs"])
     model.load_state_dict(store.load_checkpoint(run_id, step))
@@ -342,6 +344,8 @@ def load_model(store, run_id: str, step: Optional[int] = None, device="cpu") -> 
 def load_dataset(store, run_id: str) -> datasets.Dataset:
     """The data a stored run was trained on: rebuilt from its settings, or its saved arrays."""
     settings = store.settings(run_id)
+    if external.is_imported(settings):  # labels kept as the user's model numbers them
+        return external.load_dataset(store, run_id)
     saved = store.load_artifact(run_id, "dataset")
     if saved is None:
         return datasets.load(settings["data"], **settings.get("data_options", {}))

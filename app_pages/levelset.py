@@ -70,8 +70,12 @@ def chosen_pair(run_id: str, step: int, seed: int, n_test: int) -> tuple[int, in
     key = pair_key(run_id)
     if key not in st.session_state:
         # The URL's pair belongs to the run the page was opened with: read it once per session.
-        from_url = None if st.session_state.get("lv:url-read") else url_pair(n_test)
+        asked = "" if st.session_state.get("lv:url-read") else st.query_params.get("pair", "")
+        from_url = url_pair(n_test) if asked else None
         st.session_state["lv:url-read"] = True
+        if asked and from_url is None:
+            st.warning(f"The link's pair '{asked}' is not three test samples of this run (0 to {n_test - 1}): "
+                       "here is a pair drawn by the seed.")
         st.session_state[key] = from_url or list(default_pair(run_id, step, seed))
     pair = tuple(st.session_state[key])
     st.query_params["pair"] = ",".join(map(str, pair))

@@ -19,3 +19,13 @@ def test_the_overview_says_when_the_link_names_a_missing_run(stored_run):
     at = open_link("overview", {"run": "no-such-run"})
     assert any("does not have" in w.value for w in at.warning), [w.value for w in at.warning]
     assert at.multiselect(key="overview:runs").value == []
+
+
+def test_the_runs_page_says_when_the_link_names_a_missing_run(stored_run):
+    at = open_link("runs", {"runs": "no-such-run"})
+    assert any("no-such-run" in w.value for w in at.warning), [w.value for w in at.warning]
+
+
+def test_a_levelset_link_with_a_pair_the_run_lacks_says_so(stored_run):
+    at = open_link("levelset", {"run": stored_run, "pair": "0,1,99999"})
+    assert any("not three test samples" in w.value for w in at.warning), [w.value for w in at.warning]

@@ -190,6 +190,7 @@ class CellResult:
     test_loss: float = math.nan
     test_accuracy: float = math.nan
     trained: bool = False  # trained by this call, rather than found in the store
+    seconds: float = 0.0  # how long the training took on its worker (0 when found)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -227,17 +228,19 @@ def train_cell(settings: dict[str, str], root: str, device: Optional[str] = None
     staging = _fresh_staging(store, key)
     try:
         experiment, _ = Experiment.from_flat(settings)
-        staged = RunStore(staging)
+        staged, started = RunStore(staging), time.perf_counter()
         try:
             outcome = train_job(ctx or QuietContext(), experiment, store=staged, name=_cell_name(settings),
                                 device=device)
         except Exception as exc:  # a cell that cannot train fails alone; the sweep goes on
             return CellResult(key, status="failed", message=str(exc), trained=True).to_dict()
+        seconds = time.perf_counter() - started
         if outcome["status"] not in FINISHED:
-            return CellResult(key, status="cancelled", message=outcome["message"], trained=True).to_dict()
+            return CellResult(key, status="cancelled", message=outcome["message"], trained=True,
+                              seconds=seconds).to_dict()
         _publish(staging / outcome["run_id"], store.root / cell_run_id(key))
         result = existing_result(store, key)
-        result.trained = True
+        result.trained, result.seconds = True, seconds
         return result.to_dict()
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -44,3 +44,25 @@ def test_a_copied_link_shows_a_run_live_but_cannot_stop_it(browser, app_url, art
     finally:
         for context in contexts:
             context.close()
+
+
+def upload(page, name: str, text: str) -> None:
+    """Give the sidebar's file uploader a file and wait for the rerun that reads it."""
+    page.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files(
+        {"name": name, "mimeType": "text/csv", "buffer": text.encode()})
+
+
+def test_an_unreadable_upload_keeps_start_off_and_the_link_says_own_data(page, app_url):
+    open_page(page, app_url, "/train?data=your+own+file")
+    start = page.get_by_role("button", name="Start")
+    assert start.is_disabled(), "Start trains without a file"
+    upload(page, "broken.csv", "x,y,label\n1,2,0\n3,oops,1\n")
+    page.wait_for_selector("[data-testid='stSidebar'] [data-testid='stAlertContentError']", timeout=60_000)
+    assert start.is_disabled(), "Start trains something else than the unreadable file"
+    assert re.search(r"[?&]data=your(\+|%20)own(\+|%20)file", page.url), page.url
+
+    rows = "".join(f"{i % 7},{i % 5},{i % 2}\n" for i in range(60))
+    upload(page, "good.csv", "x,y,label\n" + rows)
+    page.wait_for_selector("[data-testid='stSidebar'] [data-testid='stAlertContentSuccess']", timeout=60_000)
+    page.wait_for_function("() => ![...document.querySelectorAll('button')].find("
+                           "b => b.innerText.trim() === 'Start').disabled", timeout=60_000)

@@ -190,14 +190,19 @@ def test_a_killed_driver_leaves_no_half_run_and_running_again_resumes(store, tmp
     settings = TINY | {"train.steps": "20,10000000"}
     sweep = grid(settings)
     first, endless = (cell_run_id(cell_key(c)) for c in sweep.cells)
+    log = tmp_path / "driver.log"
     driver = subprocess.Popen(
         [sys.executable, "-m", "engine", "--store", str(store.root), "sweep", "--device", "cpu",
          "--out", str(tmp_path)] + [f"{k}={v}" for k, v in settings.items()],
         cwd=REPO, env=os.environ | {"DYNAMICS_LAB_HOME": str(tmp_path)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=log.open("w"))
+
+    def endless_cell_trains() -> bool:
+        assert driver.poll() is None, f"The sweep ended by itself: {log.read_text()}"
+        return (store.root / first).exists() and any(any(p.glob("*/checkpoints/*")) for p in staged(store))
+
     try:
-        wait_for(lambda: (store.root / first).exists() and any(any(p.glob("*/checkpoints/*")) for p in staged(store)),
-                 "the first cell to be stored and the endless one to train")
+        wait_for(endless_cell_trains, "the first cell to be stored and the endless one to train")
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait()

@@ -482,8 +482,9 @@ def check_import(model: str, weights: Union[str, Path], data: Optional[str] = No
         output, record["unflatten"] = probe_inputs(net, arrays.x_train)
         task = decide_task(output, np.concatenate([arrays.y_train, arrays.y_test]), task)
         dataset = make_dataset(arrays, task, output.shape[1])
-        settings.update(data=str(data) if str(data) in datasets.names() else arrays.name, dataset=arrays.name,
-                        input_shape=list(dataset.input_shape), n_outputs=dataset.n_outputs, task=task)
+        source = str(data) if str(data) in datasets.names() else str(Path(data).expanduser().resolve())
+        settings.update(data=source, dataset=arrays.name, input_shape=list(dataset.input_shape),
+                        n_outputs=dataset.n_outputs, task=task)
     return Checked(settings, checkpoints, dataset, arrays, net)
 
 

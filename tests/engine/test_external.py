@@ -2,7 +2,9 @@
 ResNet with BatchNorm), a trajectory of safetensors checkpoints and an .npz, imported with
 `python -m engine import`, then looked at by the lens commands; and every bad input refused
 with a sentence, exit 2 and an untouched store."""
+import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -277,3 +279,27 @@ def test_a_run_imported_without_data_asks_for_data_in_the_lenses(files, tmp_path
     run_id = RunStore(tmp_path).list()[0].id
     assert main(["--store", str(tmp_path), "landscape", run_id, "--out", str(tmp_path)]) == 2
     assert "imported without data; import it again with --data" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the README's example
+
+
+def readme_example() -> str:
+    """The Python block of the README's "Your own model" paragraph."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("**Your own model**", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_example_runs_and_imports_a_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("DYNAMICS_LAB_HOME", str(tmp_path / "home"))
+    try:
+        exec(compile(readme_example(), "README.md", "exec"), {"__name__": "readme"})
+    finally:
+        sys.modules.pop("my_model", None)  # the example's model file, imported from tmp_path
+    printed = capsys.readouterr().out
+    run_id = printed.split("Saved as run ", 1)[1].split()[0]
+    assert [r.id for r in RunStore(tmp_path / "home" / "runs").list()] == [run_id]
+    assert "(5, 5)" in printed and "running statistics" in printed

@@ -12,17 +12,25 @@ page's URL): `data`, `data.<option>`, `model.<field>`, `train.<field>`. A lens c
 one analysis of a stored run headless (the same recipe the lens page runs), keeps it in the
 run store, and writes it as .npz (and .csv where it is a table); `python -m viz FILE.npz`
 turns that file into an interactive HTML figure.
+
+Every setting is checked before any work starts: one that is unknown, missing, of the wrong
+type or out of range gets a sentence that names it and says what it takes, and exit code 2.
+Progress (what a page shows in its progress bar) goes to stderr, `--quiet` silences it;
+results and the files written go to stdout.
 """
 from __future__ import annotations
 
 import argparse
 import inspect
+import math
 import sys
 import typing
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Optional
 
-from engine import analysis, recipes, results
-from engine.experiment import Experiment, parse, parse_typed, train_job
+from engine import analysis, ntk, pruning, recipes, results
+from engine.experiment import Experiment, parse, train_job
 from engine.store import RunStore
 
 # lens -> what it can compute -> the recipe (the first is the default)
@@ -50,79 +58,278 @@ LENSES = {
 
 
 class PrintingContext:
-    """A job context that prints progress lines instead of reporting to a page."""
+    """A job context that prints on stderr what a page shows in a job's progress bar: each new
+    message, and, for jobs that report only a fraction, the label and every tenth reached.
+    Quiet, it prints nothing; stdout stays for results."""
 
-    cancelled = False
+    cancelled = False  # Ctrl+C stops a command
 
-    def __init__(self):
+    def __init__(self, label: str = "", quiet: bool = False):
+        self.label, self.quiet = label, quiet
         self.last_message = ""
+        self.last_tenth = -1
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+    def check(self) -> None:
+        """Jobs call this between units of work to notice a cancel request; none comes here."""
 
     def report(self, progress=None, message=None, **partial):
-        if message and message != self.last_message:
-            self.last_message = message
-            speed = partial.get("steps_per_second")
-            print(message + (f" ({speed:,.0f} steps/s)" if speed else ""), flush=True)
+        if message:
+            if message != self.last_message:
+                self.last_message = message
+                speed = partial.get("steps_per_second")
+                self.say(message + (f" ({speed:,.0f} steps/s)" if speed else ""))
+        elif progress is not None:
+            tenth = int(10 * min(max(progress, 0.0), 1.0))
+            if tenth > self.last_tenth:
+                self.last_tenth = tenth
+                self.say(f"{self.label}: {10 * tenth}%")
 
 
-def parse_settings(pairs: list[str]) -> dict[str, str]:
-    flat = {}
+def parse_settings(pairs: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """key=value texts as key -> text, and a sentence for each text that is not a pair."""
+    flat, errors = {}, {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"Settings are key=value pairs; '{pair}' has no '='.")
-        flat[key.strip()] = value
-    return flat
+        if sep:
+            flat[key.strip()] = value
+        else:
+            errors[pair] = f"Settings are key=value pairs; '{pair}' has no '='."
+    return flat, errors
 
 
 def train(args) -> int:
-    experiment, errors = Experiment.from_flat(parse_settings(args.settings))
-    errors |= experiment.errors()
+    flat, errors = parse_settings(args.settings)
+    experiment, unread = Experiment.from_flat(flat)
+    errors |= unread | experiment.errors()
+    if args.device is not None and (problem := device_error(args.device)):
+        errors["--device"] = problem
     if errors:
-        for key, sentence in errors.items():
-            print(f"{key}: {sentence}", file=sys.stderr)
-        return 2
+        return refuse(errors)
     store = None if args.no_save else RunStore(args.store)
-    result = train_job(PrintingContext(), experiment, store=store, name=args.name, device=args.device)
+    ctx = PrintingContext("train", quiet=args.quiet)
+    result = train_job(ctx, experiment, store=store, name=args.name, device=args.device)
     print(result["message"])
     if result["run_id"]:
         print(f"Saved as run {result['run_id']} in {store.root}")
     return 0 if result["status"] == "done" else 1
 
 
-def recipe_settings(recipe, pairs: list[str]) -> dict:
-    """key=value texts read as the types of the recipe's own defaults."""
-    parameters = inspect.signature(recipe).parameters
+def refuse(errors: dict[str, str]) -> int:
+    """Print a sentence for each setting that is not allowed, on stderr; the exit code 2."""
+    for key, sentence in errors.items():
+        print(f"{key}: {sentence}", file=sys.stderr)
+    return 2
+
+
+def device_error(name: str) -> Optional[str]:
+    """Why `name` is not a device to train on here, or None."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        return f"'{name}' is not a device; use cpu, cuda or mps."
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+    if not available.get(device.type, False):
+        return f"{name} is not available on this machine; use {', '.join(k for k, v in available.items() if v)}."
+    return None
+
+
+# ---------------------------------------------------------------- what each analysis setting allows
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """The values one setting takes: a test, and the phrase that says them to a user."""
+
+    phrase: str  # completes "span takes ...", e.g. "a number above 0"
+    test: Callable[[object], bool]
+    item: Optional["Allowed"] = None  # for a list: what each item allows
+
+    def culprit(self, value, text: str) -> str:
+        """What to name as not allowed: a list's first bad item, else the whole text."""
+        bad = [v for v in value if not self.item.test(v)] if self.item else []
+        return str(bad[0]) if bad else text
+
+
+def at_least(low) -> Allowed:
+    kind = "a whole number" if isinstance(low, int) else "a number"
+    return Allowed(f"{kind} of at least {low}", lambda v: math.isfinite(v) and v >= low)
+
+
+def above(low) -> Allowed:
+    return Allowed(f"a number above {low}", lambda v: math.isfinite(v) and v > low)
+
+
+def between(low, high, *, low_in: bool = True, high_in: bool = True) -> Allowed:
+    ends = {(True, True): f"from {low} to {high}", (True, False): f"from {low} up to, but not including, {high}",
+            (False, False): f"between {low} and {high}, both excluded"}[low_in, high_in]
+    return Allowed(f"a number {ends}", lambda v: (low <= v if low_in else low < v) and (v <= high if high_in else v < high))
+
+
+def one_of(*choices) -> Allowed:
+    return Allowed(f"one of: {', '.join(map(str, choices))}", lambda v: v in choices)
+
+
+def each(item: Allowed) -> Allowed:
+    return Allowed(f"a comma-separated list, each {item.phrase}", lambda v: len(v) > 0 and all(map(item.test, v)),
+                   item)
+
+
+SPARSITY = between(0, 1, high_in=False)
+
+# setting name -> what it allows, the same in every analysis that takes it...
+ALLOWED = {
+    "step": at_least(0), "seed": at_least(0), "source": at_least(0), "class_index": at_least(0),
+    "rewind_step": at_least(0), "finetune_steps": at_least(0),
+    "samples": at_least(1), "k": at_least(1), "iters": at_least(1), "runs": at_least(1), "steps": at_least(1),
+    "per_side": at_least(1), "max_frequency": at_least(1), "directions": at_least(1), "count": at_least(1),
+    "rounds": at_least(1),
+    "resolution": at_least(2), "points": at_least(2), "grid": at_least(2), "frames": at_least(2),
+    "span": above(0), "step_size": above(0), "margin": at_least(0.0), "radius": at_least(0.0),
+    "threshold": between(0, 1), "along": between(0, 1), "rate": between(0, 1, low_in=False, high_in=False),
+    "sparsity": SPARSITY, "sparsities": each(SPARSITY), "targets": each(at_least(0)), "top_k": each(at_least(1)),
+    "split": one_of("train", "test"), "norm": one_of("filter", "layer", "model"), "kind": one_of(*ntk.MATRIX_KINDS),
+    "scope": one_of("global", "layer"), "colour": one_of(*recipes.COLOURS), "dim": one_of(2, 3),
+}
+# ...except where a lens gives a name its own meaning
+LENS_ALLOWED = {
+    "geometry": {"method": one_of("pca", "umap")},
+    "prune": {"method": one_of(*pruning.method_names()), "methods": each(one_of(*pruning.method_names()))},
+}
+FREE_TEXT = ("layer", "other", "others")  # names checked where they are used (layers, run ids)
+RUN_IDS = ("other", "others")  # settings that name other runs of the store
+
+# A recipe whose **settings pass on to another recipe takes that recipe's settings.
+PASSES_ON = {recipes.levelset_triangle: recipes.levelset_traversal,
+             recipes.levelset_width: recipes.levelset_traversal}
+
+
+def allowed(lens: str, key: str) -> Optional[Allowed]:
+    return LENS_ALLOWED.get(lens, {}).get(key) or ALLOWED.get(key)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting a recipe takes: its default (`inspect.Parameter.empty` when it has none)
+    and its annotation."""
+
+    default: object
+    hint: object
+
+    @property
+    def required(self) -> bool:
+        return self.default is inspect.Parameter.empty
+
+    def read(self, text: str):
+        """`text` as this setting's type: its default's, or its annotation's where the default
+        is None or missing (step=0 is 0); "none" or nothing is None where the annotation is
+        Optional. ValueError if it is not."""
+        kind = self.hint
+        if type(None) in typing.get_args(kind):
+            if text.strip().lower() in ("", "none"):
+                return None
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        has_default = not self.required and self.default is not None
+        value = parse(text, self.default if has_default else kind() if isinstance(kind, type) else "")
+        return tuple(value) if isinstance(value, list) else value
+
+
+def recipe_settings(recipe) -> dict[str, Setting]:
+    """The settings a recipe takes by name (not the job's context, the store or the run)."""
     hints = typing.get_type_hints(recipe)
     settings = {}
-    for key, text in parse_settings(pairs).items():
-        if key not in parameters or key in ("ctx", "store", "run_id"):
-            names = [n for n in parameters if n not in ("ctx", "store", "run_id")]
-            raise SystemExit(f"'{key}' is not a setting of this analysis; it takes: {', '.join(names)}.")
-        default = parameters[key].default
-        if default in (None, inspect.Parameter.empty):  # read as its annotation says: step=0 is 0
-            settings[key] = parse_typed(text, hints[key], None) if key in hints else text
-        else:
-            settings[key] = parse(text, default)
-        if isinstance(settings[key], list):
-            settings[key] = tuple(settings[key])
+    for name, parameter in inspect.signature(recipe).parameters.items():
+        if parameter.kind is parameter.VAR_KEYWORD:
+            settings |= recipe_settings(PASSES_ON[recipe])
+        elif name not in ("ctx", "store", "run_id"):
+            settings[name] = Setting(parameter.default, hints.get(name))
     return settings
+
+
+def read_settings(lens: str, recipe, pairs: list[str]) -> tuple[dict, dict[str, str]]:
+    """key=value texts as a recipe's settings, and a sentence for each key that is unknown,
+    missing or not allowed: its type comes from the recipe, its range or choices from ALLOWED."""
+    flat, errors = parse_settings(pairs)
+    takes = recipe_settings(recipe)
+    values = {}
+    for key, text in flat.items():
+        if key not in takes:
+            errors[key] = f"'{key}' is not a setting of this analysis; it takes: {', '.join(takes)}."
+            continue
+        rule = allowed(lens, key)
+        says = f"{key} takes {rule.phrase}." if rule else ""
+        try:
+            values[key] = takes[key].read(text)
+        except ValueError as exc:
+            errors[key] = f"{str(exc).rstrip('.')}; {says}" if says else str(exc)
+            continue
+        if rule and values[key] is not None and not rule.test(values[key]):
+            errors[key] = f"'{rule.culprit(values[key], text)}' is not allowed; {says}"
+    for key in takes:
+        if takes[key].required and key not in flat:
+            errors[key] = f"This analysis needs {key}=...; it takes: {', '.join(takes)}."
+    return values, errors
+
+
+def run_errors(store: RunStore, run_id: str, settings: dict) -> dict[str, str]:
+    """A sentence for the run, and each run a setting names, that is not in the store."""
+    named = {"run": [run_id]} | {k: [v] if isinstance(v, str) else list(v)
+                                 for k, v in settings.items() if k in RUN_IDS}
+    errors = {}
+    for key, ids in named.items():
+        missing = [i for i in ids if i and not _in_store(store, i)]
+        if missing:
+            errors[key] = (f"No run '{missing[0]}' in the run store at {store.root}; "
+                           "`python -m engine list` shows its runs.")
+    return errors
+
+
+def _in_store(store: RunStore, run_id: str) -> bool:
+    try:
+        return store.exists(run_id)
+    except ValueError:  # not a valid id at all
+        return False
+
+
+def out_error(folder: str) -> Optional[str]:
+    """Why the results cannot be written into `folder` (made if missing), or None."""
+    if Path(folder).exists() and not Path(folder).is_dir():
+        return f"'{folder}' is a file; --out takes a folder."
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"Cannot write results into '{folder}': {exc.strerror or exc}."
+    return None
 
 
 def analyse(args) -> int:
     lens = LENSES[args.command]
     what = args.what or next(iter(lens))
-    if what not in lens:
-        raise SystemExit(f"{args.command} computes one of: {', '.join(lens)}.")
-    recipe, settings = lens[what], recipe_settings(lens[what], args.settings)
-    store = RunStore(args.store)
+    recipe, store = lens[what], RunStore(args.store)
+    settings, errors = read_settings(args.command, recipe, args.settings)
+    errors |= run_errors(store, args.run_id, settings)
+    if problem := out_error(args.out):
+        errors["--out"] = problem
+    if errors:
+        return refuse(errors)
+    key, label = f"cli-{args.command}-{what}", f"{args.command} {what}"
+    ctx = PrintingContext(label, quiet=args.quiet)
+    if analysis.load(store, args.run_id, key, settings, recipe) is None:
+        ctx.say(f"Computing the {label} of run {args.run_id}…")
+    else:
+        ctx.say(f"The {label} of run {args.run_id} with these settings is in the run store.")
     try:
-        result = analysis.cached(None, store, args.run_id, f"cli-{args.command}-{what}", settings, recipe)
+        result = analysis.cached(ctx, store, args.run_id, key, settings, recipe)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"{args.command}-{what}-{args.run_id}"
+    stem = Path(args.out) / f"{args.command}-{what}-{args.run_id}"
     stem.with_suffix(".npz").write_bytes(results.to_npz_bytes(result))
     print(f"Wrote {stem.with_suffix('.npz')}")
     table = results.to_csv(result)
@@ -162,6 +369,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", default=None, help="run store folder (default: $DYNAMICS_LAB_HOME/runs)")
+    parser.add_argument("--quiet", action="store_true", help="print no progress on stderr")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("train", help="train an experiment and save it as a run")
     p.add_argument("settings", nargs="*", help="key=value settings, e.g. model.width=64")
@@ -197,6 +405,9 @@ def main(argv=None) -> int:
         p.add_argument("--what", choices=list(kinds), help=f"what to compute (default {next(iter(kinds))})")
         p.add_argument("--out", default=".", help="folder for the .npz (and .csv) files")
         p.set_defaults(run=analyse)
+    for command in commands.choices.values():  # every command, wherever --quiet is written
+        command.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                             help="print no progress on stderr (results still go to stdout)")
     # key=value settings may come after options (`--what eigenfunctions k=4`), which
     # argparse leaves over; they join the settings, anything else is an error.
     args, extra = parser.parse_known_args(argv)

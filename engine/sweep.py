@@ -53,6 +53,7 @@ MAX_CELLS = 10_000
 STAGING_FOLDER = ".staging"  # inside the store; a dot-name is never listed as a run
 FINISHED = ("done", "diverged")  # a cell whose run ended so is never trained again
 RAY_RETRIES = 3  # attempts after a worker dies mid-cell
+RECORD_EVERY_S = 1.0  # the sweep's record is rewritten at most this often while cells end
 CELL_VERSION = 1  # part of each cell's id: bump it when training changes its numbers
 LIST_SEPARATOR = ";"  # between the cells of a setting whose value is itself a list
 
@@ -483,8 +484,9 @@ def run_sweep(sweep: Sweep, store: RunStore, *, backend: str = "local", address:
         on_cell: called as each cell ends or is found done: (index, settings, result).
         cell_fn: what trains a cell (`train_cell`; tests wrap it to play a fault).
 
-    Returns the `SweepRecord`, also saved in the store after every cell. Raises ValueError
-    with sentences for invalid cells, before any work.
+    Returns the `SweepRecord`, also saved in the store as cells end (at most every
+    RECORD_EVERY_S seconds) and at the end. Raises ValueError with sentences for invalid
+    cells, before any work.
     """
     errors = sweep.errors()
     if errors:
@@ -493,12 +495,14 @@ def run_sweep(sweep: Sweep, store: RunStore, *, backend: str = "local", address:
     results = [existing_result(store, key) or CellResult(key) for key in keys]
     chosen = make_backend(backend, address, workers)
     record = SweepRecord(sweep.id, sweep.title(), sweep.cells, results, sweep.varied, chosen.name)
-    finished = 0
+    finished, saved = 0, -math.inf
 
     def ended(i: int, result: CellResult) -> None:
-        nonlocal finished
+        nonlocal finished, saved
         results[i], finished = result, finished + 1
-        save_record(store, record)
+        if time.monotonic() - saved > RECORD_EVERY_S:  # the store's runs, not the record, say what
+            save_record(store, record)                 # is done, so a late record loses nothing
+            saved = time.monotonic()
         if on_cell is not None:
             on_cell(i, sweep.cells[i], result)
         if ctx is not None:
@@ -507,7 +511,7 @@ def run_sweep(sweep: Sweep, store: RunStore, *, backend: str = "local", address:
 
     try:
         todo = [i for i, r in enumerate(results) if r.status not in FINISHED]
-        for i in set(range(len(keys))) - set(todo):
+        for i in sorted(set(range(len(keys))) - set(todo)):
             ended(i, results[i])
         where = cell_device(device, chosen)
         pending = {chosen.submit(cell_fn, sweep.cells[i], str(store.root), where): i for i in todo}

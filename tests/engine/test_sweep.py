@@ -3,7 +3,6 @@
 (The Ray backend's tests are in test_sweep_ray.py.)
 """
 import csv
-import math
 import os
 import signal
 import subprocess
@@ -15,8 +14,19 @@ import pytest
 
 from engine.experiment import Experiment, train_job
 from engine.store import RunStore
-from engine.sweep import (STAGING_FOLDER, QuietContext, Sweep, cell_key, cell_run_id, command, grid,
-                          list_sweeps, open_sweep, run_sweep, train_cell)
+from engine.sweep import (
+    STAGING_FOLDER,
+    QuietContext,
+    Sweep,
+    cell_key,
+    cell_run_id,
+    command,
+    grid,
+    list_sweeps,
+    open_sweep,
+    run_sweep,
+    train_cell,
+)
 
 TINY = {"data": "moons", "data.n": "100", "model.width": "4", "model.depth": "1", "train.steps": "20",
         "train.eval_every": "10", "train.checkpoint_every": "10"}

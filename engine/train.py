@@ -22,6 +22,7 @@ from engine.data import Dataset
 from engine.device import pick
 from engine.levelset import pgd_attack
 from engine.models import Centered, lr_multipliers
+from engine.modes import evaluating
 from engine.results import History
 from engine.settings import Section, is_whole
 
@@ -321,13 +322,12 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Loss and accuracy on the fixed train and test subsets; appended to the history."""
-        self.model.eval()
         result = {}
-        for split, (x, y) in (("train", self._eval_train), ("test", self._eval_test)):
-            output = self.model(x)
-            result[f"{split}_loss"] = self.loss_fn(output, y).item() * self.loss_unit
-            result[f"{split}_accuracy"] = accuracy(output, y, self.data.task)
-        self.model.train()
+        with evaluating(self.model):
+            for split, (x, y) in (("train", self._eval_train), ("test", self._eval_test)):
+                output = self.model(x)
+                result[f"{split}_loss"] = self.loss_fn(output, y).item() * self.loss_unit
+                result[f"{split}_accuracy"] = accuracy(output, y, self.data.task)
         h = self.history
         h.eval_step.append(self.step_count)
         h.eval_train_loss.append(result["train_loss"])

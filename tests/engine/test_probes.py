@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from engine import data as datasets
-from engine import hessian, lazy
+from engine import lazy
 from engine.experiment import Experiment, load_watched, train_job
 from engine.models import ModelSpec, build
 from engine.probes import LazyProbe, SharpnessProbe, TwinTrainer, WatchConfig, fixed_subset

@@ -1,7 +1,8 @@
 """A link's run or checkpoint that the lab lacks is said, never silently replaced (AppTest)."""
 from __future__ import annotations
 
-from apptest_helpers import open_link
+import app_pages.lab as lab
+from apptest_helpers import button, open_link, poll
 
 
 def test_a_link_to_a_missing_run_says_so_and_chooses_no_other(stored_run):
@@ -29,3 +30,18 @@ def test_the_runs_page_says_when_the_link_names_a_missing_run(stored_run):
 def test_a_levelset_link_with_a_pair_the_run_lacks_says_so(stored_run):
     at = open_link("levelset", {"run": stored_run, "pair": "0,1,99999"})
     assert any("not three test samples" in w.value for w in at.warning), [w.value for w in at.warning]
+
+
+def test_a_train_link_shows_the_run_live_to_another_session_without_its_stop(lab_home):
+    at = open_link("train", {"train.steps": "10000000"})  # cannot finish while the test watches
+    button(at, "Start").click().run()
+    poll(at, lambda s: s.partial.get("run_id") is not None and "step" in s.partial)
+    at.run()
+    assert "session" not in at.query_params and "job" not in at.query_params
+    other = open_link("train", {k: at.query_params[k] for k in at.query_params})  # another browser
+    bars = [p.proto.text for p in other.get("progress")]
+    assert bars and bars[0].startswith("running · step"), bars
+    assert button(other, "Stop").disabled, "the link gives the right to stop another session's run"
+    assert lab.jobs().list(other.session_state["owner"]) == []
+    button(at, "Stop").click()
+    assert poll(at, lambda s: s.done).status == "cancelled"

@@ -23,11 +23,6 @@ class Status(str, Enum):
     def __str__(self) -> str:
         return self.value
 
-    @property
-    def ended(self) -> bool:
-        """True for a job or run that will not change any more (everything but queued and running)."""
-        return self not in (Status.QUEUED, Status.RUNNING)
-
 
 # How a job can end.
 JOB_ENDINGS = frozenset({Status.DONE, Status.FAILED, Status.CANCELLED})

@@ -529,6 +529,8 @@ def levelset_map(ctx, store, run_id: str, *, step: Optional[int] = None, class_i
     model, data = _test_split(store, run_id, step)
     if data.n_features != 2:
         raise ValueError("The confidence map is drawn for data with two features.")
+    if not 0 <= class_index < data.n_classes:
+        raise ValueError(f"class_index is a class of this run's data: from 0 to {data.n_classes - 1}.")
     x = torch.cat([data.x_train, data.x_test])
     return levelset.confidence_map(model, class_index, _span(x[:, 0], grid), _span(x[:, 1], grid))
 

@@ -189,3 +189,8 @@ def test_the_pruning_sweeps_csv_holds_every_methods_accuracy_and_loss(trained, t
         (m, s) for m in ("magnitude", "random") for s in (0.5, 0.9)]
     assert np.allclose([float(r["accuracy"]) for r in rows], saved["accuracy"].ravel(), rtol=1e-8)
     assert np.allclose([float(r["loss"]) for r in rows], saved["loss"].ravel(), rtol=1e-8)
+
+
+def test_a_setting_that_depends_on_the_run_is_refused_with_a_sentence(trained, tmp_path, capsys):
+    assert lens(trained, tmp_path, "levelset", "--what", "map", "class_index=7") == 2
+    assert "class_index is a class of this run's data: from 0 to 1." in capsys.readouterr().err

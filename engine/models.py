@@ -24,7 +24,7 @@ from torch.func import functional_call
 
 from engine.settings import Section, is_whole
 
-KINDS = ("mlp", "resmlp", "cnn")
+KINDS = ("mlp", "resmlp", "cnn", "resnet", "resnet-noskip", "vgg")
 PARAMETRIZATIONS = ("standard", "ntk", "mup", "meanfield")
 
 
@@ -52,7 +52,9 @@ class ModelSpec(Section):
     """Everything needed to rebuild a model exactly.
 
     Attributes:
-        kind: "mlp", "resmlp" or "cnn".
+        kind: "mlp", "resmlp", "cnn", "resnet" (He et al.'s CIFAR ResNet: depth blocks per
+            stage, width channels in the first), "resnet-noskip" (the same without skip
+            connections) or "vgg" (a VGG-style CNN with BatchNorm).
         width: hidden units per layer (channels for the CNN).
         depth: number of hidden layers (residual blocks, conv layers); 0 is a linear model.
         activation: one of ACTIVATIONS.
@@ -283,6 +285,108 @@ class CNN(nn.Module):
         return self.out(self.features(x).flatten(1))
 
 
+# ---------------------------------------------------------------- the zoo: ResNets and a VGG
+
+
+def _conv_layers(input_shape: tuple[int, ...], kind: str):
+    """(Conv, BatchNorm, MaxPool) classes for (channels, length) or (channels, H, W) inputs."""
+    if len(input_shape) not in (2, 3):
+        raise ValueError(
+            f"The {kind} needs image-like (channels, height, width) or signal-like (channels, "
+            f"length) inputs; this data has shape {tuple(input_shape)}."
+        )
+    if len(input_shape) == 2:
+        return nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d
+    return nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d
+
+
+class BasicBlock(nn.Module):
+    """conv-bn-act-conv-bn (+ the shortcut) -> act: the block of He et al. 2016's CIFAR ResNets.
+
+    The shortcut is parameter-free ("option A"): when the block halves the size and doubles
+    the channels, the input is subsampled and padded with zero channels. Without `skip` the
+    block is the same stack with no shortcut (Li et al. 2018's "noshort" networks).
+    """
+
+    def __init__(self, conv, norm, channels_in: int, channels: int, stride: int, act, skip: bool):
+        super().__init__()
+        self.conv1 = conv(channels_in, channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = norm(channels)
+        self.act1 = act()
+        self.conv2 = conv(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = norm(channels)
+        self.act2 = act()
+        self.skip, self.stride, self.extra = skip, stride, channels - channels_in
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[(..., *[slice(None, None, self.stride)] * (x.dim() - 2))]
+        if self.extra:  # zero channels, half before and half after (as the CIFAR ResNets)
+            x = F.pad(x, (0, 0) * (x.dim() - 2) + (self.extra // 2, self.extra - self.extra // 2))
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
+        return self.act2(h + self.shortcut(x) if self.skip else h)
+
+
+class ResNet(nn.Module):
+    """The CIFAR ResNet of He et al. 2016: a 3x3 stem, three stages of `depth` basic blocks
+    with width, 2 width and 4 width channels (the last two halve the size), global average
+    pooling and a linear readout. 6 depth + 2 layers: depth 3 and width 16 is ResNet-20
+    (0.27M parameters on 3-channel images, 10 classes). Flat inputs are reshaped to
+    `input_shape`; (channels, length) inputs get 1-D convolutions.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], n_out: int, spec: ModelSpec, skip: bool = True):
+        super().__init__()
+        conv, norm, _ = _conv_layers(input_shape, "ResNet")
+        act = ACTIVATIONS[spec.activation]
+        self.input_shape = tuple(input_shape)
+        self.stem = conv(input_shape[0], spec.width, 3, padding=1, bias=False)
+        self.bn = norm(spec.width)
+        self.act = act()
+        blocks, channels = [], spec.width
+        for stage, width in enumerate((spec.width, 2 * spec.width, 4 * spec.width)):
+            for i in range(spec.depth):
+                stride = 2 if stage > 0 and i == 0 else 1
+                blocks.append(BasicBlock(conv, norm, channels, width, stride, act, skip))
+                channels = width
+        self.blocks = nn.Sequential(*blocks)
+        self.out = Dense(channels, n_out, bias=spec.bias, role="output", parametrization="standard")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.blocks(self.act(self.bn(self.stem(x.reshape(x.shape[0], *self.input_shape)))))
+        return self.out(h.flatten(2).mean(dim=2))
+
+
+class VGG(nn.Module):
+    """A VGG-style CNN (Simonyan & Zisserman 2015, with BatchNorm): three stages of `depth`
+    conv-bn-act layers with width, 2 width and 4 width channels, each stage ending in a 2x
+    max-pool while the size allows, then global average pooling and a linear readout."""
+
+    def __init__(self, input_shape: tuple[int, ...], n_out: int, spec: ModelSpec):
+        super().__init__()
+        conv, norm, pool = _conv_layers(input_shape, "VGG")
+        self.input_shape = tuple(input_shape)
+        layers, channels, size = OrderedDict(), input_shape[0], min(input_shape[1:])
+        for stage, width in enumerate((spec.width, 2 * spec.width, 4 * spec.width), start=1):
+            for i in range(1, max(spec.depth, 1) + 1):
+                layers[f"conv{stage}_{i}"] = conv(channels, width, 3, padding=1, bias=False)
+                layers[f"bn{stage}_{i}"] = norm(width)
+                layers[f"act{stage}_{i}"] = ACTIVATIONS[spec.activation]()
+                channels = width
+            if size >= 2:
+                layers[f"pool{stage}"] = pool(2)
+                size //= 2
+        self.features = nn.Sequential(layers)
+        self.out = Dense(channels, n_out, bias=spec.bias, role="output", parametrization="standard")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(x.reshape(x.shape[0], *self.input_shape))
+        return self.out(h.flatten(2).mean(dim=2))
+
+
 class Centered(nn.Module):
     """alpha * (f(w) - f(w0)), with w0 a frozen copy of the weights at wrap time.
 
@@ -332,6 +436,8 @@ def build(spec: ModelSpec | dict, input_shape: tuple[int, ...], n_outputs: int) 
         raise ValueError(" ".join(errors.values()))
     n_in = math.prod(input_shape)
     estimate = n_in * spec.width + spec.depth * spec.width * (spec.width + 1) + spec.width * n_outputs
+    if spec.kind in ("resnet", "resnet-noskip", "vgg"):  # 3x3 convs of w, 2w, 4w channels, 2 per block
+        estimate = 9 * 2 * max(spec.depth, 1) * (1 + 4 + 16) * spec.width**2
     if estimate > MAX_PARAMETERS:
         raise ValueError(
             f"This model would have about {estimate:,} parameters; the lab's limit is "
@@ -341,8 +447,12 @@ def build(spec: ModelSpec | dict, input_shape: tuple[int, ...], n_outputs: int) 
         model = MLP(n_in, n_outputs, spec)
     elif spec.kind == "resmlp":
         model = ResidualMLP(n_in, n_outputs, spec)
-    else:
+    elif spec.kind == "cnn":
         model = CNN(tuple(input_shape), n_outputs, spec)
+    elif spec.kind == "vgg":
+        model = VGG(tuple(input_shape), n_outputs, spec)
+    else:
+        model = ResNet(tuple(input_shape), n_outputs, spec, skip=spec.kind == "resnet")
     _initialise(model, spec)
     if spec.alpha is not None:
         model = Centered(model, spec.alpha)

@@ -370,6 +370,8 @@ def lazy_page() -> None:
     st.query_params["mode"] = mode
     if mode not in ("Lesson", "Free comparison") and "runs" in st.query_params:
         del st.query_params["runs"]  # trainings belong to the lesson's steps and the free comparison
+    if "jobs" in st.query_params:
+        del st.query_params["jobs"]  # links of older versions named the jobs; run ids do now
     if mode == "Lesson":
         live_comparison(lesson())
     elif mode == "Free comparison":

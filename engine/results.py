@@ -1134,10 +1134,10 @@ def _measure(result, column: Column, shape: tuple) -> dict[str, np.ndarray]:
     values = _read(result, column.source or column.name)
     if values is None:
         return {}
-    if isinstance(values, dict):
-        return {f"{column.name}[{key}]" if column.name else str(key): _over_axes(v, column.axes or tuple(range(len(shape))), shape)
-                for key, v in values.items()}
     axes = column.axes if column.axes is not None else tuple(range(len(shape)))
+    if isinstance(values, dict):
+        return {f"{column.name}[{key}]" if column.name else str(key): _over_axes(v, axes, shape)
+                for key, v in values.items()}
     if column.spread is None:
         return {column.name: _over_axes(values, axes, shape)}
     values = np.moveaxis(np.asarray(values), column.spread_axis, -1)

@@ -65,14 +65,16 @@ def test_lens_commands_write_results_that_viz_turns_into_html(trained, tmp_path,
 
 
 @pytest.mark.parametrize("args, key, says", [
-    (["landscape", "resolution=abc"], "resolution", "'abc' is not a whole number; resolution takes a whole number of at least 2."),
+    (["landscape", "resolution=abc"], "resolution",
+     "'abc' is not a whole number; resolution takes a whole number of at least 2."),
     (["landscape", "span=wide"], "span", "'wide' is not a number; span takes a number above 0."),
     (["ntk", "--what", "eigenfunctions", "k=zero"], "k", "k takes a whole number of at least 1."),
     (["landscape", "resolution=-3"], "resolution", "'-3' is not allowed; resolution takes a whole number of at least 2."),
     (["landscape", "span=0"], "span", "span takes a number above 0."),
     (["landscape", "span=inf"], "span", "span takes a number above 0."),
     (["ntk", "--what", "eigenfunctions", "k=0"], "k", "k takes a whole number of at least 1."),
-    (["prune", "methods=magnitude,foo"], "methods", "'foo' is not allowed; methods takes a comma-separated list, each one of: random, magnitude"),
+    (["prune", "methods=magnitude,foo"], "methods",
+     "'foo' is not allowed; methods takes a comma-separated list, each one of: random, magnitude"),
     (["prune", "sparsities=0.5,1"], "sparsities", "each a number from 0 up to, but not including, 1."),
     (["prune", "sparsities=-0.1"], "sparsities", "each a number from 0 up to, but not including, 1."),
     (["prune", "--what", "masks", "scope=local"], "scope", "scope takes one of: global, layer."),

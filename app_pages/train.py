@@ -1,7 +1,10 @@
 """Train: pick data, model and optimizer; train live; watch the curves and the predictions.
 
 The settings live in the URL's query parameters, so a copied link reproduces the
-experiment. Training runs as a job; a fragment polls it, so only the live panel reruns.
+experiment; what the page cannot read from a link is shown as given, with its sentence, and
+keeps Start off (nothing is silently replaced by a default). The link also names the run
+(`run=`): another browser watches it live, read-only. Training runs as a job; a fragment
+polls it, so only the live panel reruns.
 """
 from __future__ import annotations
 
@@ -86,6 +89,9 @@ def shown_as_text() -> set:
     return st.session_state.setdefault("settings_as_text", set())
 
 
+UNFIT = object()  # a link's text that the setting's widget cannot show
+
+
 def setting_widget(key: str, label: str, default, choices=None, help=None) -> str:
     """One setting's widget; returns its value as text (the flat form).
 
@@ -115,9 +121,6 @@ def setting_widget(key: str, label: str, default, choices=None, help=None) -> st
     else:
         value = st.text_input(label, key=wkey, help=help)
     return as_text(value)
-
-
-UNFIT = object()  # a link's text that the setting's widget cannot show
 
 
 def fitted(text: str, default, choices):

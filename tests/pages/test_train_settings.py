@@ -98,3 +98,13 @@ def test_a_model_over_the_parameter_limit_fails_with_its_sentence_and_no_prepari
     assert not [p.proto.text for p in at.get("progress")], "a progress bar stayed on screen"
     assert not button(at, "Start").disabled
     assert job_state(at).status == "failed"
+
+
+def test_choosing_an_offered_choice_replaces_the_link_one(train_link):
+    at = train_link({"data": "nonexistent", "model.activation": "foo"})
+    at.sidebar.selectbox(key="setting:data").set_value("circle").run()
+    at.sidebar.selectbox(key="setting:model.activation").set_value("tanh").run()
+    assert at.sidebar.selectbox(key="setting:data").value == "circle"
+    assert "foo" not in at.sidebar.selectbox(key="setting:model.activation").options
+    assert not sidebar_errors(at), sidebar_errors(at)
+    assert not button(at, "Start").disabled

@@ -36,6 +36,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
@@ -324,6 +325,13 @@ class LocalBackend:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+def task_resources(device: Optional[str]) -> dict:
+    """What a cell's Ray task asks for: a GPU (and a CPU to drive it) for CUDA, else a CPU."""
+    if device is not None and str(device).startswith("cuda"):
+        return {"num_gpus": 1, "num_cpus": 1}
+    return {"num_cpus": 1}
+
+
 class RayBackend:
     """Cells as Ray tasks: an embedded Ray on this machine, or a cluster at `address`.
 
@@ -339,6 +347,7 @@ class RayBackend:
         address = address or os.environ.get("RAY_ADDRESS") or None
         if self.started_here:
             if address:
+                _check_reachable(address)
                 ray.init(address=address, log_to_driver=False)
             else:
                 ray.init(num_cpus=workers or os.cpu_count() or 2, include_dashboard=False,
@@ -347,11 +356,9 @@ class RayBackend:
         self.remote = {}
 
     def submit(self, cell_fn, settings, root, device):
-        gpu = device is not None and str(device).startswith("cuda")
         if cell_fn not in self.remote:
             self.remote[cell_fn] = self.ray.remote(max_retries=RAY_RETRIES)(cell_fn)
-        task = self.remote[cell_fn].options(num_gpus=1, num_cpus=0) if gpu else self.remote[cell_fn].options(num_cpus=1)
-        return task.remote(settings, root, device)
+        return self.remote[cell_fn].options(**task_resources(device)).remote(settings, root, device)
 
     def wait(self, pending: list, timeout: float) -> list:
         done, _ = self.ray.wait(pending, num_returns=1, timeout=timeout)
@@ -367,6 +374,21 @@ class RayBackend:
     def close(self) -> None:
         if self.started_here:
             self.ray.shutdown()
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse, with a sentence, an address where nothing listens (Ray itself would retry for
+    minutes). "auto" and "local" are Ray's own names and pass."""
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"A Ray address is HOST:PORT (or ray://HOST:PORT), not '{address}'.")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ValueError(f"Nothing answers at {address} ({exc.strerror or exc}): is the Ray head running "
+                         "there (ray start --head)?") from None
 
 
 def make_backend(backend: str = "local", address: Optional[str] = None, workers: Optional[int] = None):
@@ -588,7 +610,7 @@ def command(pairs: list[str], *, store_root=None, backend: str = "local", addres
         why = f": {result.message}" if result.status not in ("done",) and result.message else ""
         echo(f"[{i + 1}/{total}] {varied}: {result.status} ({how}{losses}){why}")
 
-    echo(f"Sweep {sweep.id}: {total} cells on the {backend} backend.")
+    echo(f"Sweep {sweep.id}: {total} cell{'s' if total != 1 else ''} on the {backend} backend.")
     try:
         record = run_sweep(sweep, store, backend=backend, address=address, workers=workers,
                            device=device, on_cell=progress)

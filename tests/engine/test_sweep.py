@@ -23,8 +23,10 @@ from engine.sweep import (
     command,
     grid,
     list_sweeps,
+    make_backend,
     open_sweep,
     run_sweep,
+    task_resources,
     train_cell,
 )
 
@@ -100,6 +102,23 @@ def test_a_model_that_cannot_be_built_on_the_data_is_refused_before_any_work(tmp
                      "or signal-like (channels, length) inputs; this data has shape (2,)."]
 
 
+def test_a_cuda_cell_asks_ray_for_a_gpu_and_a_cpu_cell_for_a_cpu():
+    assert task_resources("cuda") == {"num_gpus": 1, "num_cpus": 1}
+    assert task_resources("cuda:1")["num_gpus"] == 1
+    assert task_resources("cpu") == task_resources(None) == {"num_cpus": 1}
+
+
+def test_an_address_where_nothing_listens_gets_a_sentence_not_minutes_of_retries():
+    pytest.importorskip("ray")
+    with pytest.raises(ValueError, match="Nothing answers at 127.0.0.1:1 .*ray start --head"):
+        make_backend("ray", "127.0.0.1:1")
+
+
+def test_an_address_without_the_ray_backend_is_refused():
+    with pytest.raises(ValueError, match="use --backend ray"):
+        make_backend("local", "head:6379")
+
+
 # ---------------------------------------------------------------- running
 
 
@@ -142,6 +161,17 @@ def test_the_command_writes_one_row_per_cell_with_the_varied_settings_as_columns
     assert [(r["model.width"], r["train.lr"], r["status"]) for r in rows] == [
         ("4", "0.01", "done"), ("4", "0.02", "done"), ("8", "0.01", "done"), ("8", "0.02", "done")]
     assert sum(line.startswith("[") for line in lines) == 4 and "4 cells (4 done); 4 trained now" in lines[-2]
+
+
+def test_python_m_engine_sweep_runs_the_command(tmp_path, capsys):
+    from engine.__main__ import main
+
+    settings = [f"{k}={v}" for k, v in TINY.items()] + ["train.lr=0.01,0.02"]
+    assert main(["--store", str(tmp_path / "runs"), "sweep", *settings, "--out", str(tmp_path), "--device", "cpu",
+                 "--name", "two rates"]) == 0
+    assert "2 cells (2 done); 2 trained now" in capsys.readouterr().err
+    assert [s.name for s in list_sweeps(RunStore(tmp_path / "runs"))] == ["two rates"]
+    assert len(list(tmp_path.glob("sweep-*.csv"))) == 1
 
 
 def test_a_regression_sweep_has_no_accuracy_column(tmp_path):

@@ -344,7 +344,7 @@ def status_line(state) -> None:
     how it ended. A job that failed before its first step has no bar: only its reason."""
     partial = state.partial
     word, step = outcome(state)
-    text = status_text(state) or "Preparing the data and the model…"
+    text = status_text(state)
     if "steps_per_second" in partial:
         text += (f" · {partial['steps_per_second']:,.0f} steps/s · {partial.get('device', '?')}"
                  f" · {partial.get('dataset', '')}")

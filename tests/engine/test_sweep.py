@@ -174,6 +174,17 @@ def test_python_m_engine_sweep_runs_the_command(tmp_path, capsys):
     assert len(list(tmp_path.glob("sweep-*.csv"))) == 1
 
 
+def test_a_job_context_hears_of_every_cell_as_it_ends(store):
+    class Recording(QuietContext):
+        reports = []
+
+        def report(self, progress=None, message=None, **partial):
+            self.reports.append((progress, [c["status"] for c in partial["cells"]]))
+
+    run_sweep(tiny_sweep(model_width="4,8"), store, device="cpu", ctx=Recording())
+    assert Recording.reports == [(0.5, ["done", "pending"]), (1.0, ["done", "done"])]
+
+
 def test_a_regression_sweep_has_no_accuracy_column(tmp_path):
     pairs = ["data=wave", "data.n=100", "model.width=4,8", "model.depth=1", "train.steps=10"]
     assert command(pairs, store_root=tmp_path / "runs", out=str(tmp_path), device="cpu", echo=lambda _: None) == 0

@@ -73,3 +73,17 @@ def test_a_worker_killed_mid_cell_is_retried_and_leaves_one_whole_run(tmp_path):
     assert [r.status for r in record.results] == ["done", "done"]
     assert sorted(r.id for r in store.list()) == sorted(cell_run_id(cell_key(c)) for c in sweep.cells)
     assert list((store.root / STAGING_FOLDER).iterdir()) == []
+
+
+def test_a_cancelled_ray_sweep_stops_its_endless_cell_and_lists_no_half_run(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    staging = store.root / STAGING_FOLDER
+
+    class CancelOnceTraining(QuietContext):
+        @property
+        def cancelled(self):
+            return any(staging.glob("*/*/checkpoints/*"))
+
+    sweep = grid(TINY | {"model.width": "4", "train.steps": "10000000"})
+    record = run_sweep(sweep, store, backend="ray", device="cpu", ctx=CancelOnceTraining())
+    assert [r.status for r in record.results] == ["cancelled"] and store.list() == []

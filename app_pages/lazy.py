@@ -12,8 +12,18 @@ import dataclasses
 import numpy as np
 import streamlit as st
 
-from app_pages.lab import (POLL_S, error_sentence, finished_runs, job_progress, jobs, owner, status_text, store,
-                           submit_training, training_of_run)
+from app_pages.lab import (
+    POLL_S,
+    error_sentence,
+    finished_runs,
+    job_progress,
+    jobs,
+    owner,
+    status_text,
+    store,
+    submit_training,
+    training_of_run,
+)
 from engine import presets as preset_files
 from engine.experiment import Experiment, load_watched, parse
 from engine.lazy import sweep_job

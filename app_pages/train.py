@@ -10,13 +10,23 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app_pages.lab import (
+    POLL_S,
+    error_sentence,
+    is_mine,
+    jobs,
+    outcome,
+    owner,
+    status_text,
+    store,
+    submit_training,
+    training_of_run,
+)
 from engine import data as datasets
 from engine import presets as preset_files
 from engine.experiment import Experiment, as_text, parse
 from engine.models import ACTIVATIONS, KINDS, PARAMETRIZATIONS
 from engine.train import LOSSES, OPTIMIZERS
-from app_pages.lab import (POLL_S, error_sentence, is_mine, jobs, outcome, owner, status_text, store,
-                           submit_training, training_of_run)
 from viz import landscape as landscape_figures
 from viz import lazy as lazy_figures
 from viz.predictions import prediction_figure

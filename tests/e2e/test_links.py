@@ -3,7 +3,6 @@ browser's job: two browser contexts (two people) on one server."""
 import re
 
 import pytest
-
 from test_browser import LONG_RUN, open_page, progress_text, step_of, wait_for_progress
 
 pytestmark = pytest.mark.e2e

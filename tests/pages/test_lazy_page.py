@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import time
 
-import app_pages.lab as lab
 from apptest_helpers import button, open_link, plotly_specs
+
+import app_pages.lab as lab
 
 
 def titles(at) -> list[str]:

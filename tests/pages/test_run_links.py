@@ -1,8 +1,9 @@
 """A link's run or checkpoint that the lab lacks is said, never silently replaced (AppTest)."""
 from __future__ import annotations
 
-import app_pages.lab as lab
 from apptest_helpers import button, open_link, poll
+
+import app_pages.lab as lab
 
 
 def test_a_link_to_a_missing_run_says_so_and_chooses_no_other(stored_run):

@@ -4,9 +4,8 @@ what happened (AppTest)."""
 from __future__ import annotations
 
 import pytest
-from streamlit.testing.v1 import AppTest
-
 from apptest_helpers import button, job_state, open_link, poll
+from streamlit.testing.v1 import AppTest
 
 UPLOAD = "your own file"
 

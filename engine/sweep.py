@@ -22,12 +22,14 @@ appears in the store whole or not at all: it is trained in a staging folder
 - running the same sweep again skips every cell whose run exists and trains only the rest
   (missing, failed or cancelled cells);
 - a worker killed in the middle of a cell leaves only a staging folder, which the cell's next
-  attempt (Ray retries it) removes; a second attempt can never add a second run, because the
-  rename fails when the run is already there;
+  attempt (Ray retries it) removes; attempts at one cell take turns (a file lock the kernel
+  drops when its holder dies), and a later one finds the run and trains nothing, so no cell
+  ever has two runs;
 - a cell that diverges is a result like any other: recorded as diverged with its sentence.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -44,6 +46,11 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
+
+try:
+    import fcntl  # POSIX; elsewhere a cell's attempts are not locked against each other
+except ImportError:
+    fcntl = None
 
 from engine import data as datasets
 from engine.experiment import Experiment, build_experiment, train_job
@@ -220,32 +227,52 @@ def train_cell(settings: dict[str, str], root: str, device: Optional[str] = None
     """Train one cell into the store at `root` (unless its run is there already).
 
     The run is trained in a staging folder and renamed into the store only when it ends done
-    or diverged, so the store never lists half a run. Runs on the driver or on a Ray worker;
-    returns a `CellResult` as a dict (plain data travels well).
+    or diverged, so the store never lists half a run. One attempt at a cell runs at a time
+    (a lock beside the staging folders); a later one finds the run, or clears what a dead
+    attempt left. Runs on the driver or on a Ray worker; returns a `CellResult` as a dict
+    (plain data travels well).
     """
     store, key = RunStore(root), cell_key(settings)
-    found = existing_result(store, key)
-    if found is not None:
-        return found.to_dict()
-    staging = _fresh_staging(store, key)
-    try:
-        experiment, _ = Experiment.from_flat(settings)
-        staged, started = RunStore(staging), time.perf_counter()
+    with _cell_lock(store, key):
+        found = existing_result(store, key)
+        if found is not None:
+            return found.to_dict()
+        staging = _fresh_staging(store, key)
         try:
-            outcome = train_job(ctx or QuietContext(), experiment, store=staged, name=_cell_name(settings),
-                                device=device)
-        except Exception as exc:  # a cell that cannot train fails alone; the sweep goes on
-            return CellResult(key, status="failed", message=str(exc), trained=True).to_dict()
-        seconds = time.perf_counter() - started
-        if outcome["status"] not in FINISHED:
-            return CellResult(key, status="cancelled", message=outcome["message"], trained=True,
-                              seconds=seconds).to_dict()
-        _publish(staging / outcome["run_id"], store.root / cell_run_id(key))
-        result = existing_result(store, key)
-        result.trained, result.seconds = True, seconds
-        return result.to_dict()
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            return _train_staged(settings, key, store, staging, device, ctx).to_dict()
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _train_staged(settings, key: str, store: RunStore, staging: Path, device, ctx) -> CellResult:
+    """Train the cell into `staging`; publish its run if it ended done or diverged."""
+    experiment, _ = Experiment.from_flat(settings)
+    started = time.perf_counter()
+    try:
+        outcome = train_job(ctx or QuietContext(), experiment, store=RunStore(staging), name=_cell_name(settings),
+                            device=device)
+    except Exception as exc:  # a cell that cannot train fails alone; the sweep goes on
+        return CellResult(key, status="failed", message=str(exc), trained=True)
+    seconds = time.perf_counter() - started
+    if outcome["status"] not in FINISHED:
+        return CellResult(key, status="cancelled", message=outcome["message"], trained=True, seconds=seconds)
+    _publish(staging / outcome["run_id"], store.root / cell_run_id(key))
+    result = existing_result(store, key)
+    result.trained, result.seconds = True, seconds
+    return result
+
+
+@contextlib.contextmanager
+def _cell_lock(store: RunStore, key: str):
+    """Hold `.staging/<key>.lock` exclusively: two drivers, or a retry and a straggler, never
+    train one cell at once. The kernel releases the lock when its process dies (a killed
+    worker), so a retry never waits on the dead."""
+    folder = store.root / STAGING_FOLDER
+    folder.mkdir(exist_ok=True)
+    with open(folder / f"{key}.lock", "a") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def existing_result(store: RunStore, key: str) -> Optional[CellResult]:
@@ -271,9 +298,9 @@ def _cell_name(settings: dict[str, str]) -> str:
 
 
 def _fresh_staging(store: RunStore, key: str) -> Path:
-    """An empty staging folder for this cell, after removing what an attempt that died left."""
+    """An empty staging folder for this cell, after removing what an attempt that died left
+    (called under the cell's lock, so no live attempt is using it)."""
     folder = store.root / STAGING_FOLDER
-    folder.mkdir(exist_ok=True)
     for old in folder.glob(f"{key}-*"):
         shutil.rmtree(old, ignore_errors=True)
     staging = folder / f"{key}-{os.getpid()}-{time.time_ns()}"

@@ -47,8 +47,9 @@ def store(tmp_path):
 
 
 def staged(store: RunStore) -> list[Path]:
+    """The staging folders of cells (not their lock files)."""
     folder = store.root / STAGING_FOLDER
-    return sorted(folder.iterdir()) if folder.exists() else []
+    return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.exists() else []
 
 
 def wait_for(condition, what: str, timeout: float = 120.0) -> None:
@@ -203,6 +204,12 @@ def test_running_a_sweep_again_trains_only_the_cell_whose_run_was_deleted(store)
     assert [r.trained for r in again.results] == [False, True, False]
     same = {"trained": None, "seconds": None}  # how a cell was got, not what it is
     assert [r.to_dict() | same for r in again.results] == [r.to_dict() | same for r in first.results]
+
+
+def test_two_attempts_at_one_cell_at_once_make_one_run(store):
+    record = run_sweep(Sweep([TINY, TINY | {"train.lr": ".010"}]), store, workers=2, device="cpu")
+    assert [r.status for r in record.results] == ["done", "done"]
+    assert sorted(r.trained for r in record.results) == [False, True] and len(store.list()) == 1
 
 
 def test_a_diverging_cell_is_recorded_as_diverged_with_its_sentence_and_the_sweep_goes_on(store):

@@ -159,6 +159,7 @@ def grid(settings: dict[str, str]) -> Sweep:
     `{"model.width": "16,32", "train.lr": "0.05,0.1"}` gives the four cells of the product.
     A setting whose value is itself a list (a dataset's `frequencies`, say) is one value with
     commas; its choices are separated by ";" instead: `data.frequencies=1,4;2,8` is two cells.
+    Raises ValueError when the product is larger than MAX_CELLS.
     """
     data_names = settings.get("data", "moons").split(",")
     axes = []
@@ -166,6 +167,9 @@ def grid(settings: dict[str, str]) -> Sweep:
         separator = LIST_SEPARATOR if _is_list_setting(key, data_names) else ","
         choices = [part.strip() for part in text.split(separator)] if separator in text else [text]
         axes.append([(key, choice) for choice in choices])
+    size = math.prod(len(axis) for axis in axes)
+    if size > MAX_CELLS:  # refuse before making them all
+        raise ValueError(f"These lists span {size:,} cells; the lab's limit is {MAX_CELLS:,}.")
     return Sweep([dict(combination) for combination in itertools.product(*axes)])
 
 
@@ -620,7 +624,11 @@ def command(pairs: list[str], *, store_root=None, backend: str = "local", addres
             echo(f"Settings are key=value pairs; '{pair}' has no '='.")
             return 2
         settings[key.strip()] = value
-    sweep = grid(settings)
+    try:
+        sweep = grid(settings)
+    except ValueError as exc:
+        echo(str(exc))
+        return 2
     sweep.name = name
     errors = sweep.errors()
     if errors:

@@ -79,6 +79,13 @@ def test_a_list_valued_setting_without_semicolons_is_one_cell():
     assert grid({"data": "wave", "data.frequencies": "1,4,10"}).cells == [{"data": "wave", "data.frequencies": "1,4,10"}]
 
 
+def test_lists_that_span_too_many_cells_are_refused_before_the_cells_are_made(tmp_path):
+    lines = []
+    widths, seeds = ",".join(map(str, range(1, 101))), ",".join(map(str, range(1000)))
+    assert command([f"model.width={widths}", f"train.seed={seeds}"], store_root=tmp_path, echo=lines.append) == 2
+    assert lines == ["These lists span 100,000 cells; the lab's limit is 10,000."]
+
+
 def test_one_experiment_spelled_two_ways_is_one_cell():
     assert cell_key({"train.lr": "0.1"}) == cell_key({"train.lr": ".10", "model.width": "64"})
 

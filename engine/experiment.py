@@ -24,7 +24,7 @@ from engine import external, results
 from engine.models import ModelSpec, build
 from engine.probes import NAMES as PROBE_NAMES
 from engine.probes import WatchConfig, make_probes
-from engine.status import Status
+from engine.status import TRAINING_OUTCOME
 from engine.train import Outcome, TrainConfig, Trainer
 from engine.views import prediction_view
 
@@ -276,8 +276,7 @@ def train_job(ctx, experiment: Experiment, store=None, name: str = "", device=No
     return {"run_id": run_id, "status": outcome.status, "step": outcome.step, "message": outcome.message}
 
 
-# The trainer's outcome -> the run's status in the store (a stop request ends a run as cancelled).
-STORE_STATUS = {"done": Status.DONE, "stopped": Status.CANCELLED, "diverged": Status.DIVERGED, "failed": Status.FAILED}
+STORE_STATUS = TRAINING_OUTCOME  # the trainer's outcome -> the run's status in the store
 
 
 def _save(store, run_id, trainer: Trainer, outcome: Outcome, probes=()) -> None:

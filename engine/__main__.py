@@ -6,6 +6,7 @@
     python -m engine sweep model.width=16,32 train.lr=0.05,0.1 [--backend local|ray] [--address ADDRESS] [--out DIR] [--name NAME]
     python -m engine landscape RUN_ID [--what surface] [resolution=51 span=0.5 ...] [--out DIR]
     python -m engine ntk|geometry|levelset|prune RUN_ID [--what ...] [key=value ...] [--out DIR]
+    python -m engine doctor [--device cuda|mps|cpu] [--quick]
 
 Training settings are the flat keys of `engine.experiment.Experiment` (the same as the Train
 page's URL): `data`, `data.<option>`, `model.<field>`, `train.<field>`. A lens command runs
@@ -346,6 +347,20 @@ def sweep(args) -> int:
                    echo=lambda line: print(line, file=sys.stderr, flush=True))
 
 
+def doctor(args) -> int:
+    """Compare the trainer and every lens on a device with the CPU (see `engine.doctor`):
+    exit 1 when a check fails, 2 when the device is not here."""
+    from engine import doctor as checks
+    from engine.device import pick
+    device = args.device or str(pick())
+    if problem := device_error(device):
+        return refuse({"--device": problem})
+    ctx = PrintingContext("doctor", quiet=args.quiet)
+    report = checks.run(device, quick=args.quick, say=ctx.say)
+    print(checks.table(report))
+    return 0 if report.passed else 1
+
+
 def import_model(args) -> int:
     """Import a user's model, checkpoints and data as a run (see `engine.external`)."""
     from engine.external import import_run
@@ -398,6 +413,10 @@ def main(argv=None) -> int:
     p.add_argument("--name", default="", help="the sweep's name")
     p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA where the workers have it)")
     p.set_defaults(run=sweep)
+    p = commands.add_parser("doctor", help="check that a device computes what the CPU does, and time both")
+    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    p.add_argument("--quick", action="store_true", help="a tiny size that takes seconds, not minutes")
+    p.set_defaults(run=doctor)
     for lens, kinds in LENSES.items():
         p = commands.add_parser(lens, help=f"compute a {lens} analysis of a stored run ({', '.join(kinds)})")
         p.add_argument("run_id", help="the run's id (see `list`)")

@@ -10,7 +10,9 @@ or, in a notebook, `engine.import_run("resnet.py:make_resnet", "checkpoints/", d
   keyword arguments of `model_args`. The run records the factory (the file's absolute path)
   and its arguments, and `load_model` rebuilds the model through it: the file is imported
   again, which is safe because the user named it on their own command line. Model code
-  uploaded through a browser is never imported.
+  uploaded through a browser is never imported, and neither is a factory that only a run's
+  settings name (a run zip uploaded from elsewhere could name any module): `load_model`
+  imports only the factories this machine's user named (`trusted_factories`).
 - The weights are one `.safetensors` state dict, a folder of `step-<N>.safetensors` files (a
   trajectory: the run's checkpoints in step order), or a PyTorch `.pt`/`.pth` file read with
   `torch.load(weights_only=True)`; anything that needs pickle beyond that is refused.
@@ -34,6 +36,7 @@ import importlib.util
 import io
 import json
 import math
+import os
 import pickle
 import re
 import sys
@@ -53,6 +56,8 @@ __all__ = ["import_run", "load_model", "load_dataset", "is_imported", "build_mod
            "read_data", "Unflatten"]
 
 SETTINGS_KEY = "imported_model"  # in a run's settings: how to rebuild the model
+TRUSTED_FILE = ".trusted-factories.json"  # in the store's root, where no uploaded run can write
+MODELS_VAR = "DYNAMICS_LAB_MODELS"  # FILE.py:fn,... : factories named when the server started
 DATASET_ARTIFACT = "dataset"  # the run's data, as arrays with their natural shapes
 TEST_FRACTION = 0.2  # of data given as x, y only
 PROBE_SAMPLES = 8  # the batch run through the model before anything is written
@@ -126,6 +131,32 @@ def _module_from_file(path: Path):
         sys.path.remove(str(path.parent))
     _modules[key] = module
     return module
+
+
+def trusted_factories(store) -> set[str]:
+    """The factories this machine's user named, as runs record them: those imported into this
+    store from the command line or a notebook, and those listed in $DYNAMICS_LAB_MODELS."""
+    listed = {_recorded_spec(s.strip()) for s in os.environ.get(MODELS_VAR, "").split(",") if s.strip()}
+    return _imported_factories(store) | listed
+
+
+def _imported_factories(store) -> set[str]:
+    try:
+        names = json.loads((Path(store.root) / TRUSTED_FILE).read_text())
+    except (OSError, ValueError):
+        return set()
+    return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+
+
+def _trust(store, spec: str) -> None:
+    """Remember that the user named `spec` (written beside, then renamed: readers see a whole file)."""
+    names = _imported_factories(store)
+    if spec in names:
+        return
+    path = Path(store.root) / TRUSTED_FILE
+    staged = path.with_name(f"{TRUSTED_FILE}.{os.getpid()}.tmp")
+    staged.write_text(json.dumps(sorted(names | {spec}), indent=1))
+    os.replace(staged, path)
 
 
 def model_args_dict(model_args: Union[str, dict, None]) -> dict:
@@ -523,6 +554,7 @@ def import_run(model: str, weights: Union[str, Path], data: Optional[str] = None
 
     checked = check_import(model, weights, data, model_args, task)
     store = store if store is not None else RunStore()
+    _trust(store, checked.settings[SETTINGS_KEY]["factory"])
     factory = str(model).rpartition(":")[2]
     name = name or (f"{factory} on {checked.settings['dataset']}" if data is not None else factory)
     run_id = store.create(name, checked.settings)
@@ -572,6 +604,10 @@ def load_model(store, run_id: str, step: Optional[int] = None, device="cpu") -> 
     flat ones too (see `Unflatten`)."""
     settings = store.settings(run_id)
     record = settings[SETTINGS_KEY]
+    if record.get("factory") not in trusted_factories(store):
+        raise ValueError(f"Run {run_id} builds its model with {record.get('factory')!r}, which was not imported "
+                         f"on this machine, and the lab runs only model code you named yourself. To trust it, "
+                         f"import the weights again: python -m engine import --model FACTORY --weights ...")
     model = build_model(record["factory"], record.get("args", {}))
     model.load_state_dict(store.load_checkpoint(run_id, step))
     if record.get("unflatten"):

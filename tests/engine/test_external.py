@@ -303,3 +303,43 @@ def test_the_readme_example_runs_and_imports_a_run(tmp_path, monkeypatch, capsys
     run_id = printed.split("Saved as run ", 1)[1].split()[0]
     assert [r.id for r in RunStore(tmp_path / "home" / "runs").list()] == [run_id]
     assert "(5, 5)" in printed and "running statistics" in printed
+
+
+# ---------------------------------------------------------------- only model code the user named
+
+
+def tampered_zip(data: bytes, factory: str) -> bytes:
+    """An exported run whose settings name another factory (what a stranger's upload could say)."""
+    import io
+    import json
+    import zipfile
+    source, target = zipfile.ZipFile(io.BytesIO(data)), io.BytesIO()
+    with zipfile.ZipFile(target, "w") as out:
+        for member in source.namelist():
+            content = source.read(member)
+            if member == "settings.json":
+                settings = json.loads(content)
+                settings["imported_model"]["factory"] = factory
+                content = json.dumps(settings).encode()
+            out.writestr(member, content)
+    return target.getvalue()
+
+
+def test_an_uploaded_run_naming_any_module_is_not_imported(imported, monkeypatch):
+    store, run_id = imported
+    called = []
+    monkeypatch.setattr("os.getcwd", lambda: called.append(True) or "/")
+    upload = store.import_zip(tampered_zip(store.export_zip(run_id), "os:getcwd"))
+    with pytest.raises(ValueError, match="not imported on this machine"):
+        load_model(store, upload)
+    assert not called
+
+
+def test_a_run_uploaded_into_another_store_needs_its_factory_named_there(files, imported, tmp_path, monkeypatch):
+    store, run_id = imported
+    other = RunStore(tmp_path)
+    upload = other.import_zip(store.export_zip(run_id))
+    with pytest.raises(ValueError, match="not imported on this machine"):
+        load_model(other, upload)
+    monkeypatch.setenv(external.MODELS_VAR, f"{files / 'resnet_user.py'}:make_resnet")
+    assert load_model(other, upload) is not None

@@ -19,6 +19,7 @@ from typing import Optional
 
 from engine.experiment import Experiment
 
+
 def _presets_folder() -> Path:
     """assets/presets in the repository; `pip install .` puts them in <prefix>/share/dynamics-lab."""
     in_repository = Path(__file__).resolve().parent.parent / "assets" / "presets"
@@ -57,7 +58,17 @@ class Preset:
         errors |= experiment.errors()
         if errors:
             raise ValueError(" ".join(errors.values()))
-        return self.runs[:-1] + [PresetRun(f"{last.name.split(' (')[0]} ({self.knob['label']} {value})", experiment)]
+        return self.runs[:-1] + [PresetRun(self._knob_name(last, str(value)), experiment)]
+
+    def _knob_name(self, last: PresetRun, value: str) -> str:
+        """The last run's name for the knob's `value`, saying the setting once: "alpha 10" ->
+        "alpha 30", "mup" -> "meanfield", any other name -> "full rank (rank 2)"."""
+        label, name = self.knob["label"], last.name.split(" (")[0]
+        if name.startswith(f"{label} "):
+            return f"{label} {value}"
+        if name in (value, last.experiment.to_flat().get(self.knob["key"])):
+            return value
+        return f"{name} ({label} {value})"
 
 
 def load(path: Path) -> Preset:

@@ -13,8 +13,17 @@ from plotly.subplots import make_subplots
 
 from engine.results import Embedding, EmbeddingFrames, GeometryCurves, RDMSet, SimilarityMatrix, UnitMatch
 from viz.style import (
-    OUTLINE_COLOR, REFERENCE_COLOR, SEQUENTIAL_SCALE, base_layout, class_color, equal_aspect,
-    no_data, scatter_trace, selected_customdata, value_color_axis,
+    OUTLINE_COLOR,
+    REFERENCE_COLOR,
+    SEQUENTIAL_SCALE,
+    axis_scale,
+    base_layout,
+    class_color,
+    equal_aspect,
+    no_data,
+    scatter_trace,
+    selected_customdata,
+    value_color_axis,
 )
 
 POINT_SIZE = 6
@@ -476,7 +485,7 @@ def geometry_curves(view: GeometryCurves, measures: Sequence[str] | None = None,
                 hovertemplate=f"{layer}<br>step %{{x}}<br>{measure} %{{y:.4g}}<extra></extra>",
             ), row=row, col=col)
         if MEASURES.get(measure, (measure, False))[1]:
-            fig.update_yaxes(type="log", row=row, col=col)
+            fig.update_yaxes(**axis_scale(True), row=row, col=col)
         fig.update_xaxes(title_text="step" if row == rows else None, row=row, col=col)
     return base_layout(fig, title, height=60 + 260 * rows)
 

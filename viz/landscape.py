@@ -14,8 +14,16 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from engine.results import ConvexityMap, LinearPath, Sharpness, Surface, Trajectory
-from viz.style import (DEFAULT_HEIGHT, OUTLINE_COLOR, REFERENCE_COLOR, SEQUENTIAL_SCALE,
-                       SPLIT_COLORS, base_layout, class_color)
+from viz.style import (
+    DEFAULT_HEIGHT,
+    OUTLINE_COLOR,
+    REFERENCE_COLOR,
+    SEQUENTIAL_SCALE,
+    SPLIT_COLORS,
+    axis_scale,
+    base_layout,
+    class_color,
+)
 
 N_LEVELS = 20  # contour levels
 SURFACE_HEIGHT = 480  # 3-D figures need more room than flat ones
@@ -248,7 +256,7 @@ def curves(train: Surface | LinearPath, test: Surface | LinearPath | None = None
             fig.add_trace(go.Scatter(x=c.xs, y=c.accuracy, name=f"{split} accuracy",
                                      line={"color": color, "dash": "dot"}, **style), row=1, col=2)
     fig.update_xaxes(title_text=x_title)
-    fig.update_yaxes(type="log" if log_y else "linear", row=1, col=1)
+    fig.update_yaxes(**axis_scale(log_y), row=1, col=1)
     if title is None and isinstance(train, LinearPath):
         title = ", ".join(f"{split} barrier {c.barrier:.3g}" for split, c in splits.items())
     return base_layout(fig, title)
@@ -290,7 +298,7 @@ def spectral_density(grid: np.ndarray, density: np.ndarray, *, log: bool = True,
     fig = go.Figure(go.Scatter(x=grid, y=density, mode="lines", fill="tozeroy",
                                line={"color": SPLIT_COLORS["train"]}, name="density"))
     fig.update_xaxes(title_text="eigenvalue")
-    fig.update_yaxes(title_text="density", type="log" if log else "linear")
+    fig.update_yaxes(title_text="density", **axis_scale(log))
     return base_layout(fig, title)
 
 

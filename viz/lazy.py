@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from engine.results import LazyMeasures
-from viz.style import REFERENCE_COLOR, SEQUENTIAL_SCALE, base_layout, class_color, no_data, selected_customdata
+from viz.style import REFERENCE_COLOR, SEQUENTIAL_SCALE, axis_scale, base_layout, class_color, no_data, selected_customdata
 
 # (field of LazyMeasures, panel title, formula shown on hover, log scale)
 MEASURES = [
@@ -57,7 +57,7 @@ def measures_figure(measures: Mapping[str, LazyMeasures], *, columns: int = 3,
                 hovertemplate=f"{name}<br>step %{{x}}<br>{formula} = %{{y:.4g}}<extra></extra>"),
                 row=j // columns + 1, col=j % columns + 1)
             if log:
-                fig.update_yaxes(type="log", row=j // columns + 1, col=j % columns + 1)
+                fig.update_yaxes(**axis_scale(True), row=j // columns + 1, col=j % columns + 1)
     fig.update_xaxes(title_text="step", row=rows)
     return base_layout(fig, title, height=270 * rows + 60)
 
@@ -69,7 +69,7 @@ def layer_change_figure(measures: Mapping[str, LazyMeasures], *, title: Optional
         fig.add_trace(go.Bar(x=list(result.layers), y=result.layer_weight_change[-1], name=name,
                              marker={"color": class_color(i)},
                              hovertemplate=f"{name}<br>%{{x}}: %{{y:.3g}}<extra></extra>"))
-    fig.update_yaxes(title_text="||w_t - w_0|| / ||w_0||", type="log")
+    fig.update_yaxes(title_text="||w_t - w_0|| / ||w_0||", **axis_scale(True))
     fig.update_layout(barmode="group")
     return base_layout(fig, title)
 
@@ -87,7 +87,7 @@ def twin_figure(measures: Mapping[str, LazyMeasures], *, title: Optional[str] = 
     if not fig.data:
         return no_data(base_layout(fig, title), "no linearized twin in these runs")
     fig.update_xaxes(title_text="step")
-    fig.update_yaxes(title_text="training loss", type="log")
+    fig.update_yaxes(title_text="training loss", **axis_scale(True))
     return base_layout(fig, title)
 
 

@@ -9,10 +9,28 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from engine.results import (Eigenfunctions, ExtremeSamples, FourierContent, KernelSpectrum, KernelTrajectory,
-                            LayerKernels, ModeCurves, TargetPower, TargetPowerTrajectory)
-from viz.style import (DIVERGING_SCALE, OUTLINE_COLOR, REFERENCE_COLOR, SEQUENTIAL_SCALE, base_layout, class_color,
-                       image_trace, no_data)
+from engine.results import (
+    Eigenfunctions,
+    ExtremeSamples,
+    FourierContent,
+    KernelSpectrum,
+    KernelTrajectory,
+    LayerKernels,
+    ModeCurves,
+    TargetPower,
+    TargetPowerTrajectory,
+)
+from viz.style import (
+    DIVERGING_SCALE,
+    OUTLINE_COLOR,
+    REFERENCE_COLOR,
+    SEQUENTIAL_SCALE,
+    axis_scale,
+    base_layout,
+    class_color,
+    image_trace,
+    no_data,
+)
 
 PANEL_HEIGHT = 190  # pixels per row of small multiples
 SAMPLE_ROW_HEIGHT = 120  # pixels per eigenvector in the extreme samples
@@ -82,8 +100,8 @@ def spectrum_figure(spectrum: KernelSpectrum, fit_from: int = 2, fit_to: Optiona
             x=index, y=coefficient * index.astype(float) ** -exponent, mode="lines",
             name=f"fit: k^-{exponent:.2f}", line={"dash": "dash", "color": REFERENCE_COLOR},
         ))
-    fig.update_xaxes(type="log", title_text="rank k")
-    fig.update_yaxes(type="log", title_text=f"eigenvalue ({spectrum.kind} kernel)", exponentformat="power")
+    fig.update_xaxes(**axis_scale(True), title_text="rank k")
+    fig.update_yaxes(**axis_scale(True), title_text=f"eigenvalue ({spectrum.kind} kernel)", exponentformat="power")
     return base_layout(fig, title)
 
 
@@ -258,8 +276,8 @@ def layer_kernels_figure(layers: LayerKernels, title: Optional[str] = "The kerne
     _log_spectrum(fig, np.asarray(layers.total_values, dtype=float), "whole kernel",
                   {"color": REFERENCE_COLOR, "dash": "dash"})
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=1)
-    fig.update_xaxes(type="log", title_text="rank k", row=1, col=2)
-    fig.update_yaxes(type="log", exponentformat="power", row=1, col=2)
+    fig.update_xaxes(**axis_scale(True), title_text="rank k", row=1, col=2)
+    fig.update_yaxes(**axis_scale(True), exponentformat="power", row=1, col=2)
     return base_layout(fig, title)
 
 
@@ -342,7 +360,7 @@ def mode_curves_figure(curves: ModeCurves, max_modes: int = 6,
     if not fig.data:
         return base_layout(no_data(fig), title)
     fig.update_xaxes(title_text="step")
-    fig.update_yaxes(type="log", title_text="|residual along mode|", exponentformat="power")
+    fig.update_yaxes(**axis_scale(True), title_text="|residual along mode|", exponentformat="power")
     return base_layout(fig, title)
 
 

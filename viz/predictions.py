@@ -10,8 +10,16 @@ import plotly.graph_objects as go
 
 from engine.results import Confusion, DecisionRegions, FunctionFit, Parity
 from viz.style import (
-    COUNT_SCALE, OUTLINE_COLOR, REFERENCE_COLOR, SPLIT_COLORS, base_layout, class_color,
-    class_rgb, equal_aspect, scatter_trace, value_color_axis,
+    COUNT_SCALE,
+    OUTLINE_COLOR,
+    REFERENCE_COLOR,
+    SPLIT_COLORS,
+    base_layout,
+    class_color,
+    class_rgb,
+    equal_aspect,
+    scatter_trace,
+    value_color_axis,
 )
 
 # Background tint of a decision region: the share of the class colour (the rest is white)
@@ -144,9 +152,6 @@ def function_fit(view: FunctionFit, *, title: str | None = None) -> go.Figure:
         title: the figure's title.
     """
     fig = go.Figure()
-    if view.target is not None:
-        fig.add_trace(go.Scatter(x=view.x, y=view.target, mode="lines", name="target",
-                                 line={"color": REFERENCE_COLOR, "dash": "dash", "width": 2}))
     fig.add_trace(go.Scatter(x=view.x, y=view.prediction, mode="lines", name="prediction",
                              line={"color": SPLIT_COLORS["train"], "width": 3}))
     fig.add_trace(scatter_trace(
@@ -154,6 +159,9 @@ def function_fit(view: FunctionFit, *, title: str | None = None) -> go.Figure:
         marker={"color": SPLIT_COLORS["test"], "size": 5,
                 "line": {"color": OUTLINE_COLOR, "width": 0.5}},
     ))
+    if view.target is not None:  # last and of the points' kind (SVG or WebGL): drawn over them
+        fig.add_trace(scatter_trace(len(view.points_x), x=view.x, y=view.target, mode="lines", name="target",
+                                    line={"color": REFERENCE_COLOR, "dash": "dash", "width": 2}))
     fig.update_xaxes(title_text=view.x_label)
     fig.update_yaxes(title_text="y")
     return base_layout(fig, title)
@@ -216,18 +224,17 @@ def parity(view: Parity, *, title: str | None = None) -> go.Figure:
     r2 = r_squared(target, prediction)
     r2_text = "R² n/a" if np.isnan(r2) else f"R² = {r2:.3f}"
 
-    fig = go.Figure()
-    both = np.concatenate([target, prediction])
-    both = both[np.isfinite(both)]
-    if both.size:
-        low, high = float(both.min()), float(both.max())
-        fig.add_trace(go.Scatter(x=[low, high], y=[low, high], mode="lines", name="y = x",
-                                 line={"color": REFERENCE_COLOR, "dash": "dash", "width": 1}))
-    fig.add_trace(scatter_trace(
+    fig = go.Figure(scatter_trace(
         len(target), x=target, y=prediction, mode="markers", name="test points",
         marker={"color": SPLIT_COLORS["train"], "size": 5, "opacity": 0.7},
         hovertemplate="true %{x:.3g}<br>predicted %{y:.3g}<extra></extra>",
     ))
+    both = np.concatenate([target, prediction])
+    both = both[np.isfinite(both)]
+    if both.size:  # last and of the points' kind (SVG or WebGL): drawn over them
+        low, high = float(both.min()), float(both.max())
+        fig.add_trace(scatter_trace(len(target), x=[low, high], y=[low, high], mode="lines", name="y = x",
+                                    line={"color": REFERENCE_COLOR, "dash": "dash", "width": 1}))
     equal_aspect(fig, x_title="true", y_title="predicted")
     return base_layout(fig, f"{title or 'parity'} — {r2_text}", height=420)
 

@@ -16,14 +16,22 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from engine.results import (FlipGallery, LastLayerGeometry, LotteryTickets, PrunedRegions,
-                            PruningSweep, SimilarityMatrix)
+from engine.results import FlipGallery, LastLayerGeometry, LotteryTickets, PrunedRegions, PruningSweep, SimilarityMatrix
 from viz.geometry import sample_kind, similarity_heatmap
 from viz.predictions import decision_regions
 from viz.style import (
-    CLASS_COLORS, COUNT_SCALE, OUTLINE_COLOR, REFERENCE_COLOR, SEQUENTIAL_SCALE, base_layout,
+    CLASS_COLORS,
+    COUNT_SCALE,
+    OUTLINE_COLOR,
+    REFERENCE_COLOR,
+    SEQUENTIAL_SCALE,
+    axis_scale,
+    base_layout,
     class_color,
-    equal_aspect, no_data, scatter_trace, value_color_axis,
+    equal_aspect,
+    no_data,
+    scatter_trace,
+    value_color_axis,
 )
 from viz.training import format_accuracy_axis, has_finite
 
@@ -292,7 +300,7 @@ def lottery_curves(tickets: LotteryTickets, *, title: str | None = None) -> go.F
             marker={"color": class_color(k), "size": 6},
             hovertemplate=f"{label}<br>%{{x:.1%}} kept<br>{name} %{{y:.3f}}<extra></extra>"))
     _dense_line(fig, float(series["ticket"][0]))
-    fig.update_xaxes(title_text="weights kept (log scale)", type="log", autorange="reversed",
+    fig.update_xaxes(title_text="weights kept (log scale)", **axis_scale(True), autorange="reversed",
                      tickformat=".1%")
     fig.update_yaxes(title_text=name)
     if not use_loss:

@@ -32,6 +32,10 @@ COUNT_SCALE = "Blues"  # counts, light for few and dark for many
 OUTLINE_COLOR = "#222222"  # marker outlines and reference lines
 REFERENCE_COLOR = "#555555"  # targets and y = x lines
 
+# Every log axis: minor ticks (2, 3, ... 9 times a power of ten) carry their whole value
+# ("0.03") rather than a lone digit ("3"), which reads as a linear axis running 9, 8, 7 ...
+LOG_AXIS = {"type": "log", "minorloglabels": "complete"}
+
 # A constant uirevision keeps zoom and legend clicks across updates of the same figure.
 UIREVISION = "dynamics-lab"
 
@@ -87,6 +91,11 @@ def value_color_axis(*arrays: np.ndarray) -> dict:
         bound = max(-low, high)
         return {"colorscale": DIVERGING_SCALE, "cmin": -bound, "cmax": bound, "cmid": 0.0}
     return {"colorscale": SEQUENTIAL_SCALE, "cmin": low, "cmax": high}
+
+
+def axis_scale(log: bool) -> dict:
+    """The settings of a log axis (`LOG_AXIS`) or of a linear one, for `update_xaxes`/`update_yaxes`."""
+    return dict(LOG_AXIS) if log else {"type": "linear"}
 
 
 def equal_aspect(fig: go.Figure, *, x_title: str = "x1", y_title: str = "x2") -> go.Figure:

@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from engine.results import History
-from viz.style import SPLIT_COLORS, base_layout, class_color, no_data
+from viz.style import SPLIT_COLORS, axis_scale, base_layout, class_color, no_data
 
 # The minibatch loss is shown as at most this many points (block means, see `block_means`).
 MAX_LINE_POINTS = 2000
@@ -120,7 +120,7 @@ def training_curves(history: History, *, title: str | None = None, log_y: bool =
     fig.add_trace(line(test_step, test_loss, name="test", color=test,
                        legendgroup="test"), row=1, col=1)
     fig.update_xaxes(title_text="step")
-    fig.update_yaxes(type="log" if log_y else "linear", row=1, col=1)
+    fig.update_yaxes(**axis_scale(log_y), row=1, col=1)
 
     if show_accuracy:
         fig.add_trace(line(train_acc_step, train_acc, name="train", color=train,
@@ -169,7 +169,7 @@ def compare_curves(
     if not values.size:
         return base_layout(no_data(fig), title)
     fig.update_xaxes(title_text="step")
-    fig.update_yaxes(title_text=metric_name, type="log" if log_y else "linear")
+    fig.update_yaxes(title_text=metric_name, **axis_scale(log_y))
     if is_accuracy and not log_y:
         format_accuracy_axis(fig, values)
     return base_layout(fig, title)

@@ -36,3 +36,13 @@ def test_a_lesson_knob_sets_only_the_last_run():
     runs = step.with_knob("100")
     assert runs[-1].experiment.model.alpha == 100.0
     assert [r.experiment for r in runs[:-1]] == [r.experiment for r in step.runs[:-1]]
+
+
+def test_a_knob_names_its_setting_once():
+    steps = presets.lesson("lazy-rich")
+    assert step_named(steps, "lazy-1-output-scale").with_knob("10")[-1].name == "alpha 10"
+    assert step_named(steps, "lazy-3-parametrization").with_knob("meanfield")[-1].name == "meanfield"
+
+
+def step_named(steps, key):
+    return next(s for s in steps if s.key == key)

@@ -51,3 +51,10 @@ def test_a_click_on_a_heatmap_cell_names_its_alpha_and_width():
     point = {"x": fig.data[1].x[3], "y": fig.data[1].y[3], "customdata": list(cells[3])}
     assert fig_lazy.selected_cell({"selection": {"points": [point]}}) == (1, 1)
     assert fig_lazy.selected_cell({"selection": {"points": []}}) is None
+
+
+def test_log_panels_label_minor_ticks_in_full():
+    fig = fig_lazy.measures_figure({"a": make_measures()})
+    log_axes = [axis for name, axis in fig.layout.to_plotly_json().items()
+                if name.startswith("yaxis") and axis.get("type") == "log"]
+    assert log_axes and all(axis["minorloglabels"] == "complete" for axis in log_axes)

@@ -95,13 +95,17 @@ def test_decision_regions_draw_a_100_grid_and_2000_points():
 # ---- function fit
 
 
-def test_function_fit_has_target_prediction_and_points():
+def test_function_fit_draws_the_target_over_the_prediction_and_points():
     fig = assert_valid(function_fit(make_fit()))
-    assert [t.name for t in fig.data] == ["target", "prediction", "data"]
+    assert [t.name for t in fig.data] == ["prediction", "data", "target"]
 
 
 def test_function_fit_target_is_dashed():
-    assert function_fit(make_fit()).data[0].line.dash == "dash"
+    assert function_fit(make_fit()).data[-1].line.dash == "dash"
+
+
+def test_function_fit_target_stays_over_webgl_points():
+    assert {t.type for t in function_fit(make_fit(n=3000)).data[1:]} == {"scattergl"}
 
 
 def test_function_fit_without_target_leaves_it_out():
@@ -138,9 +142,9 @@ def test_empty_confusion_matrix_has_no_accuracy():
 # ---- parity
 
 
-def test_parity_has_the_identity_line_and_the_points():
+def test_parity_draws_the_identity_line_over_the_points():
     fig = assert_valid(parity(make_parity()))
-    assert [t.name for t in fig.data] == ["y = x", "test points"]
+    assert [t.name for t in fig.data] == ["test points", "y = x"]
 
 
 def test_parity_title_has_r_squared():
@@ -148,7 +152,7 @@ def test_parity_title_has_r_squared():
 
 
 def test_parity_of_many_points_uses_webgl():
-    assert parity(make_parity(n=3000)).data[1].type == "scattergl"
+    assert [t.type for t in parity(make_parity(n=3000)).data] == ["scattergl", "scattergl"]
 
 
 def test_parity_of_no_points_is_valid():

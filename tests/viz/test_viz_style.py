@@ -1,10 +1,24 @@
 """The shared palette, colour scales and layout."""
+import re
+from pathlib import Path
+
 import numpy as np
 import plotly.graph_objects as go
 
+import viz
 from viz.style import (
-    CLASS_COLORS, DIVERGING_SCALE, SEQUENTIAL_SCALE, UIREVISION, WEBGL_THRESHOLD, base_layout,
-    class_color, class_rgb, hex_to_rgb, scatter_trace, value_color_axis,
+    CLASS_COLORS,
+    DIVERGING_SCALE,
+    SEQUENTIAL_SCALE,
+    UIREVISION,
+    WEBGL_THRESHOLD,
+    axis_scale,
+    base_layout,
+    class_color,
+    class_rgb,
+    hex_to_rgb,
+    scatter_trace,
+    value_color_axis,
 )
 
 
@@ -37,3 +51,14 @@ def test_value_axis_is_sequential_for_one_sign():
 def test_scatter_switches_to_webgl_above_the_threshold():
     assert isinstance(scatter_trace(WEBGL_THRESHOLD + 1), go.Scattergl)
     assert isinstance(scatter_trace(WEBGL_THRESHOLD), go.Scatter)
+
+
+def test_a_log_axis_labels_minor_ticks_with_their_whole_value():
+    assert axis_scale(True) == {"type": "log", "minorloglabels": "complete"}
+    assert axis_scale(False) == {"type": "linear"}
+
+
+def test_every_log_axis_in_viz_comes_from_the_shared_settings():
+    by_hand = [path.name for path in Path(viz.__file__).parent.glob("*.py")
+               if re.search(r"""type\s*=\s*["']log["']""", path.read_text())]
+    assert by_hand == []

@@ -25,9 +25,20 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from engine.landscape import (LossArg, Params, Weights, as_data, as_parameters, eval_mode,
-                              flatten, loss_name, memory_budget, plan_chunks, probe,
-                              resolve_loss, steps_and_states, unflatten)
+from engine.landscape import (
+    Params,
+    Weights,
+    as_data,
+    as_parameters,
+    eval_mode,
+    flatten,
+    memory_budget,
+    plan_chunks,
+    probe,
+    steps_and_states,
+    unflatten,
+)
+from engine.losses import LossArg, loss_function, loss_name
 from engine.results import ConvexityMap, Sharpness
 
 Matvec = Callable[[torch.Tensor], torch.Tensor]
@@ -59,7 +70,7 @@ def hvp_function(model: nn.Module, loss: LossArg, x, y, weights: Optional[Weight
         rows (k, n), and the weights as a dict (its order is the order of the flat vectors;
         see `engine.landscape.unflatten`).
     """
-    loss_fn = resolve_loss(loss)
+    loss_fn = loss_function(loss)
     x, y = as_data(model, x, y)
     w = as_parameters(model if weights is None else weights, model)
     w = {k: t.clone() for k, t in w.items()}  # a snapshot: later training cannot change it

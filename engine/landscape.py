@@ -36,13 +36,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
+from engine.losses import LossArg, loss_function, loss_name
 from engine.models import MLP, Dense, Square
 from engine.modes import evaluating
 from engine.results import LinearPath, Surface, Trajectory
 
 Params = dict[str, torch.Tensor]
 Weights = Union[nn.Module, dict]  # a model, or a dict of tensors keyed like its parameters
-LossArg = Union[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
 
 NORMS = ("filter", "layer", "model", None)
 IGNORES = ("biasbn", None)
@@ -343,29 +343,6 @@ def grid_around(coords: np.ndarray, n: int = 41,
 # ---------------------------------------------------------------- losses and data
 
 
-def resolve_loss(loss: LossArg) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """"ce", "mse" or a callable (output, target) -> scalar mean, as a callable."""
-    if callable(loss):
-        return loss
-    if loss == "ce":
-        return F.cross_entropy
-    if loss == "mse":
-        return _mse
-    raise ValueError(f"The loss must be 'ce', 'mse' or a function, not {loss!r}.")
-
-
-def _mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error; class labels are regressed as one-hot targets."""
-    if not target.is_floating_point():
-        target = F.one_hot(target, output.shape[-1]).to(output.dtype)
-    return F.mse_loss(output, target.reshape(output.shape))
-
-
-def loss_name(loss: LossArg) -> str:
-    """A loss's name for a result's settings ("ce", "mse", or the function's name)."""
-    return loss if isinstance(loss, str) else getattr(loss, "__name__", "custom")
-
-
 def as_data(model: nn.Module, x, y) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and targets as tensors on the model's device: inputs in the model's dtype,
     class labels as int64, real targets in the model's dtype. Accepts numpy arrays too."""
@@ -546,7 +523,7 @@ def _evaluate(model: nn.Module, loss: LossArg, x, y, weights_of: Callable[[int, 
     Returns:
         (losses (n_points,), accuracies (n_points,) or None, the plan as a dict).
     """
-    loss_fn = resolve_loss(loss)
+    loss_fn = loss_function(loss)
     x, y = as_data(model, x, y)
     n = len(x)
     buffers = dict(model.named_buffers())  # shared by every point: passed unbatched

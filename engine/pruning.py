@@ -57,12 +57,12 @@ from torch.nn.utils import parametrize
 
 from engine import geometry, hessian, views
 from engine.data import Dataset
-from engine.landscape import LossArg, as_data, flatten, loss_name, resolve_loss, unflatten
+from engine.landscape import as_data, flatten, unflatten
+from engine.losses import LossArg, loss_for_task, loss_function, loss_name
 from engine.modes import evaluating
 from engine.results import (FlipGallery, LastLayerGeometry, LotteryTickets, PrunedRegions,
                             PruningSweep)
 from engine.train import TrainConfig, Trainer
-from engine.train import resolve_loss as task_loss
 
 Scores = dict[str, torch.Tensor]
 Masks = dict[str, torch.Tensor]
@@ -371,7 +371,7 @@ def _mark_pruned(result: Scores, pruned: Masks) -> Scores:
 
 def _gradient(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
     """dL/dw of the mean loss over the batch, for every parameter, in chunks of samples."""
-    loss_fn, params = resolve_loss(batch.loss), dict(model.named_parameters())
+    loss_fn, params = loss_function(batch.loss), dict(model.named_parameters())
     total = {name: torch.zeros_like(p) for name, p in params.items()}
     n = len(batch.x)
     for start in range(0, n, GRADIENT_CHUNK):
@@ -632,7 +632,7 @@ def evaluate(model: nn.Module, x, y, loss: LossArg = "ce") -> tuple[float, float
     output = _outputs(model, x)
     accuracy = (output.argmax(1) == y).double().mean().item() if not y.is_floating_point() \
         else float("nan")
-    return accuracy, resolve_loss(loss)(output, y).item()
+    return accuracy, loss_function(loss)(output, y).item()
 
 
 def predicted_classes(model: nn.Module, x) -> np.ndarray:
@@ -995,7 +995,7 @@ def one_shot(model: nn.Module, method: str, sparsity: float, data: Dataset,
     data = data.to(device)
     start = time.perf_counter()
     x, y = score_batch(data, score_samples)
-    new_masks = masker(model, method, x, y, task_loss(loss, data.task), scope, **options)(sparsity)
+    new_masks = masker(model, method, x, y, loss_for_task(loss, data.task), scope, **options)(sparsity)
     scored = time.perf_counter()
     pruned = apply(copy.deepcopy(model).to(device), new_masks)
     finetune(pruned, data, finetune_steps, train_config, device)
@@ -1053,7 +1053,7 @@ def iterative_magnitude(model: nn.Module, data: Dataset, rounds: int, rate: floa
     if not 0 <= rewind_step < config.steps:
         raise ValueError("The rewind step must be at least 0 and below the training steps.")
     device = device or _device(model)
-    data, loss = data.to(device), task_loss(config.loss, data.task)
+    data, loss = data.to(device), loss_for_task(config.loss, data.task)
     ticket = copy.deepcopy(model).to(device)
     init = {n: w.clone() for n, w in weights(ticket).items()}
     rewind = _train(ticket, data, config, rewind_step)
@@ -1134,7 +1134,7 @@ def sweep(model: nn.Module, data: Dataset, methods: Sequence[str], sparsities: S
         sharpness_iters: power iterations of the sharpness (0: not measured, NaN).
     """
     device = device or _device(model)
-    data, loss = data.to(device), task_loss(loss, data.task)
+    data, loss = data.to(device), loss_for_task(loss, data.task)
     start_point = copy.deepcopy(model).to(device)
     dense = copy.deepcopy(reference if reference is not None else model).to(device)
     corruptions = default_corruptions(data.input_shape) if corruptions is None else corruptions
@@ -1299,7 +1299,7 @@ def flip_gallery(model: nn.Module, data: Dataset, method: str, sparsities: Seque
         raise ValueError("Give at least one sparsity.")
     sparsities = sorted(float(s) for s in sparsities)
     device = device or _device(model)
-    data, loss = data.to(device), task_loss(loss, data.task)
+    data, loss = data.to(device), loss_for_task(loss, data.task)
     start_point = copy.deepcopy(model).to(device)
     x, y = score_batch(data)
     make_masks = masker(start_point, method, x, y, loss, scope, **options)
@@ -1352,7 +1352,7 @@ def pruned_regions(model: nn.Module, data: Dataset, methods: Sequence[str], spar
         if progress is not None:
             progress((k + 1) / max(len(methods), 1))
     panels = [views.decision_regions(m, data, grid) for m in models.values()]
-    loss = task_loss("auto", data.task)
+    loss = loss_for_task("auto", data.task)
     accuracy = [evaluate(m, data.x_test, data.y_test, loss)[0] for m in models.values()]
     first = panels[0]
     return PrunedRegions(

@@ -15,19 +15,18 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from engine.data import Dataset
 from engine.device import pick
 from engine.levelset import pgd_attack
+from engine.losses import LOSSES, loss_function
 from engine.models import Centered, lr_multipliers
 from engine.modes import evaluating
 from engine.results import History
 from engine.settings import Section, is_whole
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "gd")
-LOSSES = ("auto", "ce", "mse")
 FLUSH_EVERY = 16  # steps between reading the per-step losses back from the device
 
 
@@ -127,34 +126,23 @@ class Outcome:
 # ---------------------------------------------------------------- losses
 
 
-def resolve_loss(name: str, task: str) -> str:
-    """'auto' -> 'ce' for classification, 'mse' for regression; refuses CE on regression."""
-    if name == "auto":
-        return "ce" if task == "classification" else "mse"
-    if name == "ce" and task != "classification":
-        raise ValueError("Cross-entropy needs class labels; use MSE for regression data.")
-    return name
-
-
 def make_loss(name: str, task: str, n_classes: int, alpha: Optional[float] = None) -> Callable:
-    """(output, target) -> scalar. MSE on classification regresses one-hot targets.
+    """(output, target) -> scalar: `engine.losses.loss_function(name, task)`, scaled for a
+    `Centered` model. MSE on classification regresses one-hot targets, one per output
+    (`n_classes` of them for the lab's models).
 
     With an output scale alpha (a `Centered` model) the loss is divided by alpha^2, as in
     Chizat, Oyallon & Bach 2019, so the effective learning rate does not grow with alpha.
     """
-    name = resolve_loss(name, task)
-    scale = 1.0 / alpha**2 if alpha else 1.0
+    loss = loss_function(name, task)
+    if not alpha or alpha == 1.0:
+        return loss  # F.cross_entropy itself for "ce", which fast paths recognise
+    scale = 1.0 / alpha**2
 
-    def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if name == "ce":
-            value = F.cross_entropy(output, target)
-        elif task == "classification":
-            value = F.mse_loss(output, F.one_hot(target, n_classes).to(output.dtype))
-        else:
-            value = F.mse_loss(output, target)
-        return value * scale if scale != 1.0 else value
+    def scaled(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return loss(output, target) * scale
 
-    return loss
+    return scaled
 
 
 def accuracy(output: torch.Tensor, target: torch.Tensor, task: str) -> float:

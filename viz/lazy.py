@@ -14,6 +14,8 @@ from plotly.subplots import make_subplots
 from engine.results import LazyMeasures
 from viz.style import REFERENCE_COLOR, SEQUENTIAL_SCALE, axis_scale, base_layout, class_color, no_data, selected_customdata
 
+DECIDING_HEIGHT = 230  # pixels: a compact row, so that it sits right under the lesson's text
+
 # (field of LazyMeasures, panel title, formula shown on hover, log scale)
 MEASURES = [
     ("weight_change", "Relative weight change", "||w_t - w_0|| / ||w_0||", True),
@@ -60,6 +62,42 @@ def measures_figure(measures: Mapping[str, LazyMeasures], *, columns: int = 3,
                 fig.update_yaxes(**axis_scale(True), row=j // columns + 1, col=j % columns + 1)
     fig.update_xaxes(title_text="step", row=rows)
     return base_layout(fig, title, height=270 * rows + 60)
+
+
+# The measures that tell lazy from rich at a glance: the first thing a lesson's results show.
+DECIDING = ("weight_change", "kernel_distance", "twin_gap")
+
+
+def last_finite(values) -> float:
+    """The latest finite value of a series (the newest checkpoint of a run still training); NaN if none."""
+    values = np.asarray(values if values is not None else [], dtype=float)
+    finite = values[np.isfinite(values)]
+    return float(finite[-1]) if finite.size else float("nan")
+
+
+def deciding_figure(measures: Mapping[str, LazyMeasures], *, fields: Sequence[str] = DECIDING,
+                    title: Optional[str] = None) -> go.Figure:
+    """The latest value of each deciding measure, runs side by side (one bar each, the value
+    written on it): e.g. a weight change of 1 against 0.1 against 0.01 reads at once.
+
+    Args:
+        measures: {run name: its measures}; the colours of `measures_figure`.
+        fields: the LazyMeasures fields to show, one panel each (those no run has are left out).
+    """
+    shown = [m for m in _shown(measures) if m[0] in fields]
+    if not shown:
+        return no_data(base_layout(go.Figure(), title, height=DECIDING_HEIGHT), "no measures yet")
+    fig = make_subplots(rows=1, cols=len(shown), subplot_titles=[m[1] for m in shown], horizontal_spacing=0.08)
+    names = list(measures)
+    for j, (field, label, formula, log) in enumerate(shown, start=1):
+        values = [last_finite(getattr(result, field)) for result in measures.values()]
+        fig.add_trace(go.Bar(
+            x=names, y=values, marker={"color": [class_color(i) for i in range(len(names))]},
+            text=[f"{v:.2g}" if np.isfinite(v) else "" for v in values], textposition="outside",
+            cliponaxis=False, showlegend=False, name=label,
+            hovertemplate=f"%{{x}}<br>{formula} = %{{y:.4g}}<extra></extra>"), row=1, col=j)
+        fig.update_yaxes(**axis_scale(log), showticklabels=False, row=1, col=j)
+    return base_layout(fig, title, height=DECIDING_HEIGHT)
 
 
 def layer_change_figure(measures: Mapping[str, LazyMeasures], *, title: Optional[str] = None) -> go.Figure:

@@ -58,3 +58,31 @@ def test_log_panels_label_minor_ticks_in_full():
     log_axes = [axis for name, axis in fig.layout.to_plotly_json().items()
                 if name.startswith("yaxis") and axis.get("type") == "log"]
     assert log_axes and all(axis["minorloglabels"] == "complete" for axis in log_axes)
+
+
+def test_deciding_figure_puts_each_runs_last_value_side_by_side():
+    runs = {"alpha 0.1": make_measures(1.0), "alpha 1": make_measures(0.1), "alpha 10": make_measures(0.01)}
+    fig = assert_valid(fig_lazy.deciding_figure(runs))
+    weight_change = fig.data[0]
+    assert list(weight_change.x) == list(runs) and np.allclose(weight_change.y, [1.0, 0.1, 0.01])
+    assert list(weight_change.text) == ["1", "0.1", "0.01"]
+    assert [a.text for a in fig.layout.annotations] == [
+        "Relative weight change", "Kernel distance from init", "Gap to the linearized twin"]
+
+
+def test_deciding_figure_colours_runs_as_the_measures_figure_does():
+    runs = {"lazy": make_measures(0.01), "rich": make_measures(1.0)}
+    bars = fig_lazy.deciding_figure(runs).data[0].marker.color
+    lines = [t.line.color for t in fig_lazy.measures_figure(runs).data if t.showlegend]
+    assert list(bars) == lines
+
+
+def test_deciding_figure_reads_the_newest_finite_checkpoint():
+    measures = make_measures(1.0)
+    measures.weight_change[-1] = np.nan  # the newest checkpoint not measured yet
+    assert fig_lazy.deciding_figure({"a": measures}).data[0].y[0] == measures.weight_change[-2]
+
+
+def test_deciding_figure_without_measures_says_so():
+    fig = assert_valid(fig_lazy.deciding_figure({}))
+    assert fig.layout.annotations[0].text == "no measures yet"

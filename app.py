@@ -1,6 +1,8 @@
 """Dynamics Lab: the entry point only navigates; each page is one file in app_pages/."""
 import streamlit as st
 
+from app_pages.owner import remember_owner
+
 st.set_page_config(page_title="Dynamics Lab", page_icon=":material/science:", layout="wide")
 
 navigation = st.navigation([
@@ -15,4 +17,5 @@ navigation = st.navigation([
     st.Page("app_pages/levelset.py", title="Level sets", icon=":material/conversion_path:"),
     st.Page("app_pages/pruning.py", title="Pruning", icon=":material/content_cut:"),
 ])
+remember_owner()  # this browser's cookie: its reloads and other tabs may still stop its runs
 navigation.run()

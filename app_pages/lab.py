@@ -1,18 +1,19 @@
 """What the pages share: one run store and one job runner per server, and who is asking.
 
-A browser session is identified by a random token kept in `st.session_state` only, never in
-the URL: a copied link carries settings and run ids, never the right to stop, delete or
-change another session's job. Sessions never see each other's jobs, with one read-only
-exception: a training's run id (which a link may carry) shows its live progress to anyone
-(`training_of_run`), and only the session that started it may stop it (`is_mine`).
+Who is asking is the browser (`app_pages.owner`): a random secret in its cookie, never in the
+URL, so a copied link carries settings and run ids, never the right to stop, delete or change
+another browser's job, while a reloaded tab still may stop its own. Browsers never see each
+other's jobs, with one read-only exception: a training's run id (which a link may carry) shows
+its live progress to anyone (`training_of_run`), and only the browser that started it may stop
+it (`is_mine`).
 """
 from __future__ import annotations
 
 import os
-import secrets
 
 import streamlit as st
 
+from app_pages.owner import owner
 from engine.jobs import JobManager
 from engine.status import TRAINING_OUTCOME, WITH_WEIGHTS, Status
 from engine.store import RunStore
@@ -35,15 +36,6 @@ def jobs() -> JobManager:
     # otherwise fight them for the CPU, and training slows to a crawl while a page watches.
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     return JobManager(max_workers=4)
-
-
-def owner() -> str:
-    """This browser session's token (created on first use; kept on the server, never in the URL)."""
-    if "owner" not in st.session_state:
-        st.session_state.owner = secrets.token_hex(8)
-    if "session" in st.query_params:
-        del st.query_params["session"]  # links of older versions carried the token: drop it
-    return st.session_state.owner
 
 
 # ---------------------------------------------------------------- trainings
@@ -82,7 +74,7 @@ def training_of_run(run_id: str):
 
 
 def is_mine(state) -> bool:
-    """Whether this session started the job (and so may stop it)."""
+    """Whether this browser started the job (and so may stop it, from any of its tabs)."""
     return state is not None and state.owner == owner()
 
 

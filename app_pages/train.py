@@ -323,8 +323,7 @@ def _draw_job() -> None:
     if is_mine(state) and partial.get("run_id"):
         st.query_params["run"] = partial["run_id"]  # a link to this page shows this run (read-only)
     if not is_mine(state):
-        st.caption("The link's run, trained by another browser session (or by this tab before a reload): "
-                   "it can be watched here and stopped only there.")
+        st.caption("The link's run, trained in another browser: it can be watched here and stopped only there.")
     status_line(state)
     history, view = partial.get("history"), partial.get("view")
     left, right = st.columns(2)

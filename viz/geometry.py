@@ -415,9 +415,12 @@ def similarity_heatmap(view: SimilarityMatrix, *, title: str | None = None) -> g
         hovertemplate=f"%{{y}}<br>%{{x}}<br>{view.measure} %{{z:.3f}}<extra></extra>",
     ))
     axis = _unit_interval_axis(values)
-    fig.update_layout(coloraxis={**axis, "colorbar": {"title": {"text": view.measure}}})
-    fig.update_xaxes(type="category", tickangle=-30)
-    fig.update_yaxes(type="category", autorange="reversed")
+    # The measure's name runs up the colour bar: across, a long name squeezes the cells.
+    fig.update_layout(coloraxis={**axis, "colorbar": {"title": {"text": view.measure, "side": "right"}}})
+    # Every row and column named in full: plotly would otherwise skip every other name when
+    # they crowd and cut long ones at the margin ("synflow_iterative" read as "synflow").
+    fig.update_xaxes(type="category", tickangle=-30, dtick=1, automargin=True)
+    fig.update_yaxes(type="category", autorange="reversed", dtick=1, automargin=True)
     height = int(np.clip(160 + 36 * len(view.rows), 320, 640))
     return base_layout(fig, title or view.measure, height)
 

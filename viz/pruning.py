@@ -22,6 +22,7 @@ from viz.predictions import decision_regions
 from viz.style import (
     CLASS_COLORS,
     COUNT_SCALE,
+    DEFAULT_HEIGHT,
     OUTLINE_COLOR,
     REFERENCE_COLOR,
     SEQUENTIAL_SCALE,
@@ -60,15 +61,18 @@ def _metric(sweep: PruningSweep) -> tuple[str, np.ndarray, float]:
     return "test loss", np.asarray(sweep.loss, dtype=float), sweep.dense_loss
 
 
-def _dense_line(fig: go.Figure, value: float, label: str = "dense") -> None:
+def _dense_line(fig: go.Figure, value: float, label: str = "dense", **where) -> None:
+    """A dotted line at the dense model's value; `where` is `row=..., col=...` in a subplot."""
     if value is not None and math.isfinite(value):
         fig.add_hline(y=value, line={"color": REFERENCE_COLOR, "dash": "dot", "width": 1},
-                      annotation_text=label, annotation_position="bottom left")
+                      annotation_text=label, annotation_position="bottom left", **where)
 
 
 def accuracy_curves(sweep: PruningSweep, *, corrupted: bool = True,
                     title: str | None = None) -> go.Figure:
-    """Test accuracy against sparsity, one colour per method: clean solid, corrupted dashed.
+    """Test accuracy against sparsity, one colour per method; on corrupted data in a panel of
+    its own beside the clean one (same colours, same y axis), where the curves of all methods
+    would otherwise lie on top of each other.
 
     The corrupted curve is the mean accuracy over the sweep's corruptions. A dotted line marks
     the dense model. For regression the test loss is shown instead (no corruptions).
@@ -79,34 +83,32 @@ def accuracy_curves(sweep: PruningSweep, *, corrupted: bool = True,
         title: the figure's title.
     """
     name, values, dense = _metric(sweep)
-    fig = go.Figure()
     if not len(sweep.methods) or not len(sweep.sparsities):
-        return base_layout(no_data(fig), title)
+        return base_layout(no_data(go.Figure()), title)
     show_corrupted = corrupted and name == "test accuracy" and has_finite(
         np.asarray(sweep.corrupted_accuracy, dtype=float))
-    x = np.asarray(sweep.sparsities, dtype=float)
-    for i, method in enumerate(sweep.methods):
-        color = method_color(method, i)
-        fig.add_trace(go.Scatter(
-            x=x, y=values[i], name=method, legendgroup=method, mode="lines+markers",
-            line={"color": color, "width": 2}, marker={"color": color, "size": 6},
-            hovertemplate=f"{method}<br>sparsity %{{x:.1%}}<br>{name} %{{y:.3f}}<extra></extra>"))
-        if show_corrupted:
-            fig.add_trace(go.Scatter(
-                x=x, y=sweep.corrupted_accuracy[i], name=f"{method} (corrupted)",
-                legendgroup=method, showlegend=False, mode="lines+markers",
-                line={"color": color, "width": 2, "dash": "dash"},
-                marker={"color": color, "size": 5, "symbol": "circle-open"},
-                hovertemplate=(f"{method}, corrupted<br>sparsity %{{x:.1%}}<br>"
-                               "mean accuracy %{y:.3f}<extra></extra>")))
-    _dense_line(fig, dense)
+    panels = [(values, dense, "clean")]
     if show_corrupted:
-        _dense_line(fig, sweep.dense_corrupted_accuracy, "dense, corrupted")
-    fig.update_xaxes(title_text="sparsity (weights pruned)", tickformat=".0%")
-    fig.update_yaxes(title_text=name + (" (dashed: corrupted)" if show_corrupted else ""))
+        panels.append((np.asarray(sweep.corrupted_accuracy, dtype=float), sweep.dense_corrupted_accuracy, "corrupted"))
+    fig = make_subplots(rows=1, cols=len(panels), shared_yaxes=True, horizontal_spacing=0.05,
+                        subplot_titles=[f"{data} test data" for _, _, data in panels] if show_corrupted else None)
+    x = np.asarray(sweep.sparsities, dtype=float)
+    for col, (panel_values, panel_dense, data) in enumerate(panels, start=1):
+        for i, method in enumerate(sweep.methods):
+            color = method_color(method, i)
+            fig.add_trace(go.Scatter(
+                x=x, y=panel_values[i], name=method, legendgroup=method, showlegend=col == 1,
+                mode="lines+markers", line={"color": color, "width": 2}, marker={"color": color, "size": 6},
+                hovertemplate=f"{method}, {data}<br>sparsity %{{x:.1%}}<br>{name} %{{y:.3f}}<extra></extra>"),
+                row=1, col=col)
+        _dense_line(fig, panel_dense, row=1, col=col)
+    fig.update_xaxes(title_text="sparsity (weights pruned)" if len(panels) == 1 else "sparsity", tickformat=".0%")
+    fig.update_yaxes(title_text=name, row=1, col=1)
     if name == "test accuracy":
-        format_accuracy_axis(fig, values)
-    return base_layout(fig, title)
+        format_accuracy_axis(fig, np.concatenate([v.ravel() for v, _, _ in panels]))
+    base_layout(fig, title, height=DEFAULT_HEIGHT + 40)
+    fig.update_layout(legend={"orientation": "h", "y": -0.25, "x": 0})  # under the panels: they keep the width
+    return fig
 
 
 # What `measure_curves` draws: name -> (the sweep's (M, S) field, its dense value's field).

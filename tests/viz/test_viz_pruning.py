@@ -30,12 +30,29 @@ def make_sweep(methods=("magnitude", "random", "custom"), sparsities=(0.5, 0.8, 
         dense_accuracy=0.96, dense_loss=0.1, dense_corrupted_accuracy=0.8)
 
 
-def test_accuracy_curves_draw_clean_solid_and_corrupted_dashed_in_one_colour_per_method():
+def test_accuracy_curves_put_clean_and_corrupted_in_two_panels_in_one_colour_per_method():
     fig = assert_valid(accuracy_curves(make_sweep()))
-    solid = [t for t in fig.data if t.line.dash is None]
-    dashed = [t for t in fig.data if t.line.dash == "dash"]
-    assert [t.line.color for t in solid] == [t.line.color for t in dashed] == [
+    clean = [t for t in fig.data if t.xaxis == "x"]
+    corrupted = [t for t in fig.data if t.xaxis == "x2"]
+    assert [t.line.color for t in clean] == [t.line.color for t in corrupted] == [
         METHOD_COLORS["magnitude"], METHOD_COLORS["random"], method_color("custom", 2)]
+    assert [a.text for a in fig.layout.annotations][:2] == ["clean test data", "corrupted test data"]
+
+
+def test_accuracy_curves_panels_share_the_accuracy_axis():
+    fig = accuracy_curves(make_sweep())
+    sweep = make_sweep()
+    assert fig.layout.yaxis2.matches == "y" and np.allclose(fig.data[3].y, sweep.corrupted_accuracy[0])
+
+
+def test_accuracy_curves_name_each_method_once_in_the_legend():
+    fig = accuracy_curves(make_sweep())
+    assert [t.name for t in fig.data if t.showlegend] == ["magnitude", "random", "custom"]
+
+
+def test_accuracy_curves_without_corruptions_have_one_panel():
+    fig = assert_valid(accuracy_curves(make_sweep(), corrupted=False))
+    assert {t.xaxis for t in fig.data} == {"x"} and len(fig.data) == 3
 
 
 def test_accuracy_curves_show_the_loss_for_regression():
@@ -54,6 +71,14 @@ def test_layer_sparsity_bars_group_one_bar_per_method():
 def test_cka_bars_show_each_layer_for_each_method():
     fig = assert_valid(cka_bars(make_sweep()))
     assert all(list(t.x) == ["fc1", "out"] for t in fig.data) and len(fig.data) == 3
+
+
+def test_overlap_heatmap_names_every_method_in_full_on_both_axes():
+    methods = ("magnitude", "random", "taylor", "synflow", "synflow_iterative")
+    fig = assert_valid(overlap_heatmap(make_sweep(methods=methods), 0))
+    assert list(fig.data[0].x) == list(fig.data[0].y) == list(methods)
+    assert fig.layout.xaxis.dtick == fig.layout.yaxis.dtick == 1  # no name skipped when crowded
+    assert fig.layout.xaxis.automargin and fig.layout.yaxis.automargin  # none cut at the margin
 
 
 def test_overlap_heatmap_shows_the_jaccard_matrix():

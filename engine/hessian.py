@@ -25,35 +25,33 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from engine import memory
 from engine.landscape import (
     Params,
     Weights,
     as_data,
     as_parameters,
-    eval_mode,
     flatten,
-    memory_budget,
     plan_chunks,
     probe,
     steps_and_states,
     unflatten,
 )
 from engine.losses import LossArg, loss_function, loss_name
+from engine.modes import evaluating
 from engine.results import ConvexityMap, Sharpness
 
 Matvec = Callable[[torch.Tensor], torch.Tensor]
 BACKWARD_FACTOR = 4  # activation memory of a gradient of a gradient relative to a forward pass
 MAX_VECTORS_AT_ONCE = 64  # Hessian-vector products batched in one vmap call (Hutchinson), on a GPU
-# On the CPU: when the gradient's graph over all the data fits in this, it is built once and
-# every product is one backward pass through it.
-CPU_MEMORY_BUDGET = 2**30
 
 
 # ---------------------------------------------------------------- Hessian-vector products
 
 
 def hvp_function(model: nn.Module, loss: LossArg, x, y, weights: Optional[Weights] = None,
-                 batch_size: Optional[int] = None, vectors: Optional[int] = None) -> tuple[Matvec, Params]:
+                 batch_size: Optional[int] = None, vectors: Optional[int] = None,
+                 memory_limit: Optional[float] = None) -> tuple[Matvec, Params]:
     """v -> H v, for the Hessian of the mean loss over all of (x, y), on flat vectors.
 
     Args:
@@ -64,11 +62,17 @@ def hvp_function(model: nn.Module, loss: LossArg, x, y, weights: Optional[Weight
         batch_size: samples per HVP batch; by default as many as the memory budget allows.
         vectors: at most this many products per backward pass when several vectors come as
             rows; by default 1 on a CPU and MAX_VECTORS_AT_ONCE on a GPU.
+        memory_limit: bytes the products may plan with; by default `engine.memory.budget`
+            (half the free memory). When the gradient's graph over all the data fits, it is
+            built once and every product is one backward pass through it.
 
     Returns:
         (hvp, w): the product as a function of a flat vector (n,) or of several stacked as
         rows (k, n), and the weights as a dict (its order is the order of the flat vectors;
         see `engine.landscape.unflatten`).
+
+    Raises:
+        ValueError: with a sentence, when even one sample's product would not fit.
     """
     loss_fn = loss_function(loss)
     x, y = as_data(model, x, y)
@@ -81,10 +85,14 @@ def hvp_function(model: nn.Module, loss: LossArg, x, y, weights: Optional[Weight
     # fastest there (75 against 168 ms per product with 64 at once, for an MLP 40-256-256-256-10
     # on 4000 samples); a GPU gains from the batch.
     most_vectors = vectors or (1 if first.device.type == "cpu" else MAX_VECTORS_AT_ONCE)
-    vectors_at_once, batch = plan_chunks(
-        most_vectors, len(x), flatten(w).numel() * first.element_size() * BACKWARD_FACTOR,
-        activations * first.element_size() * BACKWARD_FACTOR,
-        memory_budget(first.device, CPU_MEMORY_BUDGET), batch_size)
+    n_parameters = sum(t.numel() for t in w.values())
+    vector_bytes = n_parameters * first.element_size() * BACKWARD_FACTOR
+    sample_bytes = activations * first.element_size() * BACKWARD_FACTOR
+    memory.check_fits(vector_bytes + sample_bytes, first.device,
+                      f"A Hessian-vector product of {n_parameters:,} parameters on one sample",
+                      "use a smaller model, or a device with more memory", limit=memory_limit)
+    budget = memory.budget(first.device) if memory_limit is None else int(memory_limit)
+    vectors_at_once, batch = plan_chunks(most_vectors, len(x), vector_bytes, sample_bytes, budget, batch_size)
 
     def batch_loss(params: Params, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         return loss_fn(functional_call(model, (params, buffers), (xb,)), yb)
@@ -97,7 +105,7 @@ def hvp_function(model: nn.Module, loss: LossArg, x, y, weights: Optional[Weight
         torch 2.13 with "ZeroTensors are immutable".
         """
         params = {k: t.detach().requires_grad_(True) for k, t in w.items()}
-        with torch.enable_grad(), eval_mode(model):
+        with torch.enable_grad(), evaluating(model):
             gradient = torch.autograd.grad(batch_loss(params, xb, yb), list(params.values()), create_graph=True)
         sizes = [t.numel() for t in params.values()]
 
@@ -224,7 +232,13 @@ def lanczos(matvec: Matvec, v: torch.Tensor, iters: int,
     Returns:
         (alphas (m,), betas (m - 1,)): the diagonal and off-diagonal of T. Stops early when
         the Krylov space stops growing (the next vector vanishes).
+
+    Raises:
+        ValueError: with a sentence, when the basis would not fit in memory.
     """
+    memory.check_fits(min(iters, v.numel()) * v.numel() * v.element_size(), v.device,
+                      f"The Lanczos basis of {min(iters, v.numel())} vectors of {v.numel():,} parameters",
+                      "use fewer Lanczos steps (iters)")
     basis = [v / v.norm()]
     alphas, betas = [], []
     small = math.sqrt(torch.finfo(v.dtype).eps)

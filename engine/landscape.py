@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
+from engine import memory
 from engine.losses import LossArg, loss_function, loss_name
 from engine.models import MLP, Dense, Square
 from engine.modes import evaluating
@@ -47,12 +48,10 @@ Weights = Union[nn.Module, dict]  # a model, or a dict of tensors keyed like its
 NORMS = ("filter", "layer", "model", None)
 IGNORES = ("biasbn", None)
 DEFAULT_COORDINATES = np.linspace(-1.0, 1.0, 21)
-# Bytes one chunk of weight points may use on the CPU. Measured on a 2-core machine (bench/
-# landscape.py): much smaller chunks pay the per-call overhead and split the samples into
-# small batches; larger ones fall out of the caches and pay for fresh pages on every
-# allocation. On a GPU big chunks keep it busy: a fraction of its free memory.
-CPU_MEMORY_BUDGET = 8 * 2**20
-GPU_FREE_FRACTION = 0.5  # of the free memory
+# Bytes one chunk of weight points may use on the CPU: cache-sized, a speed choice (see
+# engine.memory.CPU_CACHE_CHUNK_BYTES for the measurement); bench/landscape.py and the tests
+# set it to try others. On a GPU big chunks keep it busy: a share of its free memory.
+CPU_MEMORY_BUDGET = memory.CPU_CACHE_CHUNK_BYTES
 # On the CPU the samples of one point are split into batches only beyond this many bytes:
 # memory is plentiful there, and smaller batches make smaller matrix products, which keep
 # the cores less busy.
@@ -382,15 +381,6 @@ def probe(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
     return output, total
 
 
-def memory_budget(device: torch.device, cpu_bytes: Optional[int] = None) -> int:
-    """Bytes one chunk may use: half the free memory of a GPU; on the CPU `cpu_bytes`
-    (by default CPU_MEMORY_BUDGET)."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free * GPU_FREE_FRACTION)
-    return CPU_MEMORY_BUDGET if cpu_bytes is None else cpu_bytes
-
-
 def plan_chunks(n_points: int, n_samples: int, point_bytes: int, sample_bytes: int,
                 budget: int, batch_size: Optional[int] = None,
                 batch_budget: Optional[int] = None) -> tuple[int, int]:
@@ -532,7 +522,7 @@ def _evaluate(model: nn.Module, loss: LossArg, x, y, weights_of: Callable[[int, 
     classify = not y.is_floating_point() and output.dim() == 2
     point_bytes = sum(t.numel() for t in model.parameters()) * p.element_size()
     sample_bytes = activations * p.element_size()
-    budget = memory_budget(p.device)
+    budget = memory.chunk_budget(p.device, CPU_MEMORY_BUDGET)
     batch_budget = max(budget, CPU_BATCH_BUDGET) if p.device.type == "cpu" else budget
     chunk, batch = plan_chunks(n_points, n, point_bytes, sample_bytes, budget, batch_size,
                                batch_budget)

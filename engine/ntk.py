@@ -48,7 +48,6 @@ from __future__ import annotations
 import copy
 import functools
 import math
-import os
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -57,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
+from engine import memory
 from engine.models import MLP, Centered, Dense
 from engine.modes import evaluating
 from engine.results import (Eigenfunctions, ExtremeSamples, FourierContent, KernelSpectrum, LayerKernels, ModeCurves,
@@ -66,10 +66,6 @@ KINDS = ("full", "trace", "diagonal", "pseudo")
 METHODS = ("auto", "structured", "contraction")
 MATRIX_KINDS = ("full", "trace", "pseudo")  # the kinds that are square matrices for x2 = x1
 
-# Without a memory_limit, a computation may use this share of the free memory.
-MEMORY_FRACTION = 0.5
-# Assumed when the free memory cannot be read (no /proc/meminfo, no sysconf).
-FALLBACK_FREE_BYTES = 4 * 2**30
 
 # Activations the structured path can differentiate entry by entry (exact types only, so a
 # subclass with another forward falls back to the contraction). Dropout is the identity in
@@ -165,7 +161,8 @@ def empirical_ntk(model: nn.Module, x1, x2=None, kind: str = "trace", layerwise:
         method: "auto", "structured" or "contraction".
         dtype: compute in this dtype (e.g. torch.float64) on a cast copy of the weights.
         chunk: samples per block; chosen from the memory budget when None.
-        memory_limit: bytes the computation may use; by default half the free memory.
+        memory_limit: bytes the computation may use; by default `engine.memory.budget`
+            (half the free memory).
         rates: a factor per parameter, keyed like `named_parameters()` (missing ones count
             1): the kernel sum_p rates[p] J_p(x) J_p(x')^T. With each parameter's learning
             rate this is the kernel of one gradient step: the outputs move by -Theta dL/df.
@@ -517,23 +514,6 @@ def _assemble(source, x1, x2, kind, n_outputs, chunk, layerwise, keep_columns) -
 # -- memory
 
 
-def free_memory(device: torch.device) -> float:
-    """Bytes free on `device`: the GPU's free memory, or the host's available memory."""
-    if device.type == "cuda":
-        return float(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return float(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, ValueError, OSError):
-        return float(FALLBACK_FREE_BYTES)
-
-
 def _entries(kind: str, n_outputs: int) -> int:
     """Kernel entries per pair of samples."""
     return {"full": n_outputs**2, "diagonal": n_outputs}.get(kind, 1)
@@ -546,7 +526,7 @@ def _gb(n_bytes: float) -> str:
 def _plan(source, x1, x2, kind, n_outputs, layerwise, chunk, memory_limit) -> tuple[int, bool]:
     """The chunk size, and whether column features can be kept, within the memory budget."""
     n, m = len(x1), len(x1) if x2 is None else len(x2)
-    budget = float(memory_limit) if memory_limit is not None else MEMORY_FRACTION * free_memory(x1.device)
+    budget = float(memory_limit) if memory_limit is not None else float(memory.budget(x1.device))
     item = x1.element_size()
     copies = len(source.groups) + 1 if layerwise else 1
     kernel_bytes = n * m * _entries(kind, n_outputs) * item * copies
@@ -1098,7 +1078,7 @@ def subspace_overlap(U0, U, k: int) -> float:
 __all__ = [
     "KINDS", "METHODS", "LayerwiseNTK", "as_tensor", "eigen", "eigenfunction_map", "eigenfunctions",
     "eigenvector_rotation", "empirical_ntk", "extreme_indices", "extreme_samples", "fourier_content",
-    "free_memory", "frequency_shares", "kernel_over_checkpoints", "kernel_regression", "kernel_spectrum",
+    "frequency_shares", "kernel_over_checkpoints", "kernel_regression", "kernel_spectrum",
     "layer_kernels", "layer_of", "mode_curves", "mode_learning_curves", "nystrom", "project_residual",
     "residuals_over_checkpoints", "structured", "subspace_overlap", "target_matrix", "target_power",
     "target_power_curve", "target_power_over_training",

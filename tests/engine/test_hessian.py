@@ -12,7 +12,6 @@ from torch.func import functional_call
 from engine import hessian, landscape
 from engine.models import ModelSpec, build
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -49,6 +48,17 @@ def largest_magnitude(values):
 def test_hvp_in_batches_equals_the_dense_hessian_times_v(problem):
     model, x, y = problem
     hvp, _ = hessian.hvp_function(model, "ce", x, y, batch_size=10)
+    v = torch.randn(17, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(hvp(v), dense_hessian(model, x, y) @ v)
+
+
+def test_a_small_memory_limit_splits_the_data_yet_gives_the_same_product(problem):
+    model, x, y = problem
+    # 17 parameters and 10 activations per sample (3 + 3 + 2, and the container's 2 again),
+    # of 8 bytes, counted 4 times: room for about ten samples of the 64 at once
+    per_sample = 10 * 8 * hessian.BACKWARD_FACTOR
+    limit = 17 * 8 * hessian.BACKWARD_FACTOR + 10 * per_sample
+    hvp, _ = hessian.hvp_function(model, "ce", x, y, memory_limit=limit)
     v = torch.randn(17, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(hvp(v), dense_hessian(model, x, y) @ v)
 

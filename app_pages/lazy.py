@@ -36,6 +36,7 @@ from viz.training import compare_curves
 LESSON = "lazy-rich"
 WATCH = WatchConfig(lazy=True, twin=True, samples=64)
 MODES = ("Lesson", "Free comparison", "Phase diagram", "Saved runs")
+DECIDING_TITLE = "Where the runs stand: the deciding measures"  # first among the results: the evidence
 
 # (measure, what it says, formula in LaTeX)
 EXPLAINED = [
@@ -125,6 +126,8 @@ def live_comparison(scope: str) -> None:
 def _draw_live(scope: str) -> None:
     followed = followed_jobs(scope)
     share_runs(scope, followed)
+    if deciding := {name: s.partial["watch"]["lazy"] for name, s in followed if "lazy" in s.partial.get("watch", {})}:
+        st.plotly_chart(figures.deciding_figure(deciding, title=DECIDING_TITLE), key="lazy-deciding", width="stretch")
     for (name, state), column in zip(followed, st.columns(len(followed))):
         partial = state.partial
         column.progress(min(max(state.progress, 0.0), 1.0), text=status_text(state, name))

@@ -6,6 +6,7 @@ import time
 from apptest_helpers import button, open_link, plotly_specs
 
 import app_pages.lab as lab
+import app_pages.lazy as lazy_page
 
 
 def titles(at) -> list[str]:
@@ -46,6 +47,7 @@ def test_two_configurations_train_together_with_their_twins(open_page):
     assert [s.status for s in states] == ["done", "done"], [(s.status, s.error) for s in states]
     shown = titles(at)
     assert "The network against its linearized twin" in shown and "Test loss" in shown, shown
+    assert shown[0] == lazy_page.DECIDING_TITLE, shown  # the evidence comes before the fits
     twin = next(spec for spec in plotly_specs(at)
                 if spec["layout"].get("title", {}).get("text") == "The network against its linearized twin")
     assert len(twin["data"]) == 4  # each run's network and twin

@@ -6,10 +6,11 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
+from app_pages.importing import import_model_panel
+from app_pages.lab import error_sentence, prediction_at, store
 from engine.experiment import Experiment
 from engine.results import History
 from engine.status import WITH_WEIGHTS, Status
-from app_pages.lab import error_sentence, prediction_at, store
 from viz.predictions import prediction_figure
 from viz.training import compare_curves, training_curves
 
@@ -121,6 +122,7 @@ def import_run() -> None:
                 st.rerun()
             except ValueError as exc:
                 st.error(error_sentence(exc))
+    import_model_panel()  # your own model, from a factory the server was started with
 
 
 def runs_page() -> None:

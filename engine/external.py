@@ -52,8 +52,8 @@ from torch import nn
 from engine import data as datasets
 from engine.modes import evaluating
 
-__all__ = ["import_run", "load_model", "load_dataset", "is_imported", "build_model", "read_weights",
-           "read_data", "Unflatten"]
+__all__ = ["import_run", "import_uploaded", "offered_factories", "trusted_factories", "load_model",
+           "load_dataset", "is_imported", "build_model", "read_weights", "read_data", "Unflatten"]
 
 SETTINGS_KEY = "imported_model"  # in a run's settings: how to rebuild the model
 TRUSTED_FILE = ".trusted-factories.json"  # in the store's root, where no uploaded run can write
@@ -593,6 +593,69 @@ def _summary(checked: Checked) -> dict:
     else:
         summary["test_loss"] = float(torch.nn.functional.mse_loss(outputs, d.y_test))
     return summary
+
+
+# ---------------------------------------------------------------- uploads (the Runs page)
+
+
+def offered_factories() -> list[str]:
+    """The factories the app offers, as named when the server started ($DYNAMICS_LAB_MODELS,
+    comma-separated FILE.py:FACTORY or package.module:FACTORY). A browser only picks one."""
+    return [s.strip() for s in os.environ.get(MODELS_VAR, "").split(",") if s.strip()]
+
+
+def _safe_stem(name: str, default: str) -> str:
+    """An uploaded file's stem if it is a plain name (letters, digits, - and _), else `default`."""
+    stem = Path(str(name)).stem
+    return stem if re.fullmatch(r"[A-Za-z0-9_-]{1,60}", stem) else default
+
+
+def import_uploaded(factory: str, weights: list[tuple[str, bytes]], data: Optional[tuple[str, bytes]] = None,
+                    *, model_args: Union[str, dict, None] = None, task: Optional[str] = None,
+                    name: str = "", store=None) -> str:
+    """`import_run` for files uploaded through a browser; return the run's id.
+
+    Args:
+        factory: one of `offered_factories()`; anything else is refused, so a browser never
+            names the code that runs.
+        weights: (file name, bytes) of one .safetensors/.pt/.pth file, or of several
+            step-<N>.safetensors files (a trajectory).
+        data: (file name, bytes) of an .npz or .csv file, or None.
+    """
+    import tempfile
+
+    if factory not in offered_factories():
+        raise ValueError(f"'{factory}' is not one of the models this lab was started with; start it with "
+                         f"{MODELS_VAR}=FILE.py:FACTORY to offer a model.")
+    if not weights:
+        raise ValueError("Upload the model's weights: a .safetensors file, or step-<N>.safetensors files.")
+    with tempfile.TemporaryDirectory(prefix="dynamics-lab-upload-") as folder:
+        folder = Path(folder)
+        if len(weights) == 1:
+            upload, content = weights[0]
+            suffix = Path(str(upload)).suffix.lower()
+            if suffix not in (".safetensors", ".pt", ".pth"):
+                raise ValueError(f"{upload} is not a .safetensors, .pt or .pth weights file.")
+            weights_path = folder / (_safe_stem(upload, "weights") + suffix)
+            weights_path.write_bytes(content)
+        else:
+            weights_path = folder / "checkpoints"
+            weights_path.mkdir()
+            for upload, content in weights:
+                match = _STEP_FILE.match(Path(str(upload)).name)
+                if not match:
+                    raise ValueError(f"{upload}: several weights files must each be named step-<N>.safetensors.")
+                (weights_path / f"step-{int(match.group(1))}.safetensors").write_bytes(content)
+        data_path = None
+        if data is not None:
+            upload, content = data
+            suffix = Path(str(upload)).suffix.lower()
+            if suffix not in (".npz", ".csv"):
+                raise ValueError(f"{upload} is not an .npz or .csv data file.")
+            data_path = folder / (_safe_stem(upload, "data") + suffix)
+            data_path.write_bytes(content)
+        return import_run(factory, weights_path, None if data_path is None else str(data_path),
+                          model_args=model_args, task=task, name=name, store=store)
 
 
 # ---------------------------------------------------------------- reading an imported run back

@@ -343,3 +343,24 @@ def test_a_run_uploaded_into_another_store_needs_its_factory_named_there(files, 
         load_model(other, upload)
     monkeypatch.setenv(external.MODELS_VAR, f"{files / 'resnet_user.py'}:make_resnet")
     assert load_model(other, upload) is not None
+
+
+# ---------------------------------------------------------------- uploads through the Runs page
+
+
+def test_an_upload_may_only_pick_a_factory_the_server_was_started_with(files, tmp_path, monkeypatch):
+    monkeypatch.setenv(external.MODELS_VAR, f"{files / 'resnet_user.py'}:make_resnet")
+    weights = (files / "trajectory" / "step-0.safetensors").read_bytes()
+    with pytest.raises(ValueError, match="not one of the models this lab was started with"):
+        external.import_uploaded("os:getcwd", [("w.safetensors", weights)], store=RunStore(tmp_path))
+    assert RunStore(tmp_path).list() == []
+
+
+def test_uploaded_step_files_become_the_runs_trajectory(files, tmp_path, monkeypatch):
+    factory = f"{files / 'resnet_user.py'}:make_resnet"
+    monkeypatch.setenv(external.MODELS_VAR, factory)
+    uploads = [(f"step-{s}.safetensors", (files / "trajectory" / f"step-{s}.safetensors").read_bytes()) for s in (10, 0, 5)]
+    data = ("images.npz", (files / "images.npz").read_bytes())
+    store = RunStore(tmp_path)
+    run_id = external.import_uploaded(factory, uploads, data, store=store)
+    assert store.checkpoint_steps(run_id) == [0, 5, 10] and load_dataset(store, run_id).input_shape == (1, 8, 8)

@@ -14,8 +14,9 @@ al. 2020; Kumar et al. 2023). The measures:
   (`KernelTwin`), a kernel product per step instead of a jvp forward and backward.
 
 `phase_diagram` sweeps output scale x width x seeds (Geiger et al. 2020), training each
-width's members together as one vmap'd ensemble (`engine.ensemble`); `sweep_job` runs it as
-a cached job that keeps one ordinary run per cell.
+width's members together as one vmap'd ensemble (`engine.ensemble`); `sweep_job` runs it on
+the sweep mechanism (`engine.sweep`, one cell per width, here or on Ray) as a resumable,
+cached job that keeps one ordinary run per network.
 
 Kernels and targets may be numpy arrays or torch tensors; scalar measures are computed in
 float64 and returned as Python floats.
@@ -441,7 +442,8 @@ def phase_diagram(data, spec: ModelSpec | dict, config: TrainConfig, alphas: Seq
                   widths: Sequence[int], seeds: Sequence[int], *, device=None,
                   progress: Optional[Callable[[float], None]] = None, kernel_samples: int = KERNEL_SAMPLES,
                   on_width: Optional[Callable[[int, EnsembleTrainer], None]] = None) -> PhaseDiagram:
-    """Train alpha * (f(w) - f(w0)) over output scales x widths x seeds and measure each cell.
+    """Train alpha * (f(w) - f(w0)) over output scales x widths x seeds and measure each cell,
+    all in this process (`sweep_job` computes the same diagram on the sweep mechanism).
 
     All alphas and seeds of one width are trained together as an `EnsembleTrainer` (each
     member exactly as `Trainer` would train it alone, on the same minibatches).
@@ -469,51 +471,89 @@ def phase_diagram(data, spec: ModelSpec | dict, config: TrainConfig, alphas: Seq
     """
     spec = ModelSpec.from_dict(spec) if isinstance(spec, dict) else spec
     alphas, widths, seeds = check_grid(spec, alphas, widths, seeds)
-    if not isinstance(kernel_samples, int) or kernel_samples < 2:
-        raise ValueError("The kernels need at least 2 samples.")
+    _check_kernel_samples(kernel_samples)
     device = torch.device(device) if device is not None else pick()
-    shape = (len(alphas), len(widths), len(seeds))
-    measures = {name: np.full(shape, np.nan) for name in _MEASURES}
-    diverged = np.zeros(shape, dtype=bool)
+    diagram = _empty_diagram(data, spec, config, alphas, widths, seeds, kernel_samples)
     costs = np.array([_rough_cost(spec, w, data) for w in widths], dtype=float)
     shares = costs / costs.sum()
-    kernel_index = evaluation_subset(len(data.x_train), config, torch.device("cpu"))[:kernel_samples]
-    kernel_x, kernel_y = data.x_train[kernel_index], data.y_train[kernel_index]
+    kernel_x, kernel_y = _kernel_inputs(data, config, kernel_samples)
     report = progress or (lambda fraction: None)
     for j, width in enumerate(widths):
-        models = [build(_cell_spec(spec, a, width, s), data.input_shape, data.n_outputs) for a in alphas for s in seeds]
         first_seeds = [i * len(seeds) for i in range(len(alphas))]
-        ensemble = EnsembleTrainer(models, data, config, device=device, base_width=spec.base_width,
-                                   checkpoint_members=first_seeds if on_width is not None else ())
         done = float(shares[:j].sum())
-        ensemble.run(should_stop=_ticker(report, done, 0.9 * shares[j], config.steps, ensemble))
-        cells = _measure(ensemble, kernel_x.to(device), kernel_y.to(device))
+        ensemble, cells = train_width(data, spec, config, alphas, width, seeds, device=device, kernel_x=kernel_x,
+                                      kernel_y=kernel_y, checkpoint_members=first_seeds if on_width else (),
+                                      should_stop=_ticker(report, done, 0.9 * shares[j], config.steps))
         for m, cell in enumerate(cells):
-            i, k = divmod(m, len(seeds))
-            diverged[i, j, k] = ensemble.diverged_at[m] is not None
-            for name, value in cell.items():
-                measures[name][i, j, k] = value
+            _put_member(diagram, j, m, cell, ensemble.diverged_at[m] is not None)
         if on_width is not None:
             on_width(j, ensemble)
         report(done + float(shares[j]))
-    return PhaseDiagram(
-        alphas=np.array(alphas, dtype=float), widths=np.array(widths), seeds=np.array(seeds), **measures,
-        diverged=diverged, run_ids=np.full(shape[:2], "", dtype=str),
-        settings={"data": data.name, "data_options": dict(data.options), "model": spec.to_dict(),
-                  "train": config.to_dict(), "kernel_samples": len(kernel_index), "kernel": "trace"},
-    )
+    return diagram
 
 
 _MEASURES = ("weight_change", "kernel_distance", "kernel_change", "alignment", "initial_alignment",
              "train_loss", "test_loss", "test_accuracy")
 
 
-def _ticker(report, done: float, share: float, steps: int, ensemble: EnsembleTrainer):
-    """A `should_stop` for the ensemble that reports progress at most every PROGRESS_EVERY_S
-    (the report may raise to cancel) and never asks to stop by itself."""
+def _check_kernel_samples(kernel_samples) -> None:
+    if not isinstance(kernel_samples, int) or kernel_samples < 2:
+        raise ValueError("The kernels need at least 2 samples.")
+
+
+def _kernel_inputs(data, config: TrainConfig, kernel_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed training inputs (and targets) on which the kernels are compared."""
+    index = evaluation_subset(len(data.x_train), config, torch.device("cpu"))[:kernel_samples]
+    return data.x_train[index], data.y_train[index]
+
+
+def _empty_diagram(data, spec: ModelSpec, config: TrainConfig, alphas, widths, seeds,
+                   kernel_samples: int) -> PhaseDiagram:
+    """A diagram of the grid with every measure NaN and no run, to fill width by width."""
+    shape = (len(alphas), len(widths), len(seeds))
+    return PhaseDiagram(
+        alphas=np.array(alphas, dtype=float), widths=np.array(widths), seeds=np.array(seeds),
+        **{name: np.full(shape, np.nan) for name in _MEASURES},
+        diverged=np.zeros(shape, dtype=bool), run_ids=np.full(shape[:2], "", dtype=str),
+        settings={"data": data.name, "data_options": dict(data.options), "model": spec.to_dict(),
+                  "train": config.to_dict(), "kernel_samples": min(kernel_samples, len(data.x_train)),
+                  "kernel": "trace"},
+    )
+
+
+def _put_member(diagram: PhaseDiagram, j: int, m: int, measures: dict, diverged: bool) -> None:
+    """Member m of width j's ensemble (alpha index m // seeds, seed index m % seeds) into the diagram."""
+    i, k = divmod(m, len(diagram.seeds))
+    diagram.diverged[i, j, k] = diverged
+    for name, value in measures.items():
+        getattr(diagram, name)[i, j, k] = value
+
+
+def train_width(data, spec: ModelSpec, config: TrainConfig, alphas: list[float], width: int, seeds: list[int], *,
+                device: torch.device, kernel_x: torch.Tensor, kernel_y: torch.Tensor,
+                should_stop: Callable[[EnsembleTrainer], bool] = lambda ensemble: False,
+                checkpoint_members: Sequence[int] = ()) -> tuple[EnsembleTrainer, Optional[list[dict]]]:
+    """One width of a phase diagram: its alphas x seeds trained as one ensemble, then measured.
+
+    Returns the ensemble (member m is alpha index m // len(seeds), seed index m % len(seeds))
+    and each member's measures ({} for a diverged member), or None for the measures when
+    `should_stop` stopped the training.
+    """
+    models = [build(_cell_spec(spec, a, width, s), data.input_shape, data.n_outputs) for a in alphas for s in seeds]
+    ensemble = EnsembleTrainer(models, data, config, device=device, base_width=spec.base_width,
+                               checkpoint_members=checkpoint_members)
+    outcome = ensemble.run(should_stop=lambda: should_stop(ensemble))
+    if outcome.status == "stopped":
+        return ensemble, None
+    return ensemble, _measure(ensemble, kernel_x.to(device), kernel_y.to(device))
+
+
+def _ticker(report, done: float, share: float, steps: int):
+    """A `should_stop(ensemble)` that reports progress at most every PROGRESS_EVERY_S (the
+    report may raise to cancel) and never asks to stop by itself."""
     next_report = [0.0]
 
-    def should_stop() -> bool:
+    def should_stop(ensemble: EnsembleTrainer) -> bool:
         now = time.perf_counter()
         if now >= next_report[0]:
             report(done + share * ensemble.step_count / steps)
@@ -551,12 +591,141 @@ def _measure(ensemble: EnsembleTrainer, x: torch.Tensor, y: torch.Tensor) -> lis
     return cells
 
 
+# ---------------------------------------------------------------- a width as a sweep cell
+
+# A phase diagram runs on the one sweep mechanism (`engine.sweep`): a cell is one width, its
+# alphas x seeds trained as one ensemble (`train_width`) on any worker, each member published
+# as its own run `cell-<width key>-<m>` through the mechanism's staging folder and rename. A
+# width is finished when all its members' runs are in the store; their summaries carry the
+# member's measures, from which the driver assembles the diagram.
+
+GRID_SETTINGS = ("phase.alphas", "phase.seeds", "phase.kernel_samples")  # a width cell's own settings
+PER_MEMBER = ("model.alpha", "model.seed")  # set by each member, so not part of a width's experiment
+
+
+def width_cells(experiment, alphas, widths, seeds, kernel_samples: int = KERNEL_SAMPLES) -> list[dict[str, str]]:
+    """The sweep cells of a phase diagram: one per width, as flat text settings (the
+    experiment's, less what each member sets, plus the grid's alphas, seeds and kernel samples)."""
+    flat = {k: v for k, v in experiment.to_flat().items() if k not in PER_MEMBER + ("model.width",)}
+    grid = {"phase.alphas": ",".join(repr(float(a)) for a in alphas), "phase.seeds": ",".join(str(s) for s in seeds),
+            "phase.kernel_samples": str(kernel_samples)}
+    return [flat | grid | {"model.width": str(width)} for width in widths]
+
+
+def read_width_cell(settings: dict[str, str]):
+    """A width cell's (experiment, alphas, seeds, kernel samples); ValueError with a sentence."""
+    from engine.experiment import Experiment  # engine.experiment imports this module
+
+    experiment, errors = Experiment.from_flat({k: v for k, v in settings.items() if k not in GRID_SETTINGS})
+    errors |= {k: v for k, v in experiment.errors().items() if k not in PER_MEMBER}
+    if errors:
+        raise ValueError(" ".join(errors.values()))
+    try:
+        alphas = [float(a) for a in settings["phase.alphas"].split(",")]
+        seeds = [int(s) for s in settings["phase.seeds"].split(",")]
+        kernel_samples = int(settings["phase.kernel_samples"])
+    except (KeyError, ValueError):
+        raise ValueError("A phase diagram's cell names its phase.alphas, phase.seeds and phase.kernel_samples "
+                         "as comma-separated numbers.") from None
+    alphas, _, seeds = check_grid(experiment.model, alphas, [experiment.model.width], seeds)
+    _check_kernel_samples(kernel_samples)
+    return experiment, alphas, seeds, kernel_samples
+
+
+def width_key(settings: dict[str, str]) -> str:
+    """A width cell's id: a hash of everything that makes its numbers (its experiment with
+    defaults filled in, its alphas, seeds and kernel samples)."""
+    experiment, alphas, seeds, kernel_samples = read_width_cell(settings)
+    flat = {k: v for k, v in experiment.to_flat().items() if k not in PER_MEMBER}
+    described = {"version": SWEEP_VERSION, "cell": "phase-diagram width", "settings": flat, "alphas": alphas,
+                 "seeds": seeds, "kernel_samples": kernel_samples}
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def member_run_id(key: str, m: int) -> str:
+    """The run of member m of the width cell `key`."""
+    return f"cell-{key}-{m}"
+
+
+def find_width(store, settings: dict[str, str], key: str):
+    """The width's `CellResult` when every member's run is in the store, else None."""
+    from engine.sweep import CellResult
+
+    _, alphas, seeds, _ = read_width_cell(settings)
+    members = [member_run_id(key, m) for m in range(len(alphas) * len(seeds))]
+    if not all((store.root / run_id / "settings.json").exists() for run_id in members):
+        return None
+    diverged = sum(store.settings(run_id)["status"] == "diverged" for run_id in members)
+    return CellResult(key, members[0], "done", f"{len(members)} networks, {diverged} diverged.")
+
+
+def width_errors(cells: list[dict[str, str]]) -> list[str]:
+    """A sentence for each width cell that cannot be read (each sentence once)."""
+    sentences = {}
+    for cell in cells:
+        try:
+            read_width_cell(cell)
+        except ValueError as exc:
+            sentences.setdefault(str(exc), None)
+    return list(sentences)
+
+
+def compute_width(settings: dict[str, str], root: str, device: Optional[str] = None, ctx=None) -> dict:
+    """Train and measure one width cell into the store at `root`, on any worker (the cell kind's
+    `compute`); does nothing when its runs are there. Returns its `CellResult` as a dict."""
+    from engine.store import RunStore
+    from engine.sweep import once
+
+    store, key = RunStore(root), width_key(settings)
+    return once(store, key, lambda: find_width(store, settings, key),
+                lambda staging: _train_width_cell(settings, key, store, staging, device, ctx))
+
+
+def _train_width_cell(settings, key: str, store, staging, device, ctx):
+    """Train the width's ensemble; publish each member's run from `staging` unless stopped."""
+    from engine.store import RunStore
+    from engine.sweep import CellResult, publish
+
+    experiment, alphas, seeds, kernel_samples = read_width_cell(settings)
+    width, members = experiment.model.width, len(alphas) * len(seeds)
+    started = time.perf_counter()
+    try:
+        data = datasets.load(experiment.data, **experiment.data_options)
+        device = torch.device(device) if device is not None else pick()
+        kernel_x, kernel_y = _kernel_inputs(data, experiment.train, kernel_samples)
+        ensemble, cells = train_width(data, experiment.model, experiment.train, alphas, width, seeds, device=device,
+                                      kernel_x=kernel_x, kernel_y=kernel_y, checkpoint_members=range(members),
+                                      should_stop=lambda _: ctx is not None and ctx.cancelled)
+    except Exception as exc:  # a width that cannot train fails alone; the sweep goes on
+        return CellResult(key, status="failed", message=str(exc), trained=True)
+    seconds = time.perf_counter() - started
+    if cells is None:
+        return CellResult(key, status="cancelled", message="The sweep was cancelled.", trained=True, seconds=seconds)
+    staged = RunStore(staging)
+    for m, measures in enumerate(cells):
+        i, k = divmod(m, len(seeds))
+        member = dataclasses.replace(experiment, model=_cell_spec(experiment.model, alphas[i], width, seeds[k]))
+        run_id = _save_member(staged, ensemble, m, member, data, device, key, measures)
+        publish(staging / run_id, store.root / member_run_id(key, m))
+    result = find_width(store, settings, key)
+    result.trained, result.seconds = True, seconds
+    return result
+
+
+def width_kind():
+    """The sweep mechanism's kind of cell for a phase diagram's width (made on use: engine.sweep
+    imports the trainer, whose probes import this module)."""
+    from engine.sweep import CellKind
+
+    return CellKind(compute=compute_width, key=width_key, find=find_width, errors=width_errors)
+
+
 # ---------------------------------------------------------------- the sweep as a job
 
 
 MAX_SWEEP_RUNS = 120  # cells x seeds
 MAX_SWEEP_WORK = 2e13  # rough floating-point operations; beyond this a CPU takes far too long
-SWEEP_VERSION = 1  # part of the cache key: bump it when the computation changes
+SWEEP_VERSION = 2  # part of the cache and cell keys: bump it when the computation changes
 
 
 def sweep_key(experiment, alphas, widths, seeds, kernel_samples: int = KERNEL_SAMPLES) -> str:
@@ -595,75 +764,84 @@ def check_sweep(experiment, alphas, widths, seeds, data=None) -> tuple[list[floa
 
 
 def sweep_job(ctx, store, experiment, alphas, widths, seeds, *, device=None,
-              kernel_samples: int = KERNEL_SAMPLES) -> PhaseDiagram:
-    """Compute (or fetch from the store's cache) the phase diagram of `experiment`, as a job.
+              kernel_samples: int = KERNEL_SAMPLES, backend: str = "local", address: Optional[str] = None,
+              workers: Optional[int] = None) -> PhaseDiagram:
+    """Compute (or fetch from the store's cache) the phase diagram of `experiment`, as a job,
+    on the sweep mechanism (`engine.sweep`): one cell per width, on this machine or on Ray.
 
-    Each (alpha, width) cell's first seed is also saved as an ordinary run (its settings are
-    the experiment with that cell's model.alpha, model.width and model.seed; checkpoints at
-    step 0, every `train.checkpoint_every` and the end; the training history as metrics), so
-    the page can open a cell's run in any lens. A cancelled or failed sweep deletes the runs
-    it made and caches nothing.
+    Every network of the grid is kept as an ordinary run (its settings are the experiment with
+    that member's model.alpha, model.width and model.seed; checkpoints at step 0, every
+    `train.checkpoint_every` and the end; the training history as metrics), so the page can
+    open a cell's run in any lens. Resumable: a cancelled, failed or killed sweep keeps the
+    widths that finished, and running it again trains only the others; it caches the diagram
+    only when every width is done.
 
     Args:
-        ctx: the job's context (progress, cancelling).
-        store: a `RunStore`.
+        ctx: the job's context (per-width progress, cancelling).
+        store: a `RunStore` (on a Ray cluster, a folder every worker sees).
         experiment: an `engine.experiment.Experiment` with a built-in dataset.
         alphas, widths, seeds: the grid.
-        device: where to train; `engine.device.pick()` by default.
+        device: where to train; each worker's `engine.device.pick()` by default.
         kernel_samples: see `phase_diagram`.
+        backend, address, workers: as for `engine.sweep.run_sweep`.
 
     Returns:
-        The `PhaseDiagram`, with `run_ids` naming each cell's run ("" where a cached sweep's
-        run has since been deleted).
+        The `PhaseDiagram`, with `run_ids` naming each (alpha, width)'s first seed's run (""
+        where a cached sweep's run has since been deleted).
     """
+    from engine.sweep import FINISHED, Sweep, run_sweep
+
     ctx.report(progress=0.0, message="Preparing the sweep…")
     data = datasets.load(experiment.data, **experiment.data_options)
     alphas, widths, seeds = check_sweep(experiment, alphas, widths, seeds, data)
+    _check_kernel_samples(kernel_samples)
     key = sweep_key(experiment, alphas, widths, seeds, kernel_samples)
     cached = store.load_sweep(key)
     if cached is not None:
         ctx.report(progress=1.0, message="This sweep was computed before; showing the saved result.")
         return _with_existing_runs(store, from_arrays(PhaseDiagram, *cached))
-    device = torch.device(device) if device is not None else pick()
-    run_ids = np.full((len(alphas), len(widths)), "", dtype=object)
-    total = len(alphas) * len(widths) * len(seeds)
-
-    def report(fraction: float) -> None:
-        ctx.check()
-        ctx.report(progress=fraction, message=f"Training {total} networks on {device}: {fraction:.0%}")
-
-    def keep(j: int, ensemble: EnsembleTrainer) -> None:
-        for i, alpha in enumerate(alphas):
-            ctx.check()
-            cell = dataclasses.replace(experiment, model=_cell_spec(experiment.model, alpha, widths[j], seeds[0]))
-            run_ids[i, j] = _save_member(store, ensemble, i * len(seeds), cell, data, device, key)
-
-    try:
-        diagram = phase_diagram(data, experiment.model, experiment.train, alphas, widths, seeds, device=device,
-                                progress=report, kernel_samples=kernel_samples, on_width=keep)
-    except BaseException:
-        for run_id in run_ids.ravel():
-            if run_id:
-                store.delete(run_id)
-        raise
-    diagram.run_ids = run_ids.astype(str)
+    cells = width_cells(experiment, alphas, widths, seeds, kernel_samples)
+    sweep = Sweep(cells, name=f"Phase diagram on {data.name}", kind=width_kind())
+    record = run_sweep(sweep, store, backend=backend, address=address, workers=workers,
+                       device=None if device is None else str(device), ctx=ctx)
+    ctx.check()  # a cancelled sweep ends here, keeping its finished widths
+    unfinished = [r.message for r in record.results if r.status not in FINISHED]
+    if unfinished:
+        raise ValueError(f"{len(unfinished)} of {len(widths)} widths failed: {unfinished[0]}")
+    diagram = _assemble(store, data, experiment, alphas, widths, seeds, kernel_samples, sweep.keys)
     diagram.settings["sweep"] = key
     store.save_sweep(key, *to_arrays(diagram))
-    ctx.report(progress=1.0, message=f"Trained {total} networks.")
+    ctx.report(progress=1.0, message=f"Trained {len(alphas) * len(widths) * len(seeds)} networks.")
     return diagram
 
 
-def _save_member(store, ensemble: EnsembleTrainer, m: int, experiment, data, device, key: str) -> str:
-    """Save ensemble member m as an ordinary run of `experiment`; returns its id."""
+def _assemble(store, data, experiment, alphas, widths, seeds, kernel_samples: int, keys: list[str]) -> PhaseDiagram:
+    """The diagram from the members' runs: each run's summary carries its measures."""
+    diagram = _empty_diagram(data, experiment.model, experiment.train, alphas, widths, seeds, kernel_samples)
+    run_ids = np.full((len(alphas), len(widths)), "", dtype=object)
+    for j, key in enumerate(keys):
+        for m in range(len(alphas) * len(seeds)):
+            record = store.settings(member_run_id(key, m))
+            _put_member(diagram, j, m, record["summary"].get("phase", {}), record["status"] == "diverged")
+        for i in range(len(alphas)):
+            run_ids[i, j] = member_run_id(key, i * len(seeds))
+    diagram.run_ids = run_ids.astype(str)
+    return diagram
+
+
+def _save_member(store, ensemble: EnsembleTrainer, m: int, experiment, data, device, key: str,
+                 measures: dict) -> str:
+    """Save ensemble member m as an ordinary run of `experiment`, its measures in the
+    summary; returns its id."""
     model = experiment.model
     settings = experiment.to_dict() | {"dataset": data.name, "input_shape": list(data.input_shape),
-                                       "n_outputs": data.n_outputs, "device": str(device), "sweep": key}
+                                       "n_outputs": data.n_outputs, "device": str(device), "sweep_cell": key}
     run_id = store.create(f"{data.name} sweep alpha={model.alpha:g} width={model.width} seed={model.seed}", settings)
     for step, state in sorted(ensemble.checkpoints[m].items()):
         store.save_checkpoint(run_id, step, state)
     history = ensemble.histories[m]
     store.save_metrics(run_id, history.to_dict())
-    summary = {"steps": ensemble.step_count}
+    summary = {"steps": ensemble.step_count, "phase": measures}
     if history.test_loss:
         summary["test_loss"] = history.test_loss[-1]
         if not math.isnan(history.test_accuracy[-1]):

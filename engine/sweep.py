@@ -93,10 +93,15 @@ class Sweep:
 
     cells: list[dict[str, str]]
     name: str = ""
+    kind: Optional["CellKind"] = None  # what a cell is; None: an experiment trained as one run
+
+    @property
+    def cell_kind(self) -> "CellKind":
+        return self.kind or RUNS
 
     @property
     def keys(self) -> list[str]:
-        return [cell_key(c) for c in self.cells]
+        return [self.cell_kind.key(c) for c in self.cells]
 
     @property
     def id(self) -> str:
@@ -119,18 +124,23 @@ class Sweep:
             return ["A sweep needs at least one cell."]
         if len(self.cells) > MAX_CELLS:
             return [f"This sweep has {len(self.cells):,} cells; the lab's limit is {MAX_CELLS:,}."]
-        sentences, valid = {}, []
-        for cell in self.cells:
-            experiment, errors = Experiment.from_flat(cell)
-            errors |= experiment.errors()
-            for key, sentence in errors.items():
-                shown = f"{key}={cell[key]}" if key in cell else key
-                sentences.setdefault(f"{shown}: {sentence}", None)
-            if not errors:
-                valid.append((cell, experiment))
-        for sentence in _build_errors(valid):
-            sentences.setdefault(sentence, None)
-        return list(sentences)
+        return self.cell_kind.errors(self.cells)
+
+
+def experiment_errors(cells: list[dict[str, str]]) -> list[str]:
+    """A sentence for each invalid setting of any experiment cell (each bad value named once)."""
+    sentences, valid = {}, []
+    for cell in cells:
+        experiment, errors = Experiment.from_flat(cell)
+        errors |= experiment.errors()
+        for key, sentence in errors.items():
+            shown = f"{key}={cell[key]}" if key in cell else key
+            sentences.setdefault(f"{shown}: {sentence}", None)
+        if not errors:
+            valid.append((cell, experiment))
+    for sentence in _build_errors(valid):
+        sentences.setdefault(sentence, None)
+    return list(sentences)
 
 
 def _build_errors(cells: list[tuple[dict, Experiment]]) -> list[str]:
@@ -237,13 +247,22 @@ def train_cell(settings: dict[str, str], root: str, device: Optional[str] = None
     (plain data travels well).
     """
     store, key = RunStore(root), cell_key(settings)
+    return once(store, key, lambda: existing_result(store, key),
+                lambda staging: _train_staged(settings, key, store, staging, device, ctx))
+
+
+def once(store: RunStore, key: str, find: Callable[[], Optional[CellResult]],
+         compute: Callable[[Path], CellResult]) -> dict:
+    """Compute cell `key` unless `find` finds it in the store: the one way any kind of cell
+    is made. Under the cell's lock, `compute` gets an empty staging folder (removed after) to
+    build its runs in, and publishes them with `publish`; returns its `CellResult` as a dict."""
     with _cell_lock(store, key):
-        found = existing_result(store, key)
+        found = find()
         if found is not None:
             return found.to_dict()
         staging = _fresh_staging(store, key)
         try:
-            return _train_staged(settings, key, store, staging, device, ctx).to_dict()
+            return compute(staging).to_dict()
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -260,7 +279,7 @@ def _train_staged(settings, key: str, store: RunStore, staging: Path, device, ct
     seconds = time.perf_counter() - started
     if outcome["status"] not in FINISHED:
         return CellResult(key, status="cancelled", message=outcome["message"], trained=True, seconds=seconds)
-    _publish(staging / outcome["run_id"], store.root / cell_run_id(key))
+    publish(staging / outcome["run_id"], store.root / cell_run_id(key))
     result = existing_result(store, key)
     result.trained, result.seconds = True, seconds
     return result
@@ -312,7 +331,7 @@ def _fresh_staging(store: RunStore, key: str) -> Path:
     return staging
 
 
-def _publish(staged_run: Path, target: Path) -> None:
+def publish(staged_run: Path, target: Path) -> None:
     """Move a finished run into the store in one rename; if an earlier attempt of the same
     cell got there first, keep that one (the rename fails) and drop this copy."""
     if target.exists():
@@ -323,6 +342,36 @@ def _publish(staged_run: Path, target: Path) -> None:
         if not target.exists():
             raise
     _fsync_folder(target.parent)
+
+
+@dataclass(frozen=True)
+class CellKind:
+    """What a sweep's cells are, told to the one sweep mechanism.
+
+    `RUNS` (the default) is an experiment's flat settings trained as one run; a phase
+    diagram's width (`engine.lazy.WIDTHS`: an ensemble, published as one run per member) is
+    another. Every function is module-level, so a Ray worker imports it rather than unpickling it.
+
+    Attributes:
+        compute: (settings, root, device, ctx) -> the `CellResult` as a dict; runs on a worker
+            and makes the cell's runs in the store at `root` through `once`.
+        key: settings -> the cell's id.
+        find: (store, settings, key) -> the cell's `CellResult` when it is finished in the
+            store, else None.
+        errors: the cells -> a sentence for each thing wrong with them (before any work).
+    """
+
+    compute: Callable[..., dict]
+    key: Callable[[dict], str]
+    find: Callable[[RunStore, dict, str], Optional[CellResult]]
+    errors: Callable[[list[dict]], list[str]]
+
+
+def _find_run(store: RunStore, settings: dict, key: str) -> Optional[CellResult]:
+    return existing_result(store, key)
+
+
+RUNS = CellKind(compute=train_cell, key=cell_key, find=_find_run, errors=experiment_errors)
 
 
 # ---------------------------------------------------------------- backends
@@ -523,7 +572,7 @@ def list_sweeps(store: RunStore) -> list[SweepRecord]:
 def run_sweep(sweep: Sweep, store: RunStore, *, backend: str = "local", address: Optional[str] = None,
               workers: Optional[int] = None, device: Optional[str] = None, ctx=None,
               on_cell: Optional[Callable[[int, dict, CellResult], None]] = None,
-              cell_fn: Callable = train_cell) -> SweepRecord:
+              cell_fn: Optional[Callable] = None) -> SweepRecord:
     """Train every cell of `sweep` not yet in the store, and keep the sweep's record.
 
     Args:
@@ -535,7 +584,8 @@ def run_sweep(sweep: Sweep, store: RunStore, *, backend: str = "local", address:
         device: where cells train (default: CUDA where the workers have it, else the CPU).
         ctx: a job context (see `engine.jobs`): progress per cell, and cancelling.
         on_cell: called as each cell ends or is found done: (index, settings, result).
-        cell_fn: what trains a cell (`train_cell`; tests wrap it to play a fault).
+        cell_fn: what computes a cell (default: the sweep's kind's `compute`, `train_cell` for
+            experiments; tests wrap it to play a fault).
 
     Returns the `SweepRecord`, also saved in the store as cells end (at most every
     RECORD_EVERY_S seconds) and at the end. Raises ValueError with sentences for invalid
@@ -544,8 +594,9 @@ def run_sweep(sweep: Sweep, store: RunStore, *, backend: str = "local", address:
     errors = sweep.errors()
     if errors:
         raise ValueError(" ".join(errors))
-    keys = sweep.keys
-    results = [existing_result(store, key) or CellResult(key) for key in keys]
+    keys, kind = sweep.keys, sweep.cell_kind
+    cell_fn = cell_fn or kind.compute
+    results = [kind.find(store, cell, key) or CellResult(key) for cell, key in zip(sweep.cells, keys)]
     chosen = make_backend(backend, address, workers)
     record = SweepRecord(sweep.id, sweep.title(), sweep.cells, results, sweep.varied, chosen.name)
     finished, saved = 0, -math.inf

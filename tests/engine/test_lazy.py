@@ -17,6 +17,7 @@ from engine.models import Centered, ModelSpec, build, lr_multipliers
 from engine.ntk import empirical_ntk
 from engine.results import PhaseDiagram, from_arrays, to_arrays
 from engine.store import RunStore
+from engine.sweep import STAGING_FOLDER
 from engine.train import TrainConfig, Trainer
 
 
@@ -399,8 +400,8 @@ def job_context(cancel_after=None):
 
 def tiny_sweep_experiment(**train):
     return Experiment("circle", {"n": 64}, ModelSpec(depth=1),
-                      TrainConfig(optimizer="sgd", lr=0.05, steps=30, batch_size=16, eval_every=10,
-                                  checkpoint_every=10, **train))
+                      TrainConfig(**{"optimizer": "sgd", "lr": 0.05, "steps": 30, "batch_size": 16, "eval_every": 10,
+                                     "checkpoint_every": 10} | train))
 
 
 def test_sweep_job_keeps_one_ordinary_run_per_cell(tmp_path, one_thread):
@@ -429,12 +430,51 @@ def test_the_same_sweep_again_comes_from_the_cache(tmp_path, one_thread):
     assert sweep_job(job_context()[0], runs, experiment, [1.0, 10.0], [4], [0], device="cpu").run_ids[0, 0] == ""
 
 
-def test_a_cancelled_sweep_leaves_no_runs_and_no_cache(tmp_path):
+class CancelOnceAWidthTrains(JobContext):
+    """A job context that asks to cancel as soon as a width cell has begun (its lock is made
+    just before it trains), and records the per-cell reports."""
+
+    def __init__(self, store):
+        super().__init__("test", lambda progress, message, partial: self.cells.append(partial.get("cells")))
+        self.store, self.cells = store, []
+
+    @property
+    def cancelled(self) -> bool:
+        return any((self.store.root / STAGING_FOLDER).glob("*.lock"))
+
+
+def test_sweep_job_on_the_sweep_mechanism_gives_the_in_process_diagram(tmp_path, one_thread):
+    experiment = tiny_sweep_experiment()
+    grid = ([1.0, 10.0], [4, 8], [0, 1])
+    data = datasets.load(experiment.data, **experiment.data_options)
+    alone = phase_diagram(data, experiment.model, experiment.train, *grid, device="cpu")
+    swept = sweep_job(job_context()[0], RunStore(tmp_path), experiment, *grid, device="cpu")
+    for name in ("weight_change", "kernel_distance", "kernel_change", "alignment", "initial_alignment",
+                 "train_loss", "test_loss", "diverged"):
+        np.testing.assert_allclose(getattr(swept, name), getattr(alone, name), rtol=1e-6, err_msg=name)
+
+
+def test_every_network_of_the_grid_is_a_run_and_a_rerun_resumes_from_the_finished_widths(tmp_path, one_thread):
     runs, experiment = RunStore(tmp_path), tiny_sweep_experiment()
-    ctx, _ = job_context(cancel_after=3)
+    sweep_job(job_context()[0], runs, experiment, [1.0, 10.0], [4], [0, 1], device="cpu")
+    first = {run.id: run.created for run in runs.list()}
+    assert len(first) == 4  # 2 alphas x 2 seeds
+    reports = []
+    ctx = JobContext("test", lambda progress, message, partial: reports.append(partial.get("cells")))
+    diagram = sweep_job(ctx, runs, experiment, [1.0, 10.0], [4, 8], [0, 1], device="cpu")
+    widths = [cells for cells in reports if cells][-1]
+    assert [cell["trained"] for cell in widths] == [False, True]  # width 4 found, width 8 trained
+    assert {run.id: run.created for run in runs.list() if run.id in first} == first and len(runs.list()) == 8
+    assert set(diagram.run_ids.ravel()) <= {run.id for run in runs.list()}
+
+
+def test_a_cancelled_sweep_leaves_no_half_width_and_no_cache(tmp_path):
+    runs, experiment = RunStore(tmp_path), tiny_sweep_experiment(steps=10_000_000)
+    ctx = CancelOnceAWidthTrains(runs)
     with pytest.raises(Cancelled):
-        sweep_job(ctx, runs, experiment, [1.0, 10.0], [4, 8], [0], device="cpu")
-    assert runs.list() == [] and runs.list_sweeps() == []
+        sweep_job(ctx, runs, experiment, [1.0, 10.0], [4], [0], device="cpu")
+    assert runs.list() == [] and all(meta.get("kind") == "cells" for _, meta in runs.list_sweeps())
+    assert [p for p in (runs.root / STAGING_FOLDER).iterdir() if p.is_dir()] == []
 
 
 @pytest.mark.parametrize("change, grid, sentence", [

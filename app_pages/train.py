@@ -36,7 +36,9 @@ UPLOAD = "your own file"
 
 # (flat key, label, choices or None, help); the type of each setting comes from its default.
 MODEL_SETTINGS = [
-    ("model.kind", "Model", KINDS, "mlp: fully connected; resmlp: with skip connections; cnn: convolutional (digits, mnist1d)."),
+    ("model.kind", "Model", KINDS, "mlp: fully connected; resmlp: with skip connections; cnn: convolutional (digits, mnist1d); "
+     "resnet, resnet-noskip: He et al.'s ResNet with and without skips (depth blocks per stage: 3 is ResNet-20); "
+     "vgg: VGG-style with BatchNorm."),
     ("model.width", "Width", None, "Hidden units per layer (channels for the CNN)."),
     ("model.depth", "Depth", None, "Hidden layers; 0 is a linear model."),
     ("model.activation", "Activation", tuple(ACTIVATIONS), None),

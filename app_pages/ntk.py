@@ -8,6 +8,9 @@ from engine import ntk, recipes
 from viz import ntk as figures
 
 KINDS = {"trace": "trace (sum over outputs)", "pseudo": "pseudo-NTK (sum of logits)"}
+# The spectrum's defaults, shared with the overview's panel: the same run and step give the same
+# stored spectrum and fit on both pages (the fitted ranks depend on the number of points).
+SPECTRUM_DEFAULTS = {"samples": 300, "kind": "trace"}
 MAX_SAMPLE_ROWS = 6  # eigenvectors whose extreme samples are shown (images or signals)
 
 
@@ -28,8 +31,10 @@ def introduction() -> None:
 def settings() -> dict:
     with st.sidebar:
         st.header("Kernel")
-        kind = st.radio("Kind", list(KINDS), format_func=KINDS.get, key="ntk:kind")
-        samples = st.select_slider("Points", [100, 200, 300, 500, 1000], value=300, key="ntk:samples")
+        kind = st.radio("Kind", list(KINDS), index=list(KINDS).index(SPECTRUM_DEFAULTS["kind"]), format_func=KINDS.get,
+                        key="ntk:kind")
+        samples = st.select_slider("Points", [100, 200, 300, 500, 1000], value=SPECTRUM_DEFAULTS["samples"],
+                                   key="ntk:samples")
         k = st.slider("Eigenvectors shown", 2, 12, 8, key="ntk:k")
     return {"kind": kind, "samples": samples, "k": k}
 

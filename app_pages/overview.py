@@ -14,6 +14,7 @@ from typing import Callable, Optional
 
 import streamlit as st
 
+from app_pages import ntk as ntk_page
 from app_pages.lab import error_sentence, jobs, owner, prediction_at, store, training_of_run
 from engine import recipes
 from engine.experiment import load_watched
@@ -87,7 +88,7 @@ def _levelset(run: dict, step: int) -> Optional[dict]:
 
 PANELS = [
     Panel("ntk-spectrum", "NTK spectrum", "app_pages/ntk.py", recipes.ntk_spectrum,
-          lambda run, step: dict(step=step, samples=200, kind="trace"),
+          lambda run, step: dict(step=step, **ntk_page.SPECTRUM_DEFAULTS),  # the NTK page's: one fit
           lambda r: ntk_figures.spectrum_figure(r)),
     Panel("embedding", "Last hidden layer (PCA)", "app_pages/geometry.py", recipes.embedding,
           lambda run, step: dict(step=step, method="pca", samples=500),

@@ -98,7 +98,9 @@ def spectrum_figure(spectrum: KernelSpectrum, fit_from: int = 2, fit_to: Optiona
         index, _ = _fit_range(values, fit_from, fit_to)
         fig.add_trace(go.Scatter(
             x=index, y=coefficient * index.astype(float) ** -exponent, mode="lines",
-            name=f"fit: k^-{exponent:.2f}", line={"dash": "dash", "color": REFERENCE_COLOR},
+            # the fitted ranks and the number of points: a spectrum of other points fits otherwise
+            name=f"fit: k^-{exponent:.2f} (ranks {index[0]}-{index[-1]} of {len(values)})",
+            line={"dash": "dash", "color": REFERENCE_COLOR},
         ))
     fig.update_xaxes(**axis_scale(True), title_text="rank k")
     fig.update_yaxes(**axis_scale(True), title_text=f"eigenvalue ({spectrum.kind} kernel)", exponentformat="power")

@@ -71,6 +71,15 @@ def test_ntk_draws_spectra_eigenfunctions_and_the_kernel_trajectory(open_page, s
     poll_until_charts(at, lambda specs: len(specs) >= 10)
 
 
+def test_the_ntk_pages_default_spectrum_is_the_overviews(open_page):
+    """The same run and step read the same power-law exponent on both pages (not k^-2.44 against k^-2.50)."""
+    from app_pages.overview import PANELS
+    at = open_page("ntk")
+    shown = {"samples": at.select_slider(key="ntk:samples").value, "kind": at.radio(key="ntk:kind").value}
+    overview = next(panel for panel in PANELS if panel.key == "ntk-spectrum")
+    assert overview.settings({}, 7) == {"step": 7, **shown}
+
+
 def test_ntk_shows_digits_eigenvectors_by_their_extreme_samples(open_page, lab_home):
     experiment = Experiment("digits", {}, ModelSpec(width=8, depth=1), TrainConfig(steps=10, checkpoint_every=5))
     train_job(Quiet(), experiment, store=lab.store(), device="cpu")

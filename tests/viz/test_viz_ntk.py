@@ -30,7 +30,13 @@ def test_power_law_fit_recovers_an_exact_power_law():
 def test_spectrum_is_log_log_with_the_exponent_in_the_legend():
     fig = assert_valid(spectrum_figure(power_law()))
     assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
-    assert fig.data[1].name == "fit: k^-2.00" and fig.layout.uirevision == UIREVISION
+    assert fig.data[1].name.startswith("fit: k^-2.00") and fig.layout.uirevision == UIREVISION
+
+
+def test_spectrum_fit_names_its_ranks_and_the_number_of_points():
+    """A fit over other points (another page's sample count) reads differently, and says why."""
+    assert spectrum_figure(power_law(n=40)).data[1].name == "fit: k^-2.00 (ranks 2-20 of 40)"
+    assert spectrum_figure(power_law(n=60)).data[1].name == "fit: k^-2.00 (ranks 2-30 of 60)"
 
 
 def test_spectrum_without_positive_values_says_so():

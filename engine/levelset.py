@@ -21,9 +21,12 @@ Fast by construction: B pairs walk at once, each with its own acceptance, on the
 device; one forward and backward pass per step serves both the proposal's test and the next
 step's gradient.
 
-Inputs are flattened like the models take them: one sample (D,) or a batch (B, D), as numpy
-arrays or torch tensors on any device. The model is put in eval mode and given back in the
-mode it came in; its parameters are never changed and never receive gradients.
+Inputs are one sample or a batch, as numpy arrays or torch tensors on any device, either
+flat, (D,) or (B, D), like the lab's datasets, or in their natural shape, e.g. a batch of
+images (B, C, H, W) for a conv net that takes images. Inside, points are flat rows (a step
+is arithmetic on vectors); the model gets them back in the shape they were given in
+(`row_model`). The model is put in eval mode (BatchNorm on its running statistics) and given
+back in the mode it came in; its parameters are never changed and never receive gradients.
 """
 from __future__ import annotations
 
@@ -77,8 +80,53 @@ def as_rows(x: Array, model: nn.Module, input_shape: Optional[tuple] = None) -> 
         return x.reshape(1, -1), True
     if len(shape) == 2 or (natural is not None and shape[1:] == natural):
         return x.reshape(len(x), -1), False
+    if natural is not None:
+        raise ValueError(f"Inputs of shape {shape} are neither one sample of shape {natural} nor a "
+                         f"batch of them (B, {', '.join(map(str, natural))}), flat or not.")
     raise ValueError("Expected one flattened input (D,) or a batch (B, D), not an array of "
                      f"shape {shape}.")
+
+
+def natural_shape(x: Array, input_shape: Optional[tuple]) -> Optional[tuple]:
+    """One sample's shape when `x` comes in its natural (unflattened) shape, else None.
+
+    A batch with more than two dimensions, (B, C, H, W), is natural with the shape (C, H, W);
+    so is one sample or a batch shaped like `input_shape` when it has more than one dimension.
+    Flat inputs, (D,) or (B, D), are not.
+    """
+    shape = tuple(np.shape(x))
+    if input_shape is not None and len(input_shape) > 1:
+        natural = tuple(int(s) for s in input_shape)
+        return natural if shape in (natural, shape[:1] + natural) else None
+    return shape[1:] if len(shape) > 2 else None
+
+
+class RowModel(nn.Module):
+    """A model seen as a function of flat rows: (B, D) rows are reshaped to (B, *shape) first.
+
+    The level-set walk does its arithmetic on flat vectors; a conv net that takes images
+    gets each batch of points back as images."""
+
+    def __init__(self, model: nn.Module, shape: tuple):
+        super().__init__()
+        self.model, self.shape = model, tuple(shape)
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.model(rows.reshape(len(rows), *self.shape))
+
+
+def row_model(model: nn.Module, x: Array, input_shape: Optional[tuple] = None
+              ) -> tuple[nn.Module, Optional[tuple]]:
+    """(the model as a function of flat rows, one sample's shape).
+
+    Inputs given in their natural shape (see `natural_shape`) reach the model in that shape,
+    through a `RowModel`; flat inputs reach it flat, as before. The shape is `input_shape`
+    or, for a natural batch, the shape of one of its samples.
+    """
+    shape = natural_shape(x, input_shape)
+    if shape is None:
+        return model, None if input_shape is None else tuple(input_shape)
+    return RowModel(model, shape), shape
 
 
 def _class_rows(source_class: ClassArg, n: int, device: torch.device) -> Optional[torch.Tensor]:
@@ -160,9 +208,12 @@ def traverse(model: nn.Module, source: Array, target: Array, *, steps: int = 200
     """Walk from each source toward its target inside the source class's level set.
 
     Args:
-        model: any classifier mapping (N, D) inputs to (N, C) logits.
-        source: one input (D,) or B inputs (B, D); unflattened samples when `input_shape`
-            is given. A batch walks B independent pairs at once.
+        model: any classifier: of flat inputs (N, D), or of inputs in their natural shape,
+            e.g. a conv net of images (N, C, H, W); it gets the points in the shape that
+            `source` comes in. Outputs are (N, C) logits.
+        source: one input (D,) or B inputs (B, D), or in their natural shape: B inputs
+            (B, C, H, W), or one input of `input_shape`. A batch walks B independent pairs
+            at once.
         target: the targets, shaped like `source` (one target is shared by all sources).
         steps: how many steps to propose.
         step_size: eta, the share of the remaining way to the target a step moves.
@@ -176,13 +227,16 @@ def traverse(model: nn.Module, source: Array, target: Array, *, steps: int = 200
         source_class: the class whose confidence is kept: one class for all pairs, one per
             pair, or None for the model's prediction at each source.
         record_every: keep every k-th point of the path (and always the last).
-        input_shape: one sample's natural shape; for images, e.g. (1, 8, 8), the result
-            also measures SSIM to the target (not for signals such as (1, 40)).
+        input_shape: one sample's natural shape (taken from `source` when it comes as a
+            batch of images); for images, e.g. (1, 8, 8), the result also measures SSIM to
+            the target (not for signals such as (1, 40)).
 
     Returns:
-        A `LevelSetPath`: (T, D) arrays for one source, (T, B, D) for a batch.
+        A `LevelSetPath`: (T, D) arrays of flat points for one source, (T, B, D) for a batch,
+        with the samples' shape as `input_shape`.
     """
     _check_settings(steps, step_size, eps, threshold, record_every)
+    model, input_shape = row_model(model, source, input_shape)
     x, single = as_rows(source, model, input_shape)
     x_target, _ = as_rows(target, model, input_shape)
     x_target = x_target.expand_as(x)
@@ -334,7 +388,8 @@ def plane_coordinates(source: torch.Tensor, end_a: torch.Tensor, end_b: torch.Te
 
 def triangle_confidence(model: nn.Module, source: Array, end_a: Array, end_b: Array, *,
                         resolution: int = 20, source_class: Optional[int] = None,
-                        drops: Sequence[float] = DEFAULT_DROPS) -> TriangleConfidence:
+                        drops: Sequence[float] = DEFAULT_DROPS,
+                        input_shape: Optional[tuple] = None) -> TriangleConfidence:
     """The source class's confidence over the triangle (source, end A, end B).
 
     With A and B the end points of two traversals from the same source, a confident
@@ -347,8 +402,10 @@ def triangle_confidence(model: nn.Module, source: Array, end_a: Array, end_b: Ar
         resolution: n, the grid has (n + 1)(n + 2) / 2 points, n + 1 on each edge.
         source_class: the class to measure; the model's prediction at the source if None.
         drops: confidence drops d for the fraction of points above p_source - d.
+        input_shape: one sample's natural shape: inputs of that shape reach the model in it.
     """
-    (s, a, b) = (as_rows(t, model)[0][0] for t in (source, end_a, end_b))
+    model, input_shape = row_model(model, source, input_shape)
+    (s, a, b) = (as_rows(t, model, input_shape)[0][0] for t in (source, end_a, end_b))
     weights = barycentric_grid(resolution)
     wt = torch.as_tensor(weights, dtype=s.dtype, device=s.device)
     points = s + wt[:, :1] * (a - s) + wt[:, 1:] * (b - s)
@@ -386,7 +443,7 @@ def orthogonal_directions(tangent: Optional[torch.Tensor], n_features: int, coun
 def width_probe(model: nn.Module, path_point: Array, tangent: Optional[Array] = None, *,
                 directions: int = 16, radii: Sequence[float] = DEFAULT_RADII,
                 source_class: Optional[int] = None, bounds: Bounds = None,
-                seed: int = 0) -> WidthProbe:
+                seed: int = 0, input_shape: Optional[tuple] = None) -> WidthProbe:
     """The confidence at path_point + r u for random unit directions u orthogonal to the path.
 
     A level set that stays confident far from the path is wide there; one whose confidence
@@ -403,9 +460,11 @@ def width_probe(model: nn.Module, path_point: Array, tangent: Optional[Array] = 
         bounds: clip the probe points into this box, or None to leave them (the default:
             the probe measures the function's geometry, not only valid images).
         seed: the directions' seed.
+        input_shape: one sample's natural shape: inputs of that shape reach the model in it.
     """
-    x = as_rows(path_point, model)[0][0]
-    t = None if tangent is None else as_rows(tangent, model)[0][0].cpu()
+    model, input_shape = row_model(model, path_point, input_shape)
+    x = as_rows(path_point, model, input_shape)[0][0]
+    t = None if tangent is None else as_rows(tangent, model, input_shape)[0][0].cpu()
     u = orthogonal_directions(t, len(x), directions, seed).to(device=x.device, dtype=x.dtype)
     r = torch.as_tensor(np.asarray(radii, dtype=float), device=x.device, dtype=x.dtype)
     points = clip_to(x + r[None, :, None] * u[:, None, :], bounds)  # (K, R, D)
@@ -459,7 +518,7 @@ def pgd_attack(model: nn.Module, x: Array, y: Array, eps: float, alpha: float, s
 
     Args:
         model: the classifier.
-        x: (N, D) clean inputs (or one (D,) input).
+        x: (N, D) clean inputs (or one (D,) input), or (N, C, H, W) for a model of images.
         y: (N,) their labels.
         eps: the attack's L_inf radius.
         alpha: the step per coordinate.
@@ -469,9 +528,12 @@ def pgd_attack(model: nn.Module, x: Array, y: Array, eps: float, alpha: float, s
         seed: the random start's seed; None draws from torch's global generator.
 
     Returns:
-        (N, D) adversarial inputs on the model's device, detached.
+        adversarial inputs on the model's device, detached: (N, D), or shaped as `x` when
+        it comes in its natural shape.
     """
-    x, _ = as_rows(x, model)
+    shape = tuple(np.shape(x))
+    model, input_shape = row_model(model, x)
+    x, _ = as_rows(x, model, input_shape)
     y = _class_rows(y, len(x), x.device)
     x_adv = x.clone()
     if random_start:
@@ -483,7 +545,7 @@ def pgd_attack(model: nn.Module, x: Array, y: Array, eps: float, alpha: float, s
             _, g = confidence_and_gradient(model, x_adv, y)
             x_adv = x_adv + alpha * g.sign()
             x_adv = clip_to(torch.min(torch.max(x_adv, x - eps), x + eps), bounds)
-    return x_adv.detach()
+    return x_adv.detach().reshape(shape) if input_shape is not None else x_adv.detach()
 
 
 def adversarial_loss(model: nn.Module, x: Array, y: Array, *, eps: float = 0.1,
@@ -502,5 +564,5 @@ def adversarial_loss(model: nn.Module, x: Array, y: Array, *, eps: float = 0.1,
     """
     alpha = 2.5 * eps / max(steps, 1) if alpha is None else alpha
     x_adv = pgd_attack(model, x, y, eps, alpha, steps, bounds, random_start=random_start, seed=seed)
-    y = _class_rows(y, len(x_adv), x_adv.device)
+    y = _class_rows(y, len(x_adv), x_adv.device)  # x_adv keeps x's shape: the model takes it
     return F.cross_entropy(model(x_adv), y)

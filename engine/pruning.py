@@ -538,11 +538,18 @@ def _flow(linear: nn.Module, names: Sequence[str], input_shape: tuple[int, ...])
 
 
 def _linearised(model: nn.Module) -> nn.Module:
-    """A float64 copy with |w| for weights, zero biases, and activations made the identity."""
+    """A float64 copy with |w| for weights, zero biases, and activations made the identity.
+
+    A batch norm (in eval mode) becomes the positive per-channel scale |gamma| / sqrt(var + eps):
+    its running mean is set to zero like a bias, so that R stays a product of positive maps
+    (with the mean left in, R would gain an offset no weight carries)."""
     linear = copy.deepcopy(model).double().eval()
     with torch.no_grad():
         for name, p in linear.named_parameters():
             p.copy_(torch.zeros_like(p) if name.endswith("bias") else p.abs())
+        for module in linear.modules():
+            if isinstance(module, nn.modules.batchnorm._NormBase) and module.running_mean is not None:
+                module.running_mean.zero_()
     for module in linear.modules():
         if isinstance(module, geometry.ACTIVATION_TYPES):
             module.register_forward_hook(lambda m, inputs, output: inputs[0])

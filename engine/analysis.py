@@ -17,9 +17,10 @@ import inspect
 import json
 from contextlib import contextmanager
 from importlib import metadata
-from typing import Callable
+from typing import Callable, Optional
 
 from engine import results
+from engine.protocols import AnalysisStore, JobContext
 
 
 def _engine_version() -> str:
@@ -58,7 +59,7 @@ def artifact_key(lens: str, settings: dict, recipe: Callable) -> str:
     return f"{lens}-{digest[:16]}"
 
 
-def load(store, run_id: str, lens: str, settings: dict, recipe: Callable):
+def load(store: AnalysisStore, run_id: str, lens: str, settings: dict, recipe: Callable):
     """The stored result of this analysis by this recipe, or None if it has not been computed."""
     saved = store.load_artifact(run_id, artifact_key(lens, settings, recipe))
     if saved is None:
@@ -67,13 +68,13 @@ def load(store, run_id: str, lens: str, settings: dict, recipe: Callable):
     return results.from_arrays(getattr(results, meta["type"]), arrays, meta)
 
 
-def save(store, run_id: str, lens: str, settings: dict, recipe: Callable, result) -> None:
+def save(store: AnalysisStore, run_id: str, lens: str, settings: dict, recipe: Callable, result) -> None:
     arrays, meta = results.to_arrays(result)
     store.save_artifact(run_id, artifact_key(lens, settings, recipe), arrays,
                         meta | {"settings": settings, "recipe_version": recipe_version(recipe)})
 
 
-def cached(ctx, store, run_id: str, lens: str, settings: dict, recipe: Callable):
+def cached(ctx: Optional[JobContext], store: AnalysisStore, run_id: str, lens: str, settings: dict, recipe: Callable):
     """The analysis' result: loaded if stored, else computed by the recipe, saved, returned.
 
     Written to run as a job function (`ctx` is the job's context). When the run is deleted
@@ -89,7 +90,7 @@ def cached(ctx, store, run_id: str, lens: str, settings: dict, recipe: Callable)
 
 
 @contextmanager
-def _deleted_run_is_a_sentence(store, run_id: str, lens: str):
+def _deleted_run_is_a_sentence(store: AnalysisStore, run_id: str, lens: str):
     """Turn whatever error a run's deletion caused (a file gone, a folder gone) into one sentence.
 
     The store never makes a run's folder again once it is gone (artifacts go into an existing

@@ -24,6 +24,7 @@ from engine import external, results
 from engine.models import ModelSpec, build
 from engine.probes import NAMES as PROBE_NAMES
 from engine.probes import WatchConfig, make_probes
+from engine.protocols import JobContext, RunReader, RunWriter
 from engine.status import TRAINING_OUTCOME
 from engine.train import Outcome, TrainConfig, Trainer
 from engine.views import prediction_view
@@ -184,7 +185,7 @@ class LiveReport:
     take at most VIEW_SHARE of the time: a slow view is refreshed less often.
     """
 
-    def __init__(self, ctx, trainer: Trainer, total_steps: int, probes=()):
+    def __init__(self, ctx: JobContext, trainer: Trainer, total_steps: int, probes=()):
         self.ctx, self.trainer, self.total, self.probes = ctx, trainer, total_steps, probes
         self.started = time.perf_counter()
         self.next_progress = 0.0
@@ -217,14 +218,15 @@ class LiveReport:
                              watch=watched(self.probes))
 
 
-def train_job(ctx, experiment: Experiment, store=None, name: str = "", device=None,
+def train_job(ctx: JobContext, experiment: Experiment, store: Optional[RunWriter] = None, name: str = "", device=None,
               dataset: Optional[datasets.Dataset] = None) -> dict:
     """Train `experiment` as a job (see `engine.jobs`), saving the run to `store` if given.
 
     Args:
         ctx: the job's context (progress reports, stop requests).
         experiment: what to train.
-        store: a `RunStore`; the run, its checkpoints and metrics are saved there.
+        store: a `RunStore` (any `engine.protocols.RunWriter`); the run, its checkpoints and
+            metrics are saved there.
         name: the run's display name (made from the settings when empty).
         device: where to train (`engine.device.pick()` by default).
         dataset: the user's own data, used instead of `experiment.data`; its arrays are
@@ -279,7 +281,7 @@ def train_job(ctx, experiment: Experiment, store=None, name: str = "", device=No
 STORE_STATUS = TRAINING_OUTCOME  # the trainer's outcome -> the run's status in the store
 
 
-def _save(store, run_id, trainer: Trainer, outcome: Outcome, probes=()) -> None:
+def _save(store: RunWriter, run_id: str, trainer: Trainer, outcome: Outcome, probes=()) -> None:
     if store is None:
         return
     trainer.flush()
@@ -295,7 +297,7 @@ def watched(probes) -> dict:
     return {p.name: r for p in probes if (r := p.result()) is not None}
 
 
-def load_watched(store, run_id: str) -> dict:
+def load_watched(store: RunReader, run_id: str) -> dict:
     """What was measured while a stored run trained: {probe name: result} (see `engine.probes`)."""
     found = {}
     for name in PROBE_NAMES:
@@ -328,7 +330,7 @@ def default_name(experiment: Experiment, data_name: str) -> str:
     return name + (f" PGD eps={t.adversarial_eps:g}" if t.adversarial else "")
 
 
-def load_model(store, run_id: str, step: Optional[int] = None, device="cpu") -> torch.nn.Module:
+def load_model(store: RunReader, run_id: str, step: Optional[int] = None, device="cpu") -> torch.nn.Module:
     """Rebuild a stored run's model with the weights of a checkpoint (the last by default)."""
     settings = store.settings(run_id)
     if external.is_imported(settings):  # a user's own model: rebuilt through its factory
@@ -340,7 +342,7 @@ def load_model(store, run_id: str, step: Optional[int] = None, device="cpu") -> 
 
 
 
-def load_dataset(store, run_id: str) -> datasets.Dataset:
+def load_dataset(store: RunReader, run_id: str) -> datasets.Dataset:
     """The data a stored run was trained on: rebuilt from its settings, or its saved arrays."""
     settings = store.settings(run_id)
     if external.is_imported(settings):  # labels kept as the user's model numbers them

@@ -17,6 +17,7 @@ from engine import geometry, hessian, landscape, lazy, levelset, ntk, pruning
 from engine.experiment import Experiment, load_dataset, load_model
 from engine.models import Centered
 from engine.modes import evaluating
+from engine.protocols import JobContext, RunReader
 from engine.results import (ConfidenceMap, ConvexityMap, Eigenfunctions, Embedding, GeometryCurves, KernelSpectrum,
                             EmbeddingFrames, KernelTrajectory, LastLayerGeometry, LevelSetPath, LinearPath, LotteryTickets,
                             FlipGallery, ModeCurves, PrunedRegions, PruningMasks, PruningSweep, RDMSet, Sharpness, SimilarityMatrix, SpectralDensity,
@@ -24,6 +25,9 @@ from engine.results import (ConfidenceMap, ConvexityMap, Eigenfunctions, Embeddi
 from engine.results import SampleGallery, WidthProbe
 from engine.results import ExtremeSamples, FourierContent, LayerKernels, TargetPowerTrajectory
 from engine.train import TrainConfig, make_loss
+
+
+Context = Optional[JobContext]  # None runs a recipe without progress or cancelling (tests, notebooks)
 
 
 @dataclass
@@ -37,7 +41,7 @@ class RunData:
     lr: float
 
 
-def run_data(store, run_id: str, step: Optional[int] = None, split: str = "train",
+def run_data(store: RunReader, run_id: str, step: Optional[int] = None, split: str = "train",
              samples: Optional[int] = None, device="cpu") -> RunData:
     """The model of `run_id` at `step` (the last by default) and a fixed subset of a split.
 
@@ -59,7 +63,7 @@ def run_data(store, run_id: str, step: Optional[int] = None, split: str = "train
     return RunData(model, x.to(device), y.to(device), loss, experiment.train.lr)
 
 
-def _progress(ctx, share: float = 1.0, offset: float = 0.0):
+def _progress(ctx: Context, share: float = 1.0, offset: float = 0.0):
     """A progress callback that reports to the job and stops it when cancelled."""
     def report(fraction: float) -> None:
         if ctx is not None:
@@ -68,11 +72,11 @@ def _progress(ctx, share: float = 1.0, offset: float = 0.0):
     return report
 
 
-def _checkpoints(store, run_id: str) -> dict[int, dict]:
+def _checkpoints(store: RunReader, run_id: str) -> dict[int, dict]:
     return {step: store.load_checkpoint(run_id, step) for step in store.checkpoint_steps(run_id)}
 
 
-def random_plane_surface(ctx, store, run_id: str, *, step: Optional[int] = None, split: str = "train",
+def random_plane_surface(ctx: Context, store: RunReader, run_id: str, *, step: Optional[int] = None, split: str = "train",
                          samples: Optional[int] = 2000, span: float = 1.0, resolution: int = 31,
                          norm: str = "filter", seed: int = 0, one_dimensional: bool = False) -> Surface:
     """The loss around a checkpoint along filter-normalized random directions (Li et al. 2018)."""
@@ -83,7 +87,7 @@ def random_plane_surface(ctx, store, run_id: str, *, step: Optional[int] = None,
     return landscape.surface(run.model, run.loss, run.x, run.y, d1, d2, xs=xs, progress=_progress(ctx))
 
 
-def trajectory_surface(ctx, store, run_id: str, *, split: str = "train", samples: Optional[int] = 2000,
+def trajectory_surface(ctx: Context, store: RunReader, run_id: str, *, split: str = "train", samples: Optional[int] = 2000,
                        resolution: int = 31, margin: float = 0.25) -> Surface:
     """The loss on the plane of the run's top two principal components of w_t - w_final."""
     run = run_data(store, run_id, None, split, samples)
@@ -93,7 +97,7 @@ def trajectory_surface(ctx, store, run_id: str, *, split: str = "train", samples
                              center=plane.origin, progress=_progress(ctx))
 
 
-def interpolation(ctx, store, run_id: str, *, other: str, split: str = "train", samples: Optional[int] = 2000,
+def interpolation(ctx: Context, store: RunReader, run_id: str, *, other: str, split: str = "train", samples: Optional[int] = 2000,
                   points: int = 25) -> LinearPath:
     """The loss along the straight line from this run's final weights to another run's, and its
     barrier (linear mode connectivity; Goodfellow et al. 2015, Frankle et al. 2020)."""
@@ -112,7 +116,7 @@ def _same_architecture(model: torch.nn.Module, other: torch.nn.Module) -> torch.
     return other
 
 
-def three_run_plane(ctx, store, run_id: str, *, others: tuple = ("", ""), split: str = "train",
+def three_run_plane(ctx: Context, store: RunReader, run_id: str, *, others: tuple = ("", ""), split: str = "train",
                     samples: Optional[int] = 2000, resolution: int = 31, margin: float = 0.25) -> Surface:
     """The loss on the plane through the final weights of three runs (Garipov et al. 2018):
     this run at (0, 0), the first of `others` (two run ids) at (1, 0), the second where
@@ -130,7 +134,7 @@ def three_run_plane(ctx, store, run_id: str, *, others: tuple = ("", ""), split:
         f"{letter}: {names.get(r, r)}" for letter, r in zip("ABC", (run_id, *others))])
 
 
-def trajectory(ctx, store, run_id: str, *, split: str = "train", samples: Optional[int] = 2000) -> Trajectory:
+def trajectory(ctx: Context, store: RunReader, run_id: str, *, split: str = "train", samples: Optional[int] = 2000) -> Trajectory:
     """The run's checkpoints on its PCA plane, with their measured loss and the plane's loss."""
     run = run_data(store, run_id, None, split, samples)
     checkpoints = _checkpoints(store, run_id)
@@ -138,7 +142,7 @@ def trajectory(ctx, store, run_id: str, *, split: str = "train", samples: Option
     return landscape.trajectory_faithfulness(run.model, run.loss, run.x, run.y, checkpoints, plane)
 
 
-def _pca_plane(store, run_id: str, model, checkpoints: Optional[dict] = None):
+def _pca_plane(store: RunReader, run_id: str, model, checkpoints: Optional[dict] = None):
     checkpoints = checkpoints if checkpoints is not None else _checkpoints(store, run_id)
     if len(checkpoints) < 2:
         raise ValueError("This run has a single checkpoint; a trajectory needs at least two.")
@@ -146,7 +150,7 @@ def _pca_plane(store, run_id: str, model, checkpoints: Optional[dict] = None):
     return landscape.pca_directions(checkpoints, model, names=names)
 
 
-def sharpness(ctx, store, run_id: str, *, split: str = "train", samples: Optional[int] = 1000,
+def sharpness(ctx: Context, store: RunReader, run_id: str, *, split: str = "train", samples: Optional[int] = 1000,
               k: int = 1, iters: int = 50) -> Sharpness:
     """The top Hessian eigenvalues at every checkpoint, beside 2 / learning rate."""
     run = run_data(store, run_id, None, split, samples)
@@ -154,7 +158,7 @@ def sharpness(ctx, store, run_id: str, *, split: str = "train", samples: Optiona
     return hessian.sharpness(run.model, run.loss, run.x, run.y, checkpoints, k=k, lr=run.lr, iters=iters)
 
 
-def spectral_density(ctx, store, run_id: str, *, step: Optional[int] = None, split: str = "train",
+def spectral_density(ctx: Context, store: RunReader, run_id: str, *, step: Optional[int] = None, split: str = "train",
                      samples: Optional[int] = 1000, iters: int = 60, runs: int = 2) -> SpectralDensity:
     """The Hessian's eigenvalue density at a checkpoint (stochastic Lanczos quadrature)."""
     run = run_data(store, run_id, step, split, samples)
@@ -167,14 +171,14 @@ def spectral_density(ctx, store, run_id: str, *, step: Optional[int] = None, spl
 EIGENFUNCTION_GRID = 40  # points per axis of a 2-D eigenfunction map (200 on a line)
 
 
-def ntk_spectrum(ctx, store, run_id: str, *, step: Optional[int] = None, samples: int = 500,
+def ntk_spectrum(ctx: Context, store: RunReader, run_id: str, *, step: Optional[int] = None, samples: int = 500,
                  kind: str = "trace") -> KernelSpectrum:
     """The eigenvalues of the empirical NTK on a fixed subset of the training inputs."""
     run = run_data(store, run_id, step, "train", samples)
     return ntk.kernel_spectrum(run.model, run.x, kind=kind)
 
 
-def ntk_view(store, run_id: str) -> str:
+def ntk_view(store: RunReader, run_id: str) -> str:
     """How the kernel's eigenvectors are shown for a run's data: as eigenfunctions around the
     "circle", along a "line" or over a "plane", or as the "samples" at the ends of each
     eigenvector (images, signals: more than two features)."""
@@ -184,7 +188,7 @@ def ntk_view(store, run_id: str) -> str:
     return {1: "line", 2: "plane"}.get(int(np.prod(settings["input_shape"])), "samples")
 
 
-def ntk_eigenfunctions(ctx, store, run_id: str, *, step: Optional[int] = None, samples: int = 300,
+def ntk_eigenfunctions(ctx: Context, store: RunReader, run_id: str, *, step: Optional[int] = None, samples: int = 300,
                        k: int = 8, kind: str = "trace") -> Eigenfunctions:
     """The top-k NTK eigenfunctions over input space: a line, the circle, or the plane."""
     view = ntk_view(store, run_id)
@@ -202,14 +206,14 @@ def ntk_eigenfunctions(ctx, store, run_id: str, *, step: Optional[int] = None, s
                                  _span(run.x[:, 1], EIGENFUNCTION_GRID), kind=kind)
 
 
-def ntk_fourier(ctx, store, run_id: str, *, step: Optional[int] = None, samples: int = 300, k: int = 8,
+def ntk_fourier(ctx: Context, store: RunReader, run_id: str, *, step: Optional[int] = None, samples: int = 300, k: int = 8,
                 kind: str = "trace", max_frequency: int = 16) -> FourierContent:
     """The power of each top eigenfunction per frequency, around the circle or along a line."""
     functions = ntk_eigenfunctions(ctx, store, run_id, step=step, samples=samples, k=k, kind=kind)
     return ntk.fourier_content(functions, max_frequency)
 
 
-def ntk_extreme_samples(ctx, store, run_id: str, *, step: Optional[int] = None, samples: int = 300,
+def ntk_extreme_samples(ctx: Context, store: RunReader, run_id: str, *, step: Optional[int] = None, samples: int = 300,
                         k: int = 6, per_side: int = 3, kind: str = "trace") -> ExtremeSamples:
     """The samples at both ends of the kernel's top-k eigenvectors, in the data's own shape
     (8 x 8 images for digits, 40-point signals for MNIST-1D)."""
@@ -218,14 +222,14 @@ def ntk_extreme_samples(ctx, store, run_id: str, *, step: Optional[int] = None, 
     return ntk.extreme_samples(run.model, run.x, k, per_side, labels=run.y, input_shape=shape, kind=kind)
 
 
-def ntk_layers(ctx, store, run_id: str, *, step: Optional[int] = None, samples: int = 300,
+def ntk_layers(ctx: Context, store: RunReader, run_id: str, *, step: Optional[int] = None, samples: int = 300,
                kind: str = "trace") -> LayerKernels:
     """Each layer's share of the kernel's trace, and its spectrum."""
     run = run_data(store, run_id, step, "train", samples)
     return ntk.layer_kernels(run.model, run.x, kind=kind)
 
 
-def ntk_power_over_training(ctx, store, run_id: str, *, samples: int = 200, kind: str = "trace",
+def ntk_power_over_training(ctx: Context, store: RunReader, run_id: str, *, samples: int = 200, kind: str = "trace",
                             top_k: tuple = (1, 2, 4, 8, 16)) -> TargetPowerTrajectory:
     """The share of the targets' power in the kernel's top-k eigenvectors at every checkpoint."""
     run = run_data(store, run_id, None, "train", samples)
@@ -238,14 +242,14 @@ def _span(values: torch.Tensor, n: int) -> np.ndarray:
     return np.linspace(low - pad, high + pad, n)
 
 
-def ntk_target_power(ctx, store, run_id: str, *, step: Optional[int] = None, samples: int = 500,
+def ntk_target_power(ctx: Context, store: RunReader, run_id: str, *, step: Optional[int] = None, samples: int = 500,
                      kind: str = "trace") -> TargetPower:
     """The share of the targets' power in the kernel's top eigenvectors (cumulative)."""
     run = run_data(store, run_id, step, "train", samples)
     return ntk.target_power_curve(run.model, run.x, run.y, kind=kind)
 
 
-def ntk_trajectory(ctx, store, run_id: str, *, samples: int = 200, kind: str = "trace") -> KernelTrajectory:
+def ntk_trajectory(ctx: Context, store: RunReader, run_id: str, *, samples: int = 200, kind: str = "trace") -> KernelTrajectory:
     """How far the kernel and the weights move from initialisation, checkpoint by checkpoint."""
     run = run_data(store, run_id, None, "train", samples)
     return lazy.kernel_trajectory(run.model, _checkpoints(store, run_id), run.x, run.y, kind=kind)
@@ -307,12 +311,12 @@ def _sample_colours(run: RunData, colour: str) -> tuple[np.ndarray, bool, str, n
     return (*chosen, np.array(hover))
 
 
-def _inputs(store, run_id: str, run: RunData) -> tuple[np.ndarray, list[int]]:
+def _inputs(store: RunReader, run_id: str, run: RunData) -> tuple[np.ndarray, list[int]]:
     """The samples themselves, for pictures of them: (N, D) float32 and one sample's shape."""
     return run.x.flatten(1).cpu().numpy().astype(np.float32), list(load_dataset(store, run_id).input_shape)
 
 
-def embedding(ctx, store, run_id: str, *, step: Optional[int] = None, layer: Optional[str] = None,
+def embedding(ctx: Context, store: RunReader, run_id: str, *, step: Optional[int] = None, layer: Optional[str] = None,
               method: str = "pca", samples: int = 1000, dim: int = 2, seed: int = 0,
               colour: str = "label") -> Embedding:
     """A 2-D or 3-D picture of a layer's representation (PCA or UMAP), one point per sample,
@@ -340,7 +344,7 @@ def frame_steps(steps: list[int], frames: int) -> list[int]:
     return [steps[i] for i in chosen]
 
 
-def embedding_over_training(ctx, store, run_id: str, *, layer: Optional[str] = None, method: str = "pca",
+def embedding_over_training(ctx: Context, store: RunReader, run_id: str, *, layer: Optional[str] = None, method: str = "pca",
                             samples: int = 500, dim: int = 2, seed: int = 0, frames: int = 20) -> EmbeddingFrames:
     """One layer's embedding at (up to `frames`) checkpoints, aligned from frame to frame:
     PCA rotated onto the frame before (Procrustes) or AlignedUMAP. Points keep their colour
@@ -362,7 +366,8 @@ def embedding_over_training(ctx, store, run_id: str, *, layer: Optional[str] = N
                            "class" if categorical else "target", inputs=inputs, input_shape=shape)
 
 
-def layer_similarity(ctx, store, run_id: str, *, step: Optional[int] = None, samples: int = 1000) -> SimilarityMatrix:
+def layer_similarity(ctx: Context, store: RunReader, run_id: str, *, step: Optional[int] = None,
+                     samples: int = 1000) -> SimilarityMatrix:
     """Linear CKA between every pair of layers at one checkpoint (the input included)."""
     run = run_data(store, run_id, step, "train", samples)
     layers = representation_layers(run.model)
@@ -372,7 +377,7 @@ def layer_similarity(ctx, store, run_id: str, *, step: Optional[int] = None, sam
     return SimilarityMatrix(values, names, names, "linear CKA")
 
 
-def representational_dissimilarity(ctx, store, run_id: str, *, step: Optional[int] = None,
+def representational_dissimilarity(ctx: Context, store: RunReader, run_id: str, *, step: Optional[int] = None,
                                    layer: Optional[str] = None, samples: int = 200) -> RDMSet:
     """RSA: the dissimilarity matrices of the inputs, the targets and a layer, samples sorted by label."""
     run = run_data(store, run_id, step, "train", samples)
@@ -387,7 +392,7 @@ def representational_dissimilarity(ctx, store, run_id: str, *, step: Optional[in
     return RDMSet(matrices, ["input", "target", layer], "correlation", labels)
 
 
-def geometry_over_training(ctx, store, run_id: str, *, samples: int = 500) -> GeometryCurves:
+def geometry_over_training(ctx: Context, store: RunReader, run_id: str, *, samples: int = 500) -> GeometryCurves:
     """Per layer and checkpoint: CKA to the layer at init, effective rank, participation ratio,
     CKA with the inputs and with the targets, and neural collapse (NC1-NC4) for classification."""
     run = run_data(store, run_id, None, "train", samples)
@@ -430,7 +435,7 @@ def _readout_weight(state: dict, readout: str) -> Optional[torch.Tensor]:
 # ---------------------------------------------------------------- level sets
 
 
-def _test_split(store, run_id: str, step: Optional[int]):
+def _test_split(store: RunReader, run_id: str, step: Optional[int]):
     model = load_model(store, run_id, step)
     data = load_dataset(store, run_id)
     if data.task != "classification":
@@ -438,7 +443,7 @@ def _test_split(store, run_id: str, step: Optional[int]):
     return model, data
 
 
-def levelset_pairs(store, run_id: str, step: Optional[int] = None, seed: int = 0) -> tuple[int, int, int]:
+def levelset_pairs(store: RunReader, run_id: str, step: Optional[int] = None, seed: int = 0) -> tuple[int, int, int]:
     """A correctly classified test sample and two test samples of other classes (indices)."""
     model, data = _test_split(store, run_id, step)
     with torch.no_grad(), evaluating(model):
@@ -451,7 +456,7 @@ def levelset_pairs(store, run_id: str, step: Optional[int] = None, seed: int = 0
     return source, others[0], others[1]
 
 
-def levelset_gallery(store, run_id: str, step: Optional[int] = None, *, per_class: Optional[int] = None,
+def levelset_gallery(store: RunReader, run_id: str, step: Optional[int] = None, *, per_class: Optional[int] = None,
                      seed: int = 0, include: tuple = (), limit: int = 2000) -> SampleGallery:
     """Test samples to pick sources and targets from, with the model's predictions.
 
@@ -479,7 +484,7 @@ def levelset_gallery(store, run_id: str, step: Optional[int] = None, *, per_clas
                          settings={"step": step, "per_class": per_class, "seed": seed})
 
 
-def levelset_traversal(ctx, store, run_id: str, *, step: Optional[int] = None, source: int = 0,
+def levelset_traversal(ctx: Context, store: RunReader, run_id: str, *, step: Optional[int] = None, source: int = 0,
                        targets: tuple = (1, 2), steps: int = 200, step_size: float = 0.02,
                        threshold: float = 0.05) -> LevelSetPath:
     """From one test sample toward others, keeping the model's confidence in the source's class."""
@@ -492,7 +497,7 @@ def levelset_traversal(ctx, store, run_id: str, *, step: Optional[int] = None, s
                              threshold=threshold, bounds=data.bounds, input_shape=data.input_shape)
 
 
-def levelset_triangle(ctx, store, run_id: str, *, resolution: int = 20, **traversal) -> TriangleConfidence:
+def levelset_triangle(ctx: Context, store: RunReader, run_id: str, *, resolution: int = 20, **traversal) -> TriangleConfidence:
     """The confidence over the triangle spanned by the source and two traversals' end points."""
     path = levelset_traversal(ctx, store, run_id, **traversal)
     model, _ = _test_split(store, run_id, traversal.get("step"))
@@ -501,7 +506,7 @@ def levelset_triangle(ctx, store, run_id: str, *, resolution: int = 20, **traver
                                         source_class=int(path.source_class[0]))
 
 
-def levelset_width(ctx, store, run_id: str, *, along: float = 0.5, directions: int = 16,
+def levelset_width(ctx: Context, store: RunReader, run_id: str, *, along: float = 0.5, directions: int = 16,
                    radius: float = 0.0, **traversal) -> WidthProbe:
     """How far the level set reaches sideways from the walk toward target A, at one point.
 
@@ -523,7 +528,7 @@ def levelset_width(ctx, store, run_id: str, *, along: float = 0.5, directions: i
                                 radii=np.linspace(0.0, reach, 11), source_class=int(path.source_class))
 
 
-def levelset_map(ctx, store, run_id: str, *, step: Optional[int] = None, class_index: int = 0,
+def levelset_map(ctx: Context, store: RunReader, run_id: str, *, step: Optional[int] = None, class_index: int = 0,
                  grid: int = 80) -> ConfidenceMap:
     """The confidence of one class over the plane of 2-D data (where level sets can be drawn)."""
     model, data = _test_split(store, run_id, step)
@@ -538,14 +543,14 @@ def levelset_map(ctx, store, run_id: str, *, step: Optional[int] = None, class_i
 # ---------------------------------------------------------------- pruning
 
 
-def _finetune_config(store, run_id: str, steps: int) -> TrainConfig:
+def _finetune_config(store: RunReader, run_id: str, steps: int) -> TrainConfig:
     """The run's own optimizer settings, for `steps` steps of fine-tuning."""
     config = Experiment.from_dict(store.settings(run_id)).train
     return dataclasses.replace(config, steps=max(steps, 1), eval_every=max(steps, 1),
                                checkpoint_every=max(steps, 1))
 
 
-def _to_prune(store, run_id: str, at_init: bool, finetune_steps: Optional[int] = None):
+def _to_prune(store: RunReader, run_id: str, at_init: bool, finetune_steps: Optional[int] = None):
     """(the model to prune, the dense model it is compared with or None for itself, the data).
 
     With `at_init` the run's initial weights are pruned (pruning at initialisation) and then
@@ -559,7 +564,7 @@ def _to_prune(store, run_id: str, at_init: bool, finetune_steps: Optional[int] =
     return final, None, load_dataset(store, run_id)
 
 
-def pruning_sweep(ctx, store, run_id: str, *, methods: tuple = ("magnitude", "random"),
+def pruning_sweep(ctx: Context, store: RunReader, run_id: str, *, methods: tuple = ("magnitude", "random"),
                   sparsities: tuple = (0.5, 0.8, 0.9), finetune_steps: int = 0,
                   scope: str = "global", at_init: bool = False) -> PruningSweep:
     """Prune the run's final model by every method at every sparsity, fine-tune, measure.
@@ -575,7 +580,7 @@ def pruning_sweep(ctx, store, run_id: str, *, methods: tuple = ("magnitude", "ra
     return result
 
 
-def pruning_masks(ctx, store, run_id: str, *, method: str = "magnitude", sparsity: float = 0.9,
+def pruning_masks(ctx: Context, store: RunReader, run_id: str, *, method: str = "magnitude", sparsity: float = 0.9,
                   scope: str = "global", at_init: bool = False) -> PruningMasks:
     """Which weights one method keeps at one sparsity, layer by layer (before any fine-tuning,
     which never changes a mask)."""
@@ -586,7 +591,7 @@ def pruning_masks(ctx, store, run_id: str, *, method: str = "magnitude", sparsit
                         {"method": method, "sparsity": sparsity, "scope": scope, "at_init": at_init})
 
 
-def pruning_gallery(ctx, store, run_id: str, *, method: str = "magnitude",
+def pruning_gallery(ctx: Context, store: RunReader, run_id: str, *, method: str = "magnitude",
                     sparsities: tuple = (0.5, 0.8, 0.9), finetune_steps: int = 0, scope: str = "global",
                     at_init: bool = False, count: int = 8) -> FlipGallery:
     """The test samples whose prediction pruning by `method` changes first (fragile), and ones it
@@ -597,7 +602,7 @@ def pruning_gallery(ctx, store, run_id: str, *, method: str = "magnitude",
                                 device="cpu", progress=_progress(ctx), reference=reference)
 
 
-def pruning_regions(ctx, store, run_id: str, *, methods: tuple = ("magnitude", "random"),
+def pruning_regions(ctx: Context, store: RunReader, run_id: str, *, methods: tuple = ("magnitude", "random"),
                     sparsity: float = 0.9, finetune_steps: int = 0, scope: str = "global",
                     at_init: bool = False) -> PrunedRegions:
     """Decision regions of the run's dense model and of each pruned one, side by side (2-D data)."""
@@ -609,7 +614,7 @@ def pruning_regions(ctx, store, run_id: str, *, methods: tuple = ("magnitude", "
     return regions
 
 
-def pruned_geometry(ctx, store, run_id: str, *, method: str = "magnitude", sparsity: float = 0.9,
+def pruned_geometry(ctx: Context, store: RunReader, run_id: str, *, method: str = "magnitude", sparsity: float = 0.9,
                     finetune_steps: int = 0, scope: str = "global", at_init: bool = False) -> LastLayerGeometry:
     """Last-layer geometry (feature norm, angle to the true class, margin) of one pruned model
     (pruned at initialisation and trained `finetune_steps` steps with `at_init`)."""
@@ -621,7 +626,7 @@ def pruned_geometry(ctx, store, run_id: str, *, method: str = "magnitude", spars
     return pruning.last_layer_geometry(pruned.model, data.x_test, data.y_test)
 
 
-def ntk_mode_curves(ctx, store, run_id: str, *, k: int = 6, kind: str = "pseudo") -> ModeCurves:
+def ntk_mode_curves(ctx: Context, store: RunReader, run_id: str, *, k: int = 6, kind: str = "pseudo") -> ModeCurves:
     """The residual along each of the initial kernel's top eigenvectors during training, beside
     the kernel regime's prediction exp(-2 eta lambda_i t / (N O)) (full-batch GD on MSE only)."""
     experiment = Experiment.from_dict(store.settings(run_id))
@@ -633,7 +638,8 @@ def ntk_mode_curves(ctx, store, run_id: str, *, k: int = 6, kind: str = "pseudo"
     return ntk.mode_curves(run.model, _checkpoints(store, run_id), run.x, run.y, run.lr, k=k, kind=kind)
 
 
-def lottery_tickets(ctx, store, run_id: str, *, rounds: int = 4, rate: float = 0.2, steps: Optional[int] = None,
+def lottery_tickets(ctx: Context, store: RunReader, run_id: str, *, rounds: int = 4, rate: float = 0.2,
+                    steps: Optional[int] = None,
                     rewind_step: int = 0) -> LotteryTickets:
     """Lottery tickets from the run's initial weights (Frankle & Carbin 2019): train, prune the
     smallest `rate` of the survivors, rewind, repeat; against the same masks re-initialised."""
@@ -646,7 +652,7 @@ def lottery_tickets(ctx, store, run_id: str, *, rounds: int = 4, rate: float = 0
     return tickets
 
 
-def cross_run_similarity(ctx, store, run_id: str, *, other: str, step: Optional[int] = None,
+def cross_run_similarity(ctx: Context, store: RunReader, run_id: str, *, other: str, step: Optional[int] = None,
                          samples: int = 500) -> SimilarityMatrix:
     """Linear CKA between every layer of this run and every layer of another, on this run's
     inputs (two seeds, two activations, dense against pruned: convergent learning)."""
@@ -661,7 +667,7 @@ def cross_run_similarity(ctx, store, run_id: str, *, other: str, step: Optional[
     return SimilarityMatrix(values, [f"this: {n}" for n in mine], [f"other: {n}" for n in theirs], "linear CKA")
 
 
-def matched_units(ctx, store, run_id: str, *, other: str, layer: str, samples: int = 500) -> UnitMatch:
+def matched_units(ctx: Context, store: RunReader, run_id: str, *, other: str, layer: str, samples: int = 500) -> UnitMatch:
     """One layer's units matched one-to-one to the other run's (Hungarian on correlations,
     Li et al. 2015), with each match's correlation."""
     run = run_data(store, run_id, None, "train", samples)
@@ -674,7 +680,7 @@ def matched_units(ctx, store, run_id: str, *, other: str, layer: str, samples: i
     return UnitMatch(correlations, permutation, f"{layer}: this run against the other")
 
 
-def convexity(ctx, store, run_id: str, *, step: Optional[int] = None, split: str = "train",
+def convexity(ctx: Context, store: RunReader, run_id: str, *, step: Optional[int] = None, split: str = "train",
               samples: Optional[int] = 500, span: float = 1.0, resolution: int = 7, seed: int = 0) -> ConvexityMap:
     """|lambda_min / lambda_max| of the Hessian over a coarse grid of the random plane that
     `random_plane_surface` draws with the same seed (Li et al. 2018: near 0 is locally convex)."""

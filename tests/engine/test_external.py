@@ -296,13 +296,15 @@ def test_the_readme_example_runs_and_imports_a_run(tmp_path, monkeypatch, capsys
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("DYNAMICS_LAB_HOME", str(tmp_path / "home"))
     try:
-        exec(compile(readme_example(), "README.md", "exec"), {"__name__": "readme"})
+        namespace = {"__name__": "readme"}
+        exec(compile(readme_example(), "README.md", "exec"), namespace)
     finally:
         sys.modules.pop("my_model", None)  # the example's model file, imported from tmp_path
     printed = capsys.readouterr().out
     run_id = printed.split("Saved as run ", 1)[1].split()[0]
     assert [r.id for r in RunStore(tmp_path / "home" / "runs").list()] == [run_id]
     assert "(5, 5)" in printed and "running statistics" in printed
+    assert namespace["figure"].data, "the contour figure has no traces"
 
 
 # ---------------------------------------------------------------- only model code the user named

@@ -96,9 +96,14 @@ class Setup:
     def y(self) -> torch.Tensor:
         return self.data.y_train[:self.size.samples]
 
-    def fresh_model(self) -> nn.Module:
-        """The model as `build` makes it (untrained), on the CPU: trainers move it themselves."""
-        return build(self.spec, self.data.input_shape, self.data.n_outputs)
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def fresh(self, spec: ModelSpec) -> nn.Module:
+        """A model as `build` makes it (untrained), in the setup's dtype, on the CPU: trainers
+        move it themselves."""
+        return build(spec, self.data.input_shape, self.data.n_outputs).to(self.dtype)
 
 
 def reference_setup(size: Size) -> Setup:
@@ -132,7 +137,7 @@ def _numpy(value) -> np.ndarray:
 
 
 def train_run(s: Setup) -> Arrays:
-    trainer = Trainer(s.fresh_model(), s.data, s.config, device=s.device, keep_checkpoints=False)
+    trainer = Trainer(s.fresh(s.spec), s.data, s.config, device=s.device, keep_checkpoints=False)
     trainer.run()
     return {"loss": _numpy(trainer.history.train_loss),
             "weights": _numpy(landscape.flatten(landscape.parameters(trainer.model)))}
@@ -195,15 +200,14 @@ def _twin_data(s: Setup) -> datasets.Dataset:
 
 
 def kernel_twin(s: Setup) -> Arrays:
-    twin = KernelTwin(s.fresh_model().to(s.device), _twin_data(s), s.config, device=s.device)
+    twin = KernelTwin(s.fresh(s.spec).to(s.device), _twin_data(s), s.config, device=s.device)
     for _ in range(s.size.train_steps):
         twin.step()
     return {"outputs": _numpy(twin.outputs()), "loss": _numpy(twin.train_loss)}
 
 
 def ensemble_run(s: Setup) -> Arrays:
-    members = [build(dataclasses.replace(s.spec, alpha=alpha, seed=seed), s.data.input_shape, s.data.n_outputs)
-               for alpha in (1.0, 10.0) for seed in (0, 1)]
+    members = [s.fresh(dataclasses.replace(s.spec, alpha=alpha, seed=seed)) for alpha in (1.0, 10.0) for seed in (0, 1)]
     ensemble = EnsembleTrainer(members, s.data, s.config, device=s.device)
     ensemble.run()
     return {"train loss": _numpy(ensemble.output_losses("train")),

@@ -910,8 +910,8 @@ def _drop_dead_units(chain: _Chain, k: int) -> bool:
 def _shrunk(layer: nn.Linear, rows=None, columns=None) -> nn.Linear:
     """A copy of the layer (its class, role and multiplier kept) with some rows or columns."""
     weight = layer.weight.detach()
-    rows = torch.arange(weight.shape[0]) if rows is None else rows
-    columns = torch.arange(weight.shape[1]) if columns is None else columns
+    rows = torch.arange(weight.shape[0], device=weight.device) if rows is None else rows
+    columns = torch.arange(weight.shape[1], device=weight.device) if columns is None else columns
     new = copy.deepcopy(layer)
     new.weight = nn.Parameter(weight[rows][:, columns].clone())
     if layer.bias is not None:

@@ -107,3 +107,82 @@ def test_the_device_side_works_on_copies_even_on_the_cpu(one_thread):
     assert copy.model is not reference.model and copy.data.x_train is not reference.data.x_train
     assert torch.equal(copy.data.x_train, reference.data.x_train)
     assert all(torch.equal(a, b) for a, b in zip(copy.model.parameters(), reference.model.parameters()))
+
+
+# ---------------------------------------------------------------- device-generic code, checked on the CPU
+#
+# No GPU runs these tests, so the paths a GPU takes are checked through what they have in common
+# with dtypes (a tensor made without `device=`/`dtype=` from what it meets goes wrong in both ways)
+# and by standing in for torch.cuda where the engine asks it something.
+
+
+def in_float64(setup: doctor.Setup) -> doctor.Setup:
+    data = setup.data
+    data = doctor.dataclasses.replace(data, x_train=data.x_train.double(), x_test=data.x_test.double())
+    return doctor.dataclasses.replace(setup, model=doctor.copy.deepcopy(setup.model).double(), data=data)
+
+
+# Random directions are drawn in the weights' dtype, another stream for float64 (the same on
+# every device, which is what the doctor compares).
+DRAWN_IN_THE_WEIGHTS_DTYPE = ("landscape surface",)
+
+
+def test_every_lens_computes_in_the_models_dtype(one_thread):
+    """A float64 model and data through every check: no tensor made in float32 along the way
+    meets them (that raises), and the results agree with float32's to its rounding."""
+    setup = doctor.reference_setup(doctor.QUICK)
+    for check in doctor.CHECKS:
+        if check.name in DRAWN_IN_THE_WEIGHTS_DTYPE:
+            continue
+        _, relative = doctor.difference(check.compute(setup), check.compute(in_float64(setup)))
+        assert relative < 1e-4, check.name
+
+
+# The checks that build fresh models: `build` makes them in torch's default dtype, as nn.Linear does.
+BUILDS_MODELS = ("trainer", "lazy kernel twin", "ensemble (phase diagram)")
+
+
+def test_no_lens_makes_tensors_in_the_default_dtype(one_thread):
+    """With torch's default dtype float64, a float32 model's results are bit for bit those with
+    the default float32: every tensor a lens makes takes its dtype (and device) from its inputs."""
+    setup = doctor.reference_setup(doctor.QUICK)
+    checks = [c for c in doctor.CHECKS if c.name not in BUILDS_MODELS]
+    expected = [c.compute(setup) for c in checks]
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        got = [c.compute(setup) for c in checks]
+    finally:
+        torch.set_default_dtype(default)
+    for check, a, b in zip(checks, expected, got):
+        assert doctor.difference(a, b) == (0.0, 0.0), check.name
+
+
+def test_pick_prefers_cuda(monkeypatch):
+    from engine.device import pick
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick() == torch.device("cuda")
+
+
+def test_a_gpus_budget_is_read_from_its_free_memory(monkeypatch):
+    from engine import memory
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (8 * 2**30, 80 * 2**30))
+    assert memory.available_bytes("cuda") == 8 * 2**30
+    assert memory.chunk_budget("cuda") == memory.budget("cuda")  # the whole budget, not a CPU chunk
+
+
+def test_cuda_work_is_waited_for_before_the_clock_is_read(monkeypatch):
+    waited = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waited.append(device))
+    doctor.synchronize(torch.device("cuda"))
+    assert waited == [torch.device("cuda")]
+
+
+def test_the_header_names_the_gpu_and_warns_of_tf32(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100")
+    torch.backends.cuda.matmul.allow_tf32 = True  # a property, not an attribute monkeypatch can restore
+    try:
+        notes = " ".join(doctor.notes(torch.device("cuda")))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False
+    assert "NVIDIA H100" in notes and "TF32" in notes

@@ -3,7 +3,7 @@ browser's job: two browser contexts (two people) on one server."""
 import re
 
 import pytest
-from test_browser import LONG_RUN, open_page, progress_text, step_of, wait_for_progress
+from test_browser import LONG_RUN, open_page, progress_text, step_of, wait_for_progress, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -40,6 +40,36 @@ def test_a_copied_link_shows_a_run_live_but_cannot_stop_it(browser, app_url, art
         a.get_by_role("button", name="Stop").click()  # A stops its own run
         a.wait_for_selector("text=the run is saved", timeout=60_000)
         wait_for_progress(b, r"cancelled · step [1-9]")  # and B sees it end
+    finally:
+        for context in contexts:
+            context.close()
+
+
+def test_a_reloaded_tab_may_stop_its_run_and_a_copied_link_still_may_not(browser, app_url):
+    contexts = [browser.new_context(viewport={"width": 1400, "height": 900}) for _ in range(2)]
+    try:
+        a, b = (context.new_page() for context in contexts)
+        for tab in (a, b):
+            tab.set_default_timeout(30_000)
+        open_page(a, app_url, f"/train?train.steps={LONG_RUN}")
+        a.get_by_role("button", name="Start").click()
+        wait_for_progress(a, r"running · step [1-9]")
+        a.wait_for_url(re.compile(r"[?&]run=\w+"))
+        secret = {c["name"]: c["value"] for c in contexts[0].cookies()}["dynamics_lab_owner"]
+        assert secret not in a.url, "the link carries the owner's secret"
+
+        a.reload()  # a new session of the same browser
+        wait_idle(a)
+        wait_for_progress(a, r"running · step [1-9]")
+        assert a.get_by_role("button", name="Stop").is_enabled(), "the reloaded tab may not stop its own run"
+
+        open_page(b, app_url, a.url.removeprefix(app_url))  # the same address in another browser
+        wait_for_progress(b, r"running · step [1-9]")
+        assert b.get_by_role("button", name="Stop").is_disabled(), "another browser may stop the run"
+
+        a.get_by_role("button", name="Stop").click()
+        a.wait_for_selector("text=the run is saved", timeout=60_000)
+        wait_for_progress(b, r"cancelled · step [1-9]")
     finally:
         for context in contexts:
             context.close()

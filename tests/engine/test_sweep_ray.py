@@ -1,4 +1,6 @@
-"""Sweeps on Ray: the same numbers as the local backend, and a worker killed mid-cell.
+"""Sweeps on Ray: the same numbers as the local backend, and a worker killed mid-cell; a phase
+diagram's widths, a surface's blocks of rows and the kernel at each checkpoint as Ray tasks,
+equal to what this machine computes.
 
 One local Ray (2 CPUs) serves the whole module; the sweep joins it rather than starting its own.
 """
@@ -7,10 +9,19 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
+import torch
 
+from engine import distributed, landscape, ntk
+from engine.experiment import Experiment
+from engine.jobs import JobContext
+from engine.landscape import random_direction
+from engine.lazy import sweep_job
+from engine.models import ModelSpec
 from engine.store import RunStore
 from engine.sweep import STAGING_FOLDER, QuietContext, cell_key, cell_run_id, grid, run_sweep, train_cell
+from engine.train import TrainConfig
 
 ray = pytest.importorskip("ray")
 
@@ -87,3 +98,63 @@ def test_a_cancelled_ray_sweep_stops_its_endless_cell_and_lists_no_half_run(tmp_
     sweep = grid(TINY | {"model.width": "4", "train.steps": "10000000"})
     record = run_sweep(sweep, store, backend="ray", device="cpu", ctx=CancelOnceTraining())
     assert [r.status for r in record.results] == ["cancelled"] and store.list() == []
+
+
+# ---------------------------------------------------------------- a phase diagram's widths on Ray
+
+
+def test_a_phase_diagram_on_ray_equals_the_one_trained_here(tmp_path, one_thread):
+    experiment = Experiment("circle", {"n": 64}, ModelSpec(depth=1),
+                            TrainConfig(optimizer="sgd", lr=0.05, steps=20, batch_size=16, eval_every=10,
+                                        checkpoint_every=10))
+    grid = ([1.0, 10.0], [4, 8], [0])
+    here = sweep_job(JobContext("here", lambda *_: None), RunStore(tmp_path / "here"), experiment, *grid,
+                     device="cpu")
+    there = sweep_job(JobContext("there", lambda *_: None), RunStore(tmp_path / "ray"), experiment, *grid,
+                      device="cpu", backend="ray")
+    for name in ("weight_change", "kernel_distance", "alignment", "test_loss"):
+        np.testing.assert_allclose(getattr(there, name), getattr(here, name), rtol=1e-6, err_msg=name)
+    assert np.array_equal(there.run_ids, here.run_ids)  # the same cells, so the same run ids
+
+
+# ---------------------------------------------------------------- big grids in blocks
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    x, y = torch.randn(40, 2), torch.randint(0, 3, (40,))
+    return model, x, y
+
+
+def test_a_surface_in_blocks_of_rows_on_ray_equals_the_local_surface(classifier):
+    model, x, y = classifier
+    d1, d2 = random_direction(model, seed=1), random_direction(model, seed=2)
+    xs, ys = np.linspace(-1, 1, 5), np.linspace(-0.5, 0.5, 7)
+    here = landscape.surface(model, "ce", x, y, d1, d2, xs=xs, ys=ys)
+    fractions = []
+    there = distributed.surface(model, "ce", x, y, d1, d2, xs=xs, ys=ys, blocks=3, progress=fractions.append)
+    assert there.loss.shape == (7, 5) and there.settings["blocks"] == 3 and fractions[-1] == 1.0
+    np.testing.assert_allclose(there.loss, here.loss, rtol=1e-6)
+    np.testing.assert_allclose(there.accuracy, here.accuracy)
+
+
+def test_a_line_is_split_along_its_points(classifier):
+    model, x, y = classifier
+    d1 = random_direction(model, seed=1)
+    here = landscape.surface(model, "ce", x, y, d1, xs=np.linspace(-1, 1, 9))
+    there = distributed.surface(model, "ce", x, y, d1, xs=np.linspace(-1, 1, 9), blocks=2)
+    np.testing.assert_allclose(there.loss, here.loss, rtol=1e-6)
+
+
+def test_the_kernel_at_every_checkpoint_on_ray_equals_the_local_one(classifier):
+    model, x, _ = classifier
+    checkpoints = {}
+    for step in (0, 10, 20):
+        torch.manual_seed(step)
+        checkpoints[step] = {k: v + 0.1 * torch.randn_like(v) for k, v in model.state_dict().items()}
+    steps_here, here = ntk.kernel_over_checkpoints(model, checkpoints, x[:10], kind="full")
+    steps_there, there = distributed.kernel_over_checkpoints(model, checkpoints, x[:10], kind="full")
+    assert steps_there == steps_here == [0, 10, 20]
+    torch.testing.assert_close(there, here.cpu(), rtol=1e-6, atol=1e-7)

@@ -233,7 +233,7 @@ def chart(figure, key: str, *, result=None, name: str = "", container=None, sele
         select: selection modes ("points", "box", "lasso") that rerun the page with the
             user's selection, which is returned (and kept in st.session_state[key]).
     """
-    from engine import results
+    from engine import results, tables
 
     place = container if container is not None else st
     options = {"on_select": "rerun", "selection_mode": select} if select else {}
@@ -244,8 +244,8 @@ def chart(figure, key: str, *, result=None, name: str = "", container=None, sele
     with place.popover("Export", icon=":material/download:"):
         st.download_button("Numbers (.npz)", data=lambda: results.to_npz_bytes(result),
                            file_name=f"{name}.npz", mime="application/octet-stream", key=f"{key}:npz")
-        if results.to_csv(result) is not None:
-            st.download_button("Table (.csv)", data=lambda: results.to_csv(result), file_name=f"{name}.csv",
+        if tables.to_csv(result) is not None:
+            st.download_button("Table (.csv)", data=lambda: tables.to_csv(result), file_name=f"{name}.csv",
                                mime="text/csv", key=f"{key}:csv")
         st.download_button("Figure (interactive .html)",
                            data=lambda: figure.to_html(include_plotlyjs=True, full_html=True),

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from engine import analysis, ntk, pruning, recipes, results
+from engine import analysis, ntk, pruning, recipes, results, tables
 from engine.experiment import Experiment, parse, train_job
 from engine.store import RunStore
 
@@ -333,7 +333,7 @@ def analyse(args) -> int:
     stem = Path(args.out) / f"{args.command}-{what}-{args.run_id}"
     stem.with_suffix(".npz").write_bytes(results.to_npz_bytes(result))
     print(f"Wrote {stem.with_suffix('.npz')}")
-    table = results.to_csv(result)
+    table = tables.to_csv(result)
     if table is not None:
         stem.with_suffix(".csv").write_text(table)
         print(f"Wrote {stem.with_suffix('.csv')}")

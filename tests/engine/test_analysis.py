@@ -1,6 +1,6 @@
 import numpy as np
 
-from engine import analysis, results
+from engine import analysis, results, tables
 from engine.store import RunStore
 
 
@@ -90,15 +90,15 @@ def test_npz_export_holds_the_arrays_and_the_settings():
 def test_csv_of_a_surface_has_one_row_per_grid_point():
     surface = results.Surface(xs=np.array([0.0, 1.0, 2.0]), ys=np.array([5.0, 6.0]),
                               loss=np.arange(6.0).reshape(2, 3))
-    lines = results.to_csv(surface).splitlines()
+    lines = tables.to_csv(surface).splitlines()
     assert lines[0] == "x,y,loss" and len(lines) == 7 and lines[-1] == "2,6,5"
 
 
 def test_csv_of_a_path_has_one_row_per_point():
     path = results.LinearPath(xs=np.linspace(0, 1, 4), loss=np.ones(4), accuracy=np.ones(4))
-    assert results.to_csv(path).splitlines()[0] == "t,loss,accuracy"
+    assert tables.to_csv(path).splitlines()[0] == "t,loss,accuracy"
 
 
 def test_csv_leaves_out_text_columns():
     view = results.Embedding(points=np.zeros((3, 2)), values=np.arange(3), hover=np.array(["a", "b", "c"]))
-    assert results.to_csv(view).splitlines()[0] == "sample,point[1],point[2],class"
+    assert tables.to_csv(view).splitlines()[0] == "sample,point[1],point[2],class"

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from engine import results as r
+from engine import tables
 
 M, S, L, T, N, K = 2, 3, 4, 5, 6, 3  # methods, sparsities, layers, steps, samples, eigen-things
 GY, GX = 2, 3  # a grid's rows and columns
@@ -80,7 +81,6 @@ EXAMPLES = [
     (r.SampleGallery(np.arange(N), ones(N, 2), np.zeros(N), np.zeros(N)), N),
 ]
 NOT_TABLES = {r.PruningMasks}  # one array per weight, each its own shape
-TABLE_SPECS = {r.Axis, r.Column, r.Table}
 
 
 def rows(text: str) -> list[dict]:
@@ -89,24 +89,24 @@ def rows(text: str) -> list[dict]:
 
 def test_every_result_type_is_a_table_or_said_not_to_be():
     types = {t for t in vars(r).values() if dataclasses.is_dataclass(t) and t.__module__ == r.__name__}
-    assert types - TABLE_SPECS - NOT_TABLES == {type(result) for result, _ in EXAMPLES}
+    assert types - NOT_TABLES == {type(result) for result, _ in EXAMPLES} == set(tables.TABLES)
 
 
 @pytest.mark.parametrize("result, n_rows", EXAMPLES, ids=lambda x: type(x).__name__)
 def test_a_table_has_named_columns_and_one_row_per_point(result, n_rows):
-    text = r.to_csv(result)
+    text = tables.to_csv(result)
     header = text.splitlines()[0].split(",")
     assert len(header) == len(set(header)) >= 2 and all(name and not name.isdigit() for name in header)
     assert len(rows(text)) == n_rows
 
 
 def test_results_that_are_not_tables_have_no_csv():
-    assert r.to_csv(r.PruningMasks({"fc1.weight": np.ones((2, 3), bool)})) is None
+    assert tables.to_csv(r.PruningMasks({"fc1.weight": np.ones((2, 3), bool)})) is None
 
 
 def test_the_pruning_sweeps_csv_holds_each_methods_accuracy_and_loss_at_each_sparsity():
     result = sweep()
-    table = rows(r.to_csv(result))
+    table = rows(tables.to_csv(result))
     for i, method in enumerate(result.methods):
         for j, sparsity in enumerate(result.sparsities):
             row, = [t for t in table if t["method"] == method and float(t["sparsity"]) == sparsity]
@@ -115,24 +115,24 @@ def test_the_pruning_sweeps_csv_holds_each_methods_accuracy_and_loss_at_each_spa
 
 
 def test_an_axis_more_spreads_into_labelled_columns():
-    header = r.to_csv(sweep()).splitlines()[0].split(",")
+    header = tables.to_csv(sweep()).splitlines()[0].split(",")
     assert "layer_sparsity[fc3.weight]" in header and "cka[fc1]" in header and "corrupted_accuracy[noise 0.5]" in header
 
 
 def test_a_grid_has_one_row_per_point_with_its_coordinates():
     surface = r.Surface(xs=np.array([0.0, 1.0, 2.0]), ys=np.array([5.0, 6.0]), loss=np.arange(6.0).reshape(2, 3))
-    table = rows(r.to_csv(surface))
+    table = rows(tables.to_csv(surface))
     assert [(float(t["x"]), float(t["y"]), float(t["loss"])) for t in table] == [
         (x, y, surface.loss[j, i]) for j, y in enumerate(surface.ys) for i, x in enumerate(surface.xs)]
 
 
 def test_values_with_fewer_axes_repeat_along_the_others():
     spectrum = r.FourierContent(np.array([3.0, 2.0]), np.arange(3), np.arange(6.0).reshape(2, 3), np.array([1, 2]))
-    table = rows(r.to_csv(spectrum))
+    table = rows(tables.to_csv(spectrum))
     assert [t["eigenvalue"] for t in table] == ["3"] * 3 + ["2"] * 3
     assert [t["power"] for t in table] == [str(v) for v in range(6)]
 
 
 def test_missing_values_are_empty_cells():
     path = r.LinearPath(np.arange(2.0), np.array([1.0, np.nan]))
-    assert r.to_csv(path).splitlines() == ["t,loss", "0,1", "1,"]
+    assert tables.to_csv(path).splitlines() == ["t,loss", "0,1", "1,"]

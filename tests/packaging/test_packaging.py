@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -27,8 +28,11 @@ def test_the_engine_runs_from_any_folder(tmp_path):
 
 
 def test_the_wheel_holds_the_packages_the_entry_script_and_the_presets(tmp_path):
+    source = tmp_path / "source"  # a copy: building in place would leave build/ in the repository
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "*.egg-info", "build", "tests", "bench",
+                                                                 "__pycache__", "test-artifacts"))
     result = run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                 "-w", str(tmp_path), str(ROOT), cwd=tmp_path)
+                 "-w", str(tmp_path), str(source), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (wheel,) = tmp_path.glob("dynamics_lab-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())

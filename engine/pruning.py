@@ -29,6 +29,9 @@ applied so that the pruned weights stay zero through any later training.
   Frankle & Carbin 2019) and `sweep` (methods x sparsities -> `PruningSweep`); pruning at
   initialisation is `sweep` of the untrained model with a trained `reference`.
 - `structured_remove` turns an MLP with dead units into a smaller dense one, same outputs.
+- Conv channels: `channel_scores` (filter norms), `channel_masks`, `mask_channels` (the removed
+  channels output zero) and `remove_channels` (a smaller model, same outputs as the masked one;
+  `channel_paths` says where each conv's channels go, or why a residual net's cannot go).
 - Measures: `evaluate`, `corrupt` and `corrupted_accuracy`, `mask_overlap`, `cka_to_dense`,
   `last_layer_geometry` (Li et al. 2022), `top_eigenvalue`, `flips`.
 - Pictures: `flip_gallery` (the test samples pruning changes first, and those it never
@@ -51,6 +54,8 @@ from typing import Callable, Iterable, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
+import torch.fx
+import torch.fx.passes.shape_prop
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
@@ -60,8 +65,7 @@ from engine.data import Dataset
 from engine.landscape import as_data, flatten, unflatten
 from engine.losses import LossArg, loss_for_task, loss_function, loss_name
 from engine.modes import evaluating
-from engine.results import (FlipGallery, LastLayerGeometry, LotteryTickets, PrunedRegions,
-                            PruningSweep)
+from engine.results import FlipGallery, LastLayerGeometry, LotteryTickets, PrunedRegions, PruningSweep
 from engine.train import TrainConfig, Trainer
 
 Scores = dict[str, torch.Tensor]
@@ -930,6 +934,353 @@ def _before_after(before: dict, after: dict) -> dict:
     return {"parameters": [before["parameters"], after["parameters"]],
             "multiply_adds": [before["multiply_adds"], after["multiply_adds"]],
             "units": {n: [before["units"][n], after["units"][n]] for n in before["units"]}}
+
+
+# ---------------------------------------------------------------- removing conv channels
+#
+# Structured pruning that makes the network smaller: a conv layer's output channels go, with
+# their BatchNorm entries and the inputs of the layer that reads them. Which layer reads a
+# channel is found from the forward pass itself (a torch.fx trace), so any model whose forward
+# can be traced is handled, whatever its module names: the lab's VGG, an nn.Sequential, a
+# user's own CNN. A channel can go only where its whole path is known: conv -> (BatchNorm) ->
+# elementwise maps and pooling that send zero to zero -> the next conv or linear layer. A
+# channel that also feeds an addition (a residual connection) or a concatenation cannot go:
+# the sum would change. Such layers are reported as unsafe, with the reason.
+
+CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+POOL_TYPES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+              nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+              nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+# Modules a channel passes through unchanged in meaning (each is checked to send 0 to 0).
+CHANNELWISE_TYPES = geometry.ACTIVATION_TYPES + POOL_TYPES + (nn.Dropout, nn.Dropout1d, nn.Dropout2d,
+                                                                nn.Dropout3d, nn.Identity)
+# Functions and tensor methods that act channel by channel and send 0 to 0.
+CHANNELWISE_CALLS = {"relu", "relu_", "gelu", "silu", "tanh", "leaky_relu", "elu", "hardtanh", "dropout",
+                     "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+                     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
+                     "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d", "contiguous"}
+RESHAPE_CALLS = {"flatten", "view", "reshape", "mean", "sum", "amax", "squeeze"}  # judged by shape
+
+
+@dataclass
+class ChannelPath:
+    """Where a conv layer's output channels go: the layers that change when some are removed.
+
+    `norms` hold one entry per channel; `reader` is the conv or linear layer that reads the
+    channels, `block` the inputs it has per channel (1 for a conv, or for a linear layer after
+    global pooling; H*W when the feature maps were flattened into it)."""
+
+    conv: str
+    channels: int
+    norms: list[str]
+    reader: str
+    block: int
+
+
+class _LayerTracer(torch.fx.Tracer):
+    """A trace that stops at layers (convs, linear maps, norms, activations, pools), and at the
+    `opaque` modules whose forward cannot be traced: each appears as a single call, under its
+    name in the model."""
+
+    def __init__(self, opaque: frozenset = frozenset()):
+        super().__init__()
+        self.opaque = opaque
+
+    def is_leaf_module(self, module: nn.Module, name: str) -> bool:
+        leaves = CONV_TYPES + NORM_TYPES + CHANNELWISE_TYPES + (nn.Linear,)
+        return (isinstance(module, leaves) or id(module) in self.opaque
+                or super().is_leaf_module(module, name))
+
+
+def _trace(model: nn.Module) -> tuple[torch.fx.Graph, dict[str, nn.Module]]:
+    """The model's forward as a graph of layer calls, and the modules left opaque.
+
+    Modules whose forward torch.fx cannot trace (control flow on a tensor's size, say) are
+    kept as single calls: each module is tried, the innermost first, and one that fails
+    becomes opaque for its parents. Only the model's own forward must trace."""
+    opaque: set[int] = set()
+    named = [(name, m) for name, m in model.named_modules()]
+    for name, module in reversed(named):  # reversed pre-order: every module after its descendants
+        if name and not _LayerTracer().is_leaf_module(module, name):
+            try:
+                _LayerTracer(frozenset(opaque)).trace(module)
+            except Exception:
+                opaque.add(id(module))
+    graph = _LayerTracer(frozenset(opaque)).trace(model)
+    return graph, {name: m for name, m in named if id(m) in opaque}
+
+
+def example_input(model: nn.Module, x=None) -> torch.Tensor:
+    """A small batch in the shape the model's forward takes: x's first two samples, or zeros
+    of the model's `input_shape` (the lab's conv nets)."""
+    p = next(model.parameters())
+    if x is not None:
+        return torch.as_tensor(x)[:2].to(p.device, p.dtype)
+    if hasattr(model, "input_shape"):
+        return torch.zeros(2, *model.input_shape, device=p.device, dtype=p.dtype)
+    raise ValueError("Give an example input x: the model's input shape cannot be read from it.")
+
+
+def channel_paths(model: nn.Module, x=None) -> dict[str, ChannelPath | str]:
+    """For every conv layer, where its channels go (a `ChannelPath`), or why they cannot be
+    removed (a sentence): a residual addition, a branch, a map that does not send 0 to 0.
+
+    Args:
+        model: any module whose forward torch.fx can trace (no data-dependent control flow).
+        x: example inputs in the shape the forward takes (only the first two are run), or
+            None for the lab's models, which know their input shape.
+    """
+    example = example_input(model, x)
+    try:
+        graph, opaque = _trace(model)
+        traced = torch.fx.GraphModule(model, graph)
+        with torch.no_grad(), evaluating(traced):
+            torch.fx.passes.shape_prop.ShapeProp(traced).propagate(example)
+    except Exception as exc:
+        raise ValueError(f"Channel removal follows the model's forward pass, which could not be traced "
+                         f"({type(exc).__name__}: {exc}).") from None
+    modules = dict(model.named_modules())
+    paths: dict[str, ChannelPath | str] = {}
+    for node in traced.graph.nodes:
+        if node.op == "call_module" and isinstance(modules.get(node.target), CONV_TYPES):
+            paths[node.target] = _follow(node, modules)
+    for name, module in modules.items():
+        if isinstance(module, CONV_TYPES) and name not in paths:
+            inside = next((o for o in opaque if name.startswith(o + ".")), "a module")
+            paths[name] = (f"{name} sits inside {inside}, whose forward cannot be followed (torch.fx cannot "
+                           "trace it).")
+    return paths
+
+
+def _shape(node) -> tuple[int, ...]:
+    meta = node.meta.get("tensor_meta")
+    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else ()
+
+
+def _follow(conv_node, modules: dict[str, nn.Module]) -> ChannelPath | str:
+    """Walk from a conv layer's output to the layer that reads its channels."""
+    conv = modules[conv_node.target]
+    if conv.groups != 1:
+        return f"{conv_node.target} is a grouped convolution; its channels are tied to its inputs'."
+    channels, norms, block, node = conv.out_channels, [], 0, conv_node
+    while True:
+        users = list(node.users)
+        if len(users) != 1:
+            return (f"the output of {node.name} goes to {len(users)} places (a residual connection or a "
+                    "branch), so removing channels would change what the others receive." if users else
+                    f"the channels of {conv_node.target} reach the output without a layer that reads them.")
+        user = users[0]
+        module = modules.get(user.target) if user.op == "call_module" else None
+        name = _call_name(user)
+        if isinstance(module, NORM_TYPES) and not block:
+            norms.append(user.target)
+        elif isinstance(module, CONV_TYPES) and not block:
+            if module.groups != 1:
+                return f"{user.target} is a grouped convolution; its inputs cannot be removed one by one."
+            return ChannelPath(conv_node.target, channels, norms, user.target, 1)
+        elif isinstance(module, nn.Linear):
+            if _shape(node)[1:] != (channels * max(block, 1),):
+                return (f"{user.target} reads the channels of {conv_node.target} along another axis "
+                        f"(its input has shape {_shape(node)}).")
+            return ChannelPath(conv_node.target, channels, norms, user.target, max(block, 1))
+        elif isinstance(module, CHANNELWISE_TYPES) or (module is None and name in CHANNELWISE_CALLS):
+            if module is not None and not _keeps_zero(module, _shape(node)):
+                return f"{user.target} does not send 0 to 0, so a removed channel would still send a signal."
+        elif (module is None and name in RESHAPE_CALLS) or isinstance(module, nn.Flatten):
+            shape, out = _shape(node), _shape(user)
+            if len(out) >= 2 and out[:2] == shape[:2]:
+                pass  # the sample and channel axes stay: a spatial flatten or reduction
+            elif len(out) == 2 and len(shape) > 2 and not block and out[1] == math.prod(shape[1:]):
+                block = math.prod(shape[2:])  # (N, C, ...) -> (N, C * spatial): channel-major blocks
+            else:
+                return f"{user.name} reshapes the channels of {conv_node.target} in a way removal cannot follow."
+        else:
+            what = type(module).__name__ if module is not None else name
+            return (f"the channels of {conv_node.target} go into {user.target if module is not None else user.name} "
+                    f"({what}), which channel removal cannot follow (the addition of a residual connection, "
+                    "a concatenation, a block it cannot see into).")
+        node = user
+
+
+def _call_name(node) -> str:
+    target = node.target
+    return target if isinstance(target, str) else getattr(target, "__name__", str(target))
+
+
+@torch.no_grad()
+def _keeps_zero(module: nn.Module, shape: tuple[int, ...]) -> bool:
+    if not shape:
+        return False
+    zeros = torch.zeros(1, *shape[1:], dtype=torch.float64)
+    return bool((copy.deepcopy(module).double().eval()(zeros) == 0).all())
+
+
+def channel_scores(model: nn.Module, x=None, order: int = 1) -> dict[str, torch.Tensor]:
+    """Each output channel's L`order` norm of its filter (Li et al. 2017: small filters matter
+    least), for the conv layers whose channels can be removed (see `channel_paths`).
+
+    Returns:
+        {conv name: (out_channels,) tensor}; higher means keep.
+    """
+    plain = plain_copy(model)
+    paths = channel_paths(plain, x)
+    return {name: plain.get_submodule(name).weight.detach().flatten(1).norm(p=order, dim=1)
+            for name, path in paths.items() if isinstance(path, ChannelPath)}
+
+
+def channel_masks(scores: Mapping[str, torch.Tensor], sparsity: float, scope: str = "layer") -> Masks:
+    """Which channels stay: `masks` on channel scores, with at least one channel kept in every
+    layer (a layer without channels would cut the network in two).
+
+    Returns:
+        {conv name: (out_channels,) bool}, True where the channel stays.
+    """
+    kept = masks(scores, sparsity, scope)
+    for name, keep in kept.items():
+        if not keep.any():
+            keep[scores[name].argmax()] = True
+    return kept
+
+
+def _parameter_masks(model: nn.Module, keep: Mapping[str, torch.Tensor],
+                     paths: Mapping[str, ChannelPath | str]) -> Masks:
+    """The channel masks as masks of parameters: each removed channel's filter, bias and
+    BatchNorm weight and bias set to zero, so that the channel outputs exactly zero."""
+    out = {}
+    for name, channels in keep.items():
+        path = paths[name]
+        for owner in [name, *path.norms]:
+            module = model.get_submodule(owner)
+            for attr in ("weight", "bias"):
+                p = getattr(module, attr, None)
+                if p is not None:
+                    shape = (-1,) + (1,) * (p.dim() - 1)
+                    out[f"{owner}.{attr}"] = channels.to(p.device).reshape(shape).expand_as(p).clone()
+    return out
+
+
+def _check_removable(paths: Mapping[str, ChannelPath | str], keep: Mapping[str, torch.Tensor]) -> None:
+    for name, channels in keep.items():
+        if name not in paths:
+            raise ValueError(f"{name} is not a convolution of this model; its convolutions are "
+                             f"{', '.join(paths) or 'none'}.")
+        path = paths[name]
+        if isinstance(path, str) and not bool(torch.as_tensor(channels).all()):
+            raise ValueError(f"Channels of {name} cannot be removed: {path} Residual networks allow "
+                             "removal only inside their blocks.")
+        if isinstance(path, ChannelPath) and tuple(channels.shape) != (path.channels,):
+            raise ValueError(f"The channel mask of {name} has shape {tuple(channels.shape)}; the layer has "
+                             f"{path.channels} channels.")
+        if isinstance(path, ChannelPath) and not channels.any():
+            raise ValueError(f"Every channel of {name} would be removed, which cuts the network in two.")
+
+
+def mask_channels(model: nn.Module, keep: Mapping[str, torch.Tensor], x=None) -> nn.Module:
+    """A copy of the model whose removed channels output zero: their filters, biases and
+    BatchNorm weights and biases masked (through `apply`). Same size, same function as
+    `remove_channels`' smaller model.
+
+    Args:
+        model: left unchanged.
+        keep: {conv name: (out_channels,) bool}, True where the channel stays.
+        x: example inputs, as for `channel_paths`.
+    """
+    paths = channel_paths(plain_copy(model), x)
+    keep = {name: torch.as_tensor(k).bool() for name, k in keep.items()}
+    _check_removable(paths, keep)
+    keep = {name: k for name, k in keep.items() if isinstance(paths[name], ChannelPath)}
+    masked = copy.deepcopy(model)
+    return apply(masked, _parameter_masks(masked, keep, paths))
+
+
+def remove_channels(model: nn.Module, keep: Mapping[str, torch.Tensor], x=None) -> tuple[nn.Module, dict]:
+    """A smaller model without the removed conv channels: fewer output channels in each conv,
+    the matching BatchNorm entries, fewer inputs in the layer that reads them (a conv's input
+    channels, or a linear layer's columns, H*W per channel after a flatten). Its outputs are
+    those of `mask_channels(model, keep)`.
+
+    The model's own class and forward are kept (its layers are replaced by smaller copies),
+    so a forward that hard-codes a channel count (`x.view(-1, 16 * 5 * 5)`) is refused.
+
+    Args:
+        model: left unchanged; masks `apply` put on it are made permanent in the copy.
+        keep: {conv name: (out_channels,) bool}, True where the channel stays; e.g.
+            `channel_masks(channel_scores(model), 0.5)`.
+        x: example inputs, as for `channel_paths`.
+
+    Returns:
+        (smaller model, counts): counts has "parameters" as [before, after] and "channels"
+        {conv name: [before, after]}.
+
+    Raises:
+        ValueError: for channels whose removal would change the function (a residual
+            connection, a branch), with the reason.
+    """
+    small = plain_copy(model)
+    paths = channel_paths(small, x)
+    keep = {name: torch.as_tensor(k).bool() for name, k in keep.items()}
+    _check_removable(paths, keep)
+    before = sum(p.numel() for p in small.parameters())
+    channels = {}
+    for name, channels_kept in keep.items():
+        path = paths[name]
+        if not isinstance(path, ChannelPath):
+            continue
+        index = channels_kept.nonzero().flatten()
+        _replace(small, name, _shrunk_conv(small.get_submodule(name), out_index=index))
+        for norm in path.norms:
+            _replace(small, norm, _shrunk_norm(small.get_submodule(norm), index))
+        reader = small.get_submodule(path.reader)
+        if isinstance(reader, CONV_TYPES):
+            _replace(small, path.reader, _shrunk_conv(reader, in_index=index))
+        else:
+            columns = (index[:, None] * path.block + torch.arange(path.block)).flatten()
+            _replace(small, path.reader, _shrunk(reader, columns=columns.to(reader.weight.device)))
+        channels[name] = [path.channels, len(index)]
+    try:
+        with torch.no_grad(), evaluating(small):
+            small(example_input(small, x))
+    except Exception as exc:
+        raise ValueError(f"The model's forward does not run with fewer channels ({type(exc).__name__}: {exc}); "
+                         "it may hard-code a channel count.") from None
+    return small, {"parameters": [before, sum(p.numel() for p in small.parameters())], "channels": channels}
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attr, new)
+
+
+def _shrunk_conv(conv: nn.Module, out_index=None, in_index=None) -> nn.Module:
+    """A copy of the conv layer with only the given output and input channels."""
+    weight = conv.weight.detach()
+    new = copy.deepcopy(conv)
+    if out_index is not None:
+        weight = weight[out_index.to(weight.device)]
+        if conv.bias is not None:
+            new.bias = nn.Parameter(conv.bias.detach()[out_index.to(weight.device)].clone())
+        new.out_channels = len(out_index)
+    if in_index is not None:
+        weight = weight[:, in_index.to(weight.device)]
+        new.in_channels = len(in_index)
+    new.weight = nn.Parameter(weight.clone())
+    return new
+
+
+def _shrunk_norm(norm: nn.Module, index: torch.Tensor) -> nn.Module:
+    """A copy of the batch norm with only the given channels (affine parameters and statistics)."""
+    new = copy.deepcopy(norm)
+    index = index.to(norm.running_mean.device if norm.running_mean is not None else norm.weight.device)
+    for attr in ("weight", "bias"):
+        if getattr(norm, attr, None) is not None:
+            setattr(new, attr, nn.Parameter(getattr(norm, attr).detach()[index].clone()))
+    for attr in ("running_mean", "running_var"):
+        if getattr(norm, attr, None) is not None:
+            setattr(new, attr, getattr(norm, attr)[index].clone())
+    new.num_features = len(index)
+    return new
+
 
 
 # ---------------------------------------------------------------- schedules

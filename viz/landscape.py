@@ -27,6 +27,9 @@ from viz.style import (
 
 N_LEVELS = 20  # contour levels
 SURFACE_HEIGHT = 480  # 3-D figures need more room than flat ones
+SURFACE_CAMERA = {"x": 0.5, "y": -1.7, "z": 1.3}  # from the contour's lower edge, a little to the right
+SURFACE_Z = 0.6  # the 3-D box's height, against its longest side 1
+MIN_SIDE = 0.5  # the shorter side of a 3-D plane, against its longest side 1
 LOG_FLOOR = 1e-12  # losses at or below zero are shown at this value on a log scale
 
 
@@ -157,12 +160,27 @@ def _surface_trace(surface: Surface, log: bool, clip: Optional[float],
     )
 
 
-def _scene(log: bool, zrange: Optional[tuple[float, float]]) -> dict:
+def _scene(surface: Surface, log: bool, zrange: Optional[tuple[float, float]]) -> dict:
+    """The 3-D axes of a surface, seen as its contour is. By default plotly draws a box with
+    three equal sides and looks from the far corner of the plane: a plane twice as long as it
+    is wide is squeezed and a corner's rise, seen edge-on across the valley, looks like a sharp
+    spike the contour does not have. Here the plane keeps its proportions and the camera looks
+    from the contour's lower edge, direction 1 running left to right as on the contour."""
     z_axis = {"title": {"text": _value_title(log)}}
     if zrange is not None:
         z_axis["range"] = list(zrange)
     return {"xaxis": {"title": {"text": "direction 1"}},
-            "yaxis": {"title": {"text": "direction 2"}}, "zaxis": z_axis}
+            "yaxis": {"title": {"text": "direction 2"}, "nticks": 4}, "zaxis": z_axis,  # few: seen end-on
+            "aspectmode": "manual", "aspectratio": _plane_aspect(surface),
+            "camera": {"eye": dict(SURFACE_CAMERA)}}
+
+
+def _plane_aspect(surface: Surface) -> dict:
+    """The lengths of the 3-D box: the plane's two sides in proportion (the shorter no less
+    than MIN_SIDE of the longer, so its ticks stay readable) and a fixed height."""
+    width, depth = float(np.ptp(surface.xs)), float(np.ptp(surface.ys))
+    longest = max(width, depth) or 1.0
+    return {"x": max(width / longest, MIN_SIDE), "y": max(depth / longest, MIN_SIDE), "z": SURFACE_Z}
 
 
 def surface_3d(surface: Surface, *, log: bool = False, clip: Optional[float] = None,
@@ -177,7 +195,7 @@ def surface_3d(surface: Surface, *, log: bool = False, clip: Optional[float] = N
         zrange: (zmin, zmax) of the colours and the vertical axis; from the data by default.
     """
     fig = go.Figure(_surface_trace(surface, log, clip, zrange))
-    fig.update_layout(scene=_scene(log, zrange))
+    fig.update_layout(scene=_scene(surface, log, zrange))
     base_layout(fig, title, height=SURFACE_HEIGHT)
     fig.update_layout(margin={"l": 0, "r": 0, "b": 0})
     return fig
@@ -210,7 +228,7 @@ def compare(surfaces: Sequence[Surface], titles: Optional[Sequence[str]] = None,
         shared = {"showscale": i == n}  # one colour bar for all: they share the range
         if kind == "surface":
             fig.add_trace(_surface_trace(s, log, clip, zrange, **shared), row=1, col=i)
-            fig.update_layout({f"scene{'' if i == 1 else i}": _scene(log, zrange)})
+            fig.update_layout({f"scene{'' if i == 1 else i}": _scene(s, log, zrange)})
             continue
         fig.add_trace(_contour_trace(s, log, clip, zrange, **shared), row=1, col=i)
         if trajectories is not None and trajectories[i - 1] is not None:

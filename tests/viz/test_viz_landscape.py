@@ -74,6 +74,25 @@ def test_compare_shares_one_colour_range_and_the_axes():
     assert fig.layout.xaxis2.matches == "x"
 
 
+@pytest.mark.parametrize("log, clip", [(False, None), (True, None), (True, 2.0)])
+def test_surface_and_contour_of_one_grid_carry_the_same_values_the_same_way_round(log, clip):
+    """The 3-D surface and the contour are one grid: z[i, j] is the loss at (xs[j], ys[i]) in both."""
+    grid = make_surface(nx=7, ny=5, scale=3.0)
+    grid.loss[0, -1] = 50.0  # one corner apart: (xs[-1], ys[0])
+    contour = fig_landscape.contour(grid, log=log, clip=clip).data[0]
+    surface = fig_landscape.surface_3d(grid, log=log, clip=clip).data[0]
+    assert np.array_equal(contour.x, surface.x) and np.array_equal(contour.y, surface.y)
+    assert np.array_equal(np.asarray(contour.z), np.asarray(surface.z))
+    assert (contour.zmin, contour.zmax) == (surface.cmin, surface.cmax)
+
+
+def test_surface_keeps_the_planes_proportions_and_looks_from_the_contours_lower_edge():
+    grid = make_surface(nx=7, ny=5)  # a plane twice as long (direction 1) as it is wide
+    scene = fig_landscape.surface_3d(grid).layout.scene
+    assert (scene.aspectmode, scene.aspectratio.x, scene.aspectratio.y) == ("manual", 1.0, 0.5)
+    assert scene.camera.eye.y < 0 and abs(scene.camera.eye.x) < abs(scene.camera.eye.y)
+
+
 def test_compare_in_3d_gives_every_scene_the_same_vertical_range():
     surfaces = [make_surface(), make_surface(scale=2.0)]
     fig = assert_valid(fig_landscape.compare(surfaces, kind="surface"))

@@ -13,12 +13,18 @@ gradient of the gradient's dot product with v, batch by batch over the data.
 
 The algorithms work on flat vectors (one entry per parameter); eigenvectors come back as
 dicts like `named_parameters()`. Every function takes `weights` to look at other weights than
-the model's own; the model itself is never changed (weights and train/eval modes).
+the model's own; the model itself is never changed (weights and train/eval modes). Any model
+works: it is evaluated in eval mode (`engine.modes.evaluating`), so a batch norm uses its
+running statistics and dropout is off, and the loss is a function of the weights alone.
+
+The long computations take `progress`, a function called with the share done (0..1) after
+every HVP; a job passes one that reports and raises when the job is cancelled.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Union
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -42,6 +48,7 @@ from engine.modes import evaluating
 from engine.results import ConvexityMap, Sharpness
 
 Matvec = Callable[[torch.Tensor], torch.Tensor]
+Progress = Optional[Callable[[float], None]]  # called with the share of the work done
 BACKWARD_FACTOR = 4  # activation memory of a gradient of a gradient relative to a forward pass
 MAX_VECTORS_AT_ONCE = 64  # Hessian-vector products batched in one vmap call (Hutchinson), on a GPU
 
@@ -69,7 +76,8 @@ def hvp_function(model: nn.Module, loss: LossArg, x, y, weights: Optional[Weight
     Returns:
         (hvp, w): the product as a function of a flat vector (n,) or of several stacked as
         rows (k, n), and the weights as a dict (its order is the order of the flat vectors;
-        see `engine.landscape.unflatten`).
+        see `engine.landscape.unflatten`). `hvp.vectors_at_once` says how many rows one
+        backward pass takes.
 
     Raises:
         ValueError: with a sentence, when even one sample's product would not fit.
@@ -138,6 +146,7 @@ def hvp_function(model: nn.Module, loss: LossArg, x, y, weights: Optional[Weight
             total += product(v) * len(xb)  # each batch's mean, weighted by its size
         return total / len(x)
 
+    hvp.vectors_at_once = vectors_at_once  # rows per backward pass: callers size their blocks by it
     return hvp, w
 
 
@@ -152,6 +161,36 @@ def _random_vector(like: torch.Tensor, generator: torch.Generator,
     else:
         v = torch.randn(like.numel(), generator=generator, dtype=like.dtype)
     return v.to(like.device)
+
+
+def _reporting(matvec: Matvec, products: int, progress: Progress) -> Matvec:
+    """`matvec`, reporting to `progress` the share of `products` HVPs done after every call
+    (several vectors as rows count one each)."""
+    if progress is None:
+        return matvec
+    done = 0
+
+    def counted(v: torch.Tensor) -> torch.Tensor:
+        nonlocal done
+        result = matvec(v)
+        done += len(v) if v.dim() == 2 else 1
+        progress(min(done / products, 1.0))
+        return result
+
+    return counted
+
+
+def _part(progress: Progress, index: int, parts: int) -> Progress:
+    """The progress of part `index` of `parts` equal parts, as a share of the whole."""
+    if progress is None:
+        return None
+    return lambda share: progress((index + share) / parts)
+
+
+def _finish(progress: Progress) -> None:
+    """Report the work done: iterations that converge early end short of their budget."""
+    if progress is not None:
+        progress(1.0)
 
 
 # ---------------------------------------------------------------- eigenvalues
@@ -185,7 +224,8 @@ def _orthonormalize(v: torch.Tensor, basis: list[torch.Tensor]) -> torch.Tensor:
 
 def top_eigenvalues(model: nn.Module, loss: LossArg, x, y, k: int = 1, iters: int = 100,
                     tol: float = 1e-4, seed: int = 0, weights: Optional[Weights] = None,
-                    batch_size: Optional[int] = None) -> tuple[np.ndarray, list[Params]]:
+                    batch_size: Optional[int] = None,
+                    progress: Progress = None) -> tuple[np.ndarray, list[Params]]:
     """The k eigenvalues of the Hessian of largest magnitude, by deflated power iteration.
 
     Near a minimum these are the k largest (positive) ones, the sharpness of the loss.
@@ -196,17 +236,20 @@ def top_eigenvalues(model: nn.Module, loss: LossArg, x, y, k: int = 1, iters: in
         iters: the most HVPs per eigenvalue.
         tol: relative change of the eigenvalue estimate at which to stop.
         seed: the seed of the random starting vectors.
+        progress: called with the share done (of k * iters HVPs at most) after every HVP.
 
     Returns:
         (values (k,) descending, eigenvectors as unit-norm dicts like `named_parameters()`).
     """
     hvp, w = hvp_function(model, loss, x, y, weights, batch_size)
+    hvp = _reporting(hvp, k * iters, progress)
     flat, generator = flatten(w), torch.Generator().manual_seed(seed)
     values, vectors = [], []
     for _ in range(k):
         value, vector = _power_iteration(hvp, _random_vector(flat, generator), vectors, iters, tol)
         values.append(value)
         vectors.append(vector)
+    _finish(progress)
     order = np.argsort(values)[::-1]
     return np.array(values)[order], [unflatten(vectors[i], w) for i in order]
 
@@ -289,7 +332,7 @@ def _extreme_eigenvalues(matvec: Matvec, v: torch.Tensor, iters: int,
 
 def min_eigenvalue(model: nn.Module, loss: LossArg, x, y, iters: int = 100, tol: float = 1e-4,
                    seed: int = 0, weights: Optional[Weights] = None,
-                   batch_size: Optional[int] = None) -> float:
+                   batch_size: Optional[int] = None, progress: Progress = None) -> float:
     """The smallest (most negative) eigenvalue of the Hessian, by Lanczos.
 
     The smallest Ritz value approaches lambda_min from above; it stops when it changes by
@@ -297,18 +340,21 @@ def min_eigenvalue(model: nn.Module, loss: LossArg, x, y, iters: int = 100, tol:
 
     Args:
         iters: the most HVPs (Lanczos steps).
-        model, loss, x, y, tol, seed, weights, batch_size: see `top_eigenvalues`.
+        model, loss, x, y, tol, seed, weights, batch_size, progress: see `top_eigenvalues`.
     """
     hvp, w = hvp_function(model, loss, x, y, weights, batch_size)
     start = _random_vector(flatten(w), torch.Generator().manual_seed(seed))
-    return _extreme_eigenvalues(hvp, start, iters, tol)[1]
+    lowest = _extreme_eigenvalues(_reporting(hvp, iters, progress), start, iters, tol)[1]
+    _finish(progress)
+    return lowest
 
 
 # ---------------------------------------------------------------- trace and density
 
 
 def trace(model: nn.Module, loss: LossArg, x, y, samples: int = 100, seed: int = 0,
-          weights: Optional[Weights] = None, batch_size: Optional[int] = None) -> float:
+          weights: Optional[Weights] = None, batch_size: Optional[int] = None,
+          progress: Progress = None) -> float:
     """Hutchinson's estimate of the Hessian's trace: the mean of z^T H z over Rademacher z.
 
     Unbiased; its standard deviation is sqrt(2 * sum_{i != j} H_ij^2 / samples), so it is
@@ -316,13 +362,15 @@ def trace(model: nn.Module, loss: LossArg, x, y, samples: int = 100, seed: int =
 
     Args:
         samples: how many random vectors (one HVP each).
-        model, loss, x, y, seed, weights, batch_size: see `top_eigenvalues`.
+        model, loss, x, y, seed, weights, batch_size, progress: see `top_eigenvalues`.
     """
     hvp, w = hvp_function(model, loss, x, y, weights, batch_size)
+    block = hvp.vectors_at_once  # as many vectors as one backward pass takes, so progress is timely
+    hvp = _reporting(hvp, samples, progress)
     flat, generator = flatten(w), torch.Generator().manual_seed(seed)
     total = 0.0
-    for start in range(0, samples, MAX_VECTORS_AT_ONCE):
-        k = min(MAX_VECTORS_AT_ONCE, samples - start)
+    for start in range(0, samples, block):
+        k = min(block, samples - start)
         z = torch.stack([_random_vector(flat, generator, kind="rademacher") for _ in range(k)])
         total += float((z * hvp(z)).sum())  # the sum of z_i^T H z_i over the block
     return total / samples
@@ -330,7 +378,7 @@ def trace(model: nn.Module, loss: LossArg, x, y, samples: int = 100, seed: int =
 
 def density(model: nn.Module, loss: LossArg, x, y, iters: int = 50, runs: int = 1, seed: int = 0,
             bins: int = 1000, sigma: Optional[float] = None, weights: Optional[Weights] = None,
-            batch_size: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+            batch_size: Optional[int] = None, progress: Progress = None) -> tuple[np.ndarray, np.ndarray]:
     """The Hessian's eigenvalue density by stochastic Lanczos quadrature (Ghorbani et al. 2019).
 
     Each run starts Lanczos from a random unit vector; its Ritz values, weighted by the
@@ -342,18 +390,20 @@ def density(model: nn.Module, loss: LossArg, x, y, iters: int = 50, runs: int = 
         runs: independent random start vectors.
         bins: grid points.
         sigma: the Gaussians' width; by default 1% of the spectrum's span.
-        model, loss, x, y, seed, weights, batch_size: see `top_eigenvalues`.
+        model, loss, x, y, seed, weights, batch_size, progress: see `top_eigenvalues`.
 
     Returns:
         (grid (bins,), density (bins,)).
     """
     hvp, w = hvp_function(model, loss, x, y, weights, batch_size)
+    hvp = _reporting(hvp, runs * iters, progress)
     flat, generator = flatten(w), torch.Generator().manual_seed(seed)
     nodes, node_weights = [], []
     for _ in range(runs):
         theta, tau = quadrature_nodes(*lanczos(hvp, _random_vector(flat, generator), iters))
         nodes.append(theta)
         node_weights.append(tau / runs)
+    _finish(progress)
     nodes, node_weights = np.concatenate(nodes), np.concatenate(node_weights)
     span = nodes.max() - nodes.min()
     sigma = sigma or 0.01 * max(span, abs(nodes).max(), 1e-12)
@@ -366,41 +416,83 @@ def density(model: nn.Module, loss: LossArg, x, y, iters: int = 50, runs: int = 
 # ---------------------------------------------------------------- maps and runs
 
 
+@dataclass(frozen=True)
+class ConvexitySettings:
+    """The grid and the Lanczos runs of `convexity_map`.
+
+    Attributes:
+        xs: the grid's coordinates along d1.
+        ys: along d2; the same as xs when None.
+        iters: the most Lanczos steps (HVPs) per grid point.
+        tol: stop a point's run when both extreme Ritz values change by less than tol times
+            the spectrum's size (see `lanczos`).
+        seed: the seed of the runs' random start vectors.
+        batch_size: samples per HVP batch; by default as many as the memory budget allows.
+    """
+
+    xs: Sequence[float] = tuple(np.linspace(-1.0, 1.0, 7))
+    ys: Optional[Sequence[float]] = None
+    iters: int = 50
+    tol: float = 1e-3
+    seed: int = 0
+    batch_size: Optional[int] = None
+
+    def __post_init__(self):
+        for axis in ("xs", "ys"):
+            values = getattr(self, axis)
+            if values is not None and (np.ndim(values) != 1 or len(values) == 0
+                                       or not np.isfinite(np.asarray(values, dtype=float)).all()):
+                raise ValueError(f"The convexity map's {axis} must be a non-empty list of finite numbers.")
+        if not isinstance(self.iters, (int, np.integer)) or self.iters < 2:
+            raise ValueError(f"The convexity map needs at least 2 Lanczos steps (iters), not {self.iters!r}.")
+        if not isinstance(self.tol, (int, float)) or not self.tol >= 0:
+            raise ValueError(f"The convexity map's tolerance (tol) must be at least 0, not {self.tol!r}.")
+
+    @property
+    def grid(self) -> tuple[np.ndarray, np.ndarray]:
+        """(xs, ys) as float arrays."""
+        xs = np.asarray(self.xs, dtype=float)
+        return xs, xs if self.ys is None else np.asarray(self.ys, dtype=float)
+
+
 def convexity_map(model: nn.Module, loss: LossArg, x, y, d1: Weights, d2: Weights,
-                  xs=np.linspace(-1.0, 1.0, 7), ys=None, iters: int = 50, tol: float = 1e-3,
-                  seed: int = 0, center: Optional[Weights] = None,
-                  batch_size: Optional[int] = None) -> ConvexityMap:
+                  settings: ConvexitySettings = ConvexitySettings(), *, center: Optional[Weights] = None,
+                  progress: Progress = None) -> ConvexityMap:
     """|lambda_min / lambda_max| of the Hessian at every point of a (coarse) plane grid.
 
-    Each point costs one Lanczos run (up to `iters` HVPs), so keep the grid small.
+    Each point costs one Lanczos run (up to `settings.iters` HVPs), so keep the grid small.
 
     Args:
-        d1, d2, xs, ys, center: the plane, as in `engine.landscape.surface`.
-        iters, tol, seed: of the Lanczos runs (see `min_eigenvalue`).
+        model, loss, x, y: see `top_eigenvalues`.
+        d1, d2, center: the plane, as in `engine.landscape.surface` (centred on the model's
+            own weights by default).
+        settings: the grid and the Lanczos runs.
+        progress: called with the share done after every HVP.
     """
-    xs = np.asarray(xs, dtype=float)
-    ys = xs if ys is None else np.asarray(ys, dtype=float)
+    xs, ys = settings.grid
     origin = as_parameters(model if center is None else center, model)
     d1, d2 = as_parameters(d1, model), as_parameters(d2, model)
     b, a = np.meshgrid(ys, xs, indexing="ij")  # row j is ys[j], column i is xs[i]
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(settings.seed)
     highs, lows = [], []
-    for alpha, beta in zip(a.ravel(), b.ravel()):
+    for i, (alpha, beta) in enumerate(zip(a.ravel(), b.ravel())):
         weights = {k: w + alpha * d1[k] + beta * d2[k] for k, w in origin.items()}
-        hvp, w = hvp_function(model, loss, x, y, weights, batch_size)
-        high, low = _extreme_eigenvalues(hvp, _random_vector(flatten(w), generator), iters, tol)
+        hvp, w = hvp_function(model, loss, x, y, weights, settings.batch_size)
+        hvp = _reporting(hvp, settings.iters, _part(progress, i, a.size))
+        high, low = _extreme_eigenvalues(hvp, _random_vector(flatten(w), generator), settings.iters, settings.tol)
         highs.append(high)
         lows.append(low)
+    _finish(progress)
     high, low = np.array(highs).reshape(a.shape), np.array(lows).reshape(a.shape)
     ratio = np.abs(low) / np.maximum(np.abs(high), 1e-30)
     return ConvexityMap(xs=xs, ys=ys, ratio=ratio, lambda_max=high, lambda_min=low,
-                        settings={"loss": loss_name(loss), "iters": iters, "tol": tol,
-                                  "seed": seed})
+                        settings={"loss": loss_name(loss), "iters": settings.iters, "tol": settings.tol,
+                                  "seed": settings.seed})
 
 
 def sharpness(model: nn.Module, loss: LossArg, x, y, checkpoints: Union[list, dict], k: int = 1,
               lr: Optional[float] = None, iters: int = 100, tol: float = 1e-4, seed: int = 0,
-              batch_size: Optional[int] = None) -> Sharpness:
+              batch_size: Optional[int] = None, progress: Progress = None) -> Sharpness:
     """The top k Hessian eigenvalues at every checkpoint of a run.
 
     With gradient descent at learning rate lr, the top eigenvalue rises to about 2 / lr and
@@ -409,9 +501,9 @@ def sharpness(model: nn.Module, loss: LossArg, x, y, checkpoints: Union[list, di
     Args:
         checkpoints: a {step: weights} dict such as `Trainer.checkpoints`, or a list.
         lr: the run's learning rate, kept for the 2 / lr line.
-        model, loss, x, y, k, iters, tol, seed, batch_size: see `top_eigenvalues`.
+        model, loss, x, y, k, iters, tol, seed, batch_size, progress: see `top_eigenvalues`.
     """
     steps, states = steps_and_states(checkpoints)
-    values = [top_eigenvalues(model, loss, x, y, k, iters, tol, seed, weights=state,
-                              batch_size=batch_size)[0] for state in states]
+    values = [top_eigenvalues(model, loss, x, y, k, iters, tol, seed, weights=state, batch_size=batch_size,
+                              progress=_part(progress, i, len(states)))[0] for i, state in enumerate(states)]
     return Sharpness(steps=steps, eigenvalues=np.array(values).reshape(len(states), k), lr=lr)

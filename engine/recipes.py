@@ -155,14 +155,15 @@ def sharpness(ctx: Context, store: RunReader, run_id: str, *, split: str = "trai
     """The top Hessian eigenvalues at every checkpoint, beside 2 / learning rate."""
     run = run_data(store, run_id, None, split, samples)
     checkpoints = _checkpoints(store, run_id)
-    return hessian.sharpness(run.model, run.loss, run.x, run.y, checkpoints, k=k, lr=run.lr, iters=iters)
+    return hessian.sharpness(run.model, run.loss, run.x, run.y, checkpoints, k=k, lr=run.lr, iters=iters,
+                             progress=_progress(ctx))
 
 
 def spectral_density(ctx: Context, store: RunReader, run_id: str, *, step: Optional[int] = None, split: str = "train",
                      samples: Optional[int] = 1000, iters: int = 60, runs: int = 2) -> SpectralDensity:
     """The Hessian's eigenvalue density at a checkpoint (stochastic Lanczos quadrature)."""
     run = run_data(store, run_id, step, split, samples)
-    grid, values = hessian.density(run.model, run.loss, run.x, run.y, iters=iters, runs=runs)
+    grid, values = hessian.density(run.model, run.loss, run.x, run.y, iters=iters, runs=runs, progress=_progress(ctx))
     return SpectralDensity(grid=grid, density=values, settings={"iters": iters, "runs": runs})
 
 
@@ -688,4 +689,5 @@ def convexity(ctx: Context, store: RunReader, run_id: str, *, step: Optional[int
     d1 = landscape.random_direction(run.model, seed=seed)
     d2 = landscape.random_direction(run.model, seed=seed + 1)
     xs = np.linspace(-span, span, resolution)
-    return hessian.convexity_map(run.model, run.loss, run.x, run.y, d1, d2, xs=xs)
+    return hessian.convexity_map(run.model, run.loss, run.x, run.y, d1, d2, hessian.ConvexitySettings(xs=xs),
+                                 progress=_progress(ctx))

@@ -138,8 +138,8 @@ def test_hessian_functions_leave_the_model_as_it_was(problem):
 def test_convexity_map_at_the_centre_is_the_eigenvalue_ratio(problem):
     model, x, y = problem
     d = {k: torch.zeros_like(v) for k, v in model.named_parameters()}
-    result = hessian.convexity_map(model, "ce", x, y, d, d, xs=[0.0, 1.0, 2.0], ys=[0.0, 1.0],
-                                   iters=17, tol=1e-12)
+    settings = hessian.ConvexitySettings(xs=[0.0, 1.0, 2.0], ys=[0.0, 1.0], iters=17, tol=1e-12)
+    result = hessian.convexity_map(model, "ce", x, y, d, d, settings)
     exact = torch.linalg.eigvalsh(dense_hessian(model, x, y))
     assert result.ratio.shape == (2, 3)
     np.testing.assert_allclose(result.ratio, abs(exact[0] / exact[-1]).item(), rtol=1e-4)
@@ -167,6 +167,127 @@ def test_hvp_works_for_a_centered_model():
     hvp, w = hessian.hvp_function(model, "ce", x, y)
     v = torch.randn(landscape.flatten(w).numel(), dtype=torch.float64)
     torch.testing.assert_close(hvp(v), dense_hessian(model, x, y) @ v)
+
+
+@pytest.mark.parametrize("settings, sentence", [
+    (dict(xs=[]), "xs must be a non-empty list of finite numbers"),
+    (dict(ys=[0.0, float("nan")]), "ys must be a non-empty list of finite numbers"),
+    (dict(iters=1), "at least 2 Lanczos steps"),
+    (dict(tol=-1.0), "tolerance"),
+])
+def test_bad_convexity_settings_are_a_sentence(settings, sentence):
+    with pytest.raises(ValueError, match=sentence):
+        hessian.ConvexitySettings(**settings)
+
+
+# ---------------------------------------------------------------- progress
+
+
+def reports_of(run):
+    """The shares a computation reports, by calling run(progress)."""
+    shares = []
+    run(shares.append)
+    return shares
+
+
+@pytest.mark.parametrize("computation", [
+    lambda model, x, y, progress: hessian.top_eigenvalues(model, "ce", x, y, k=2, iters=10, progress=progress),
+    lambda model, x, y, progress: hessian.min_eigenvalue(model, "ce", x, y, iters=10, progress=progress),
+    lambda model, x, y, progress: hessian.trace(model, "ce", x, y, samples=5, progress=progress),
+    lambda model, x, y, progress: hessian.density(model, "ce", x, y, iters=5, runs=2, progress=progress),
+    lambda model, x, y, progress: hessian.sharpness(model, "ce", x, y, [model.state_dict()] * 2, iters=5,
+                                                    progress=progress),
+    lambda model, x, y, progress: hessian.convexity_map(
+        model, "ce", x, y, *[{k: torch.zeros_like(v) for k, v in model.named_parameters()}] * 2,
+        hessian.ConvexitySettings(xs=[0.0, 1.0], iters=5), progress=progress),
+], ids=["top_eigenvalues", "min_eigenvalue", "trace", "density", "sharpness", "convexity_map"])
+def test_progress_rises_to_one(problem, computation):
+    model, x, y = problem
+    shares = reports_of(lambda progress: computation(model, x, y, progress))
+    assert len(shares) > 2 and shares[-1] == 1.0
+    assert all(0 < a <= b <= 1 for a, b in zip(shares, shares[1:]))
+
+
+def test_a_progress_callback_that_raises_stops_the_computation(problem):
+    model, x, y = problem
+    calls = []
+
+    def cancel_at_the_third(share):
+        calls.append(share)
+        if len(calls) == 3:
+            raise InterruptedError("cancelled")
+
+    with pytest.raises(InterruptedError):
+        hessian.trace(model, "ce", x, y, samples=50, progress=cancel_at_the_third)
+    assert len(calls) == 3
+
+
+# ---------------------------------------------------------------- a conv net with batch norm
+
+
+@pytest.fixture(scope="module")
+def bn_problem():
+    """A conv net with BatchNorm (123 parameters, float64), in train mode, with running
+    statistics away from 0 and 1, and its dense Hessian in eval mode (a separate computation:
+    `functional_call` with the running statistics, through torch.autograd.functional.hessian)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Tanh(), nn.Flatten(),
+                          nn.Linear(2 * 4 * 4, 3)).double()
+    x = torch.randn(20, 1, 6, 6, dtype=torch.float64)
+    y = torch.randint(0, 3, (20,))
+    with torch.no_grad():
+        model(2 * x + 1)  # train mode: the running statistics move
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
+    names, shapes = list(params), [p.shape for p in params.values()]
+
+    def loss_of(vector):
+        pieces = dict(zip(names, (p.reshape(s) for p, s in zip(vector.split([s.numel() for s in shapes]), shapes))))
+        return F.cross_entropy(functional_call(model, (pieces, buffers), (x,)), y)
+
+    model.eval()
+    h = torch.autograd.functional.hessian(loss_of, torch.cat([p.reshape(-1) for p in params.values()]))
+    model.train()
+    return model, x, y, h
+
+
+def test_bn_hvp_equals_the_dense_eval_mode_hessian_times_v(bn_problem):
+    model, x, y, h = bn_problem
+    hvp, _ = hessian.hvp_function(model, "ce", x, y, batch_size=7)
+    v = torch.randn(len(h), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(hvp(v), h @ v)
+
+
+def test_bn_top_eigenvalue_matches_eigvalsh(bn_problem):
+    model, x, y, h = bn_problem
+    values, _ = hessian.top_eigenvalues(model, "ce", x, y, k=1, iters=3000, tol=1e-13)
+    assert values[0] == pytest.approx(largest_magnitude(torch.linalg.eigvalsh(h)), rel=1e-5)
+
+
+def test_bn_trace_is_within_five_standard_errors_of_the_exact_trace(bn_problem):
+    model, x, y, h = bn_problem
+    samples = 200
+    off_diagonal = h - torch.diag(h.diagonal())
+    standard_error = (2 * off_diagonal.pow(2).sum() / samples).sqrt().item()
+    assert abs(hessian.trace(model, "ce", x, y, samples=samples) - h.trace().item()) < 5 * standard_error
+
+
+def test_bn_density_has_its_mass_at_the_true_eigenvalues(bn_problem):
+    model, x, y, h = bn_problem
+    grid, density = hessian.density(model, "ce", x, y, iters=len(h))
+    exact = torch.linalg.eigvalsh(h).numpy()
+    sigma = 0.01 * (exact.max() - exact.min())
+    near_an_eigenvalue = (np.abs(grid[:, None] - exact[None, :]) < 4 * sigma).any(axis=1)
+    assert np.trapezoid(density * near_an_eigenvalue, grid) > 0.99
+
+
+def test_bn_model_keeps_its_mode_and_running_statistics(bn_problem):
+    model, x, y, _ = bn_problem
+    before = copy.deepcopy(model.state_dict())
+    hessian.trace(model, "ce", x, y, samples=3)
+    hessian.top_eigenvalues(model, "ce", x, y, iters=3)
+    assert model.training and model[1].training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -29,6 +29,7 @@ from engine.experiment import Experiment, load_watched, parse
 from engine.lazy import sweep_job
 from engine.models import PARAMETRIZATIONS
 from engine.probes import WatchConfig
+from engine.sweep import configured_backend, where
 from viz import lazy as figures
 from viz.predictions import prediction_figure
 from viz.training import compare_curves
@@ -297,10 +298,15 @@ def phase_diagram() -> None:
             errors[key] = error_sentence(exc)
     for sentence in errors.values():
         st.error(sentence)
+    backend, address = configured_backend()
+    st.caption(f"Run on: {where(backend, address)}. Each width is one task; a finished width is kept, "
+               "so running a cancelled sweep again resumes it.")
     if st.button("Run the sweep", type="primary", key="phase:start", disabled=bool(errors)):
         st.session_state.sweep_job = jobs().submit(sweep_job, owner=owner(), kind="sweep", label="Phase diagram",
                                                    store=store(), experiment=experiment, alphas=grid[0],
-                                                   widths=grid[1], seeds=list(range(int(seeds))))
+                                                   widths=grid[1], seeds=list(range(int(seeds))),
+                                                   backend=backend, address=address)
+        st.session_state.sweep_widths = grid[1]
     if "sweep" in st.query_params:
         del st.query_params["sweep"]  # links of older versions named the job; a sweep is this session's
     sweep_result()
@@ -314,15 +320,30 @@ def sweep_result() -> None:
     if state is None:
         return
     if not state.done:
-        st.fragment(run_every=POLL_S)(job_progress)(job_id)
+        st.fragment(run_every=POLL_S)(sweep_progress)(job_id)
         return
     if state.status == "failed":
         st.error(state.error or "The sweep failed.")
         return
     if state.status == "cancelled":
-        st.info("The sweep was cancelled; nothing was kept.")
+        st.info("The sweep was cancelled. The widths that had finished are kept: run it again to resume.")
         return
     draw_phase_diagram(state.result)
+
+
+WIDTH_STATES = {"pending": "to do", "done": "done", "failed": "failed", "cancelled": "cancelled"}
+
+
+def sweep_progress(job_id: str) -> None:
+    """The sweep's bar with its Cancel button, and where each width (a cell) stands."""
+    job_progress(job_id)
+    state = jobs().get(job_id, owner())
+    cells, widths = state.partial.get("cells") if state else None, st.session_state.get("sweep_widths", [])
+    if cells and len(cells) == len(widths):
+        st.caption("Widths: " + " · ".join(
+            f"{width} {WIDTH_STATES.get(cell['status'], cell['status'])}"
+            + (" (found)" if cell["status"] == "done" and not cell["trained"] else "")
+            for width, cell in zip(widths, cells)))
 
 
 def draw_phase_diagram(diagram) -> None:

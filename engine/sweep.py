@@ -471,6 +471,23 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
                          "there (ray start --head)?") from None
 
 
+RAY_SETTING = "DYNAMICS_LAB_RAY"  # the app's Ray cluster (an address); RAY_ADDRESS is Ray's own
+
+
+def configured_backend() -> tuple[str, Optional[str]]:
+    """Where the app runs its sweeps: ("ray", address) when DYNAMICS_LAB_RAY or RAY_ADDRESS
+    names a Ray cluster, else ("local", None): this machine, as the lab runs without Ray."""
+    address = os.environ.get(RAY_SETTING) or os.environ.get("RAY_ADDRESS")
+    return ("ray", address) if address else ("local", None)
+
+
+def where(backend: str, address: Optional[str]) -> str:
+    """Where a sweep runs, in words: "this machine", "Ray at ADDRESS" or "Ray on this machine"."""
+    if backend != "ray":
+        return "this machine"
+    return f"Ray at {address}" if address else "Ray on this machine"
+
+
 def make_backend(backend: str = "local", address: Optional[str] = None, workers: Optional[int] = None):
     """The backend named `backend` ("local" or "ray"); ValueError with a sentence otherwise."""
     if backend == "local":
@@ -613,6 +630,8 @@ def run_sweep(sweep: Sweep, store: RunStore, *, backend: str = "local", address:
             ctx.report(progress=finished / len(keys), message=f"{finished} of {len(keys)} cells on {chosen.name}",
                        cells=[r.to_dict() for r in results])
 
+    if ctx is not None:  # every cell's state from the start, so a page can list them all
+        ctx.report(progress=0.0, message=f"{len(keys)} cells on {chosen.name}", cells=[r.to_dict() for r in results])
     try:
         todo = [i for i, r in enumerate(results) if r.status not in FINISHED]
         for i in sorted(set(range(len(keys))) - set(todo)):

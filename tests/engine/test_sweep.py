@@ -21,6 +21,7 @@ from engine.sweep import (
     cell_key,
     cell_run_id,
     command,
+    configured_backend,
     grid,
     list_sweeps,
     make_backend,
@@ -28,6 +29,7 @@ from engine.sweep import (
     run_sweep,
     task_resources,
     train_cell,
+    where,
 )
 
 TINY = {"data": "moons", "data.n": "100", "model.width": "4", "model.depth": "1", "train.steps": "20",
@@ -182,7 +184,7 @@ def test_python_m_engine_sweep_runs_the_command(tmp_path, capsys):
     assert len(list(tmp_path.glob("sweep-*.csv"))) == 1
 
 
-def test_a_job_context_hears_of_every_cell_as_it_ends(store):
+def test_a_job_context_hears_of_every_cell_at_the_start_and_as_each_ends(store):
     class Recording(QuietContext):
         reports = []
 
@@ -190,7 +192,7 @@ def test_a_job_context_hears_of_every_cell_as_it_ends(store):
             self.reports.append((progress, [c["status"] for c in partial["cells"]]))
 
     run_sweep(tiny_sweep(model_width="4,8"), store, device="cpu", ctx=Recording())
-    assert Recording.reports == [(0.5, ["done", "pending"]), (1.0, ["done", "done"])]
+    assert Recording.reports == [(0.0, ["pending", "pending"]), (0.5, ["done", "pending"]), (1.0, ["done", "done"])]
 
 
 def test_a_regression_sweep_has_no_accuracy_column(tmp_path):
@@ -285,3 +287,16 @@ def test_a_killed_driver_leaves_no_half_run_and_running_again_resumes(store, tmp
     assert [(r.status, r.trained) for r in record.results] == [("done", False), ("cancelled", False)]
     assert [r.id for r in store.list()] == [first] and staged(store) == []
     assert endless not in {r.id for r in store.list()}
+
+
+@pytest.mark.parametrize("environment, backend, words", [
+    ({}, ("local", None), "this machine"),
+    ({"RAY_ADDRESS": "10.0.0.5:6379"}, ("ray", "10.0.0.5:6379"), "Ray at 10.0.0.5:6379"),
+    ({"DYNAMICS_LAB_RAY": "head:6379", "RAY_ADDRESS": "other:6379"}, ("ray", "head:6379"), "Ray at head:6379"),
+])
+def test_the_app_runs_sweeps_on_the_ray_cluster_its_environment_names(monkeypatch, environment, backend, words):
+    for name in ("RAY_ADDRESS", "DYNAMICS_LAB_RAY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert configured_backend() == backend and where(*backend) == words

@@ -126,3 +126,49 @@ def test_a_link_to_a_lesson_step_shows_its_runs_to_another_session(open_page):
     other = open_link("lazy", {k: at.query_params[k] for k in ("mode", "step", "runs")})  # another session
     assert len(progress_texts(other)) == len(progress_texts(at)) > 0
     assert lab.jobs().list(other.session_state["owner"]) == [], "the link's session owns no job"
+
+
+def captions(at) -> list[str]:
+    return [c.value for c in at.caption]
+
+
+def test_the_phase_diagram_says_whether_it_runs_on_this_machine_or_on_ray(open_page, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("DYNAMICS_LAB_RAY", raising=False)
+    at = open_page("lazy")
+    at.segmented_control(key="lazy:mode").set_value("Phase diagram").run()
+    assert any(c.startswith("Run on: this machine") for c in captions(at)), captions(at)
+    monkeypatch.setenv("DYNAMICS_LAB_RAY", "10.0.0.5:6379")
+    at.run()
+    assert any(c.startswith("Run on: Ray at 10.0.0.5:6379") for c in captions(at)), captions(at)
+
+
+def test_a_running_sweep_lists_its_widths_and_cancel_stops_it_keeping_nothing_half_made(open_page, monkeypatch):
+    import dataclasses
+
+    import engine.lazy
+
+    original = engine.lazy.sweep_job
+
+    def endless(ctx, store, experiment, *grid, **options):  # the page's sweep, with steps no test waits for
+        train = dataclasses.replace(experiment.train, steps=10_000_000, checkpoint_every=10_000_000,
+                                    eval_every=1_000_000)
+        return original(ctx, store, dataclasses.replace(experiment, train=train), *grid, **options)
+
+    monkeypatch.setattr(engine.lazy, "sweep_job", endless)
+    at = open_page("lazy")
+    at.segmented_control(key="lazy:mode").set_value("Phase diagram").run()
+    at.text_input(key="phase:alphas").set_value("1, 10")
+    at.text_input(key="phase:widths").set_value("8")
+    at.run()
+    button(at, "Run the sweep").click().run()
+    deadline = time.monotonic() + 120
+    while not any(c.startswith("Widths: 8 to do") for c in captions(at)):
+        assert time.monotonic() < deadline, captions(at)
+        time.sleep(0.2)
+        at.run()
+    button(at, "Cancel").click().run()
+    states = wait_for_jobs(at)
+    assert [s.status for s in states] == ["cancelled"], [(s.status, s.error) for s in states]
+    assert any("run it again to resume" in i.value for i in at.info), [i.value for i in at.info]
+    assert lab.store().list() == []

@@ -64,14 +64,15 @@ class Size:
     traversal_steps: int
     twin_samples: int  # training samples the kernel twin follows (its kernel is N*O square)
     hutchinson_samples: int  # HVPs of OBD's estimate of the Hessian's diagonal
+    warm_up: bool  # time a second run of each check, not its first (which pays first-use costs)
 
 
 QUICK = Size("moons", {"n": 200}, width=16, depth=2, samples=160, ntk_samples=32, train_steps=20,
              resolution=5, hessian_iters=10, traversal_steps=20, twin_samples=64,
-             hutchinson_samples=8)
+             hutchinson_samples=8, warm_up=False)
 FULL = Size("mnist1d", {}, width=256, depth=2, samples=4000, ntk_samples=512, train_steps=200,
             resolution=21, hessian_iters=50, traversal_steps=200, twin_samples=400,
-            hutchinson_samples=pruning.HUTCHINSON_SAMPLES)
+            hutchinson_samples=pruning.HUTCHINSON_SAMPLES, warm_up=True)
 
 
 @dataclass
@@ -313,6 +314,9 @@ def synchronize(device: torch.device) -> None:
 
 
 def timed(compute: Callable[[Setup], Arrays], setup: Setup) -> tuple[Arrays, float]:
+    """The check's result and its wall time; after an untimed first run when the size says so."""
+    if setup.size.warm_up:
+        compute(setup)
     synchronize(setup.device)
     start = time.perf_counter()
     result = compute(setup)
@@ -348,7 +352,7 @@ def run(device, quick: bool = False, checks=None, say: Callable[[str], None] = l
     say(f"Preparing {size.data} and a {size.depth}x{size.width} MLP…")
     cpu = reference_setup(size)
     tested = moved(cpu, device)
-    report = Report(device, notes=notes(device))
+    report = Report(device, notes=notes(device, size))
     warm_up(tested)
     for check in checks:
         say(f"Checking {check.name} on the CPU and on {device}…")
@@ -363,9 +367,11 @@ def run(device, quick: bool = False, checks=None, say: Callable[[str], None] = l
     return report
 
 
-def notes(device: torch.device) -> list[str]:
-    """What the reader of the table should know about the device."""
-    lines = [f"torch {torch.__version__}; float32 matmul precision '{torch.get_float32_matmul_precision()}'"]
+def notes(device: torch.device, size: Size = QUICK) -> list[str]:
+    """What the reader of the table should know about the device and the timings."""
+    lines = [f"torch {torch.__version__}; float32 matmul precision '{torch.get_float32_matmul_precision()}'",
+             "Times are of a second run of each check, after a warm-up run." if size.warm_up else
+             "Times are of a single run of each check, first-use costs included (the full size times a warm run)."]
     if device.type == "cpu":
         lines.append("The device under test is the CPU: each check is compared with a fresh copy of itself.")
     if device.type == "cuda":

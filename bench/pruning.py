@@ -115,7 +115,7 @@ def main() -> None:
     sparsities = QUICK_SPARSITIES if args.quick else SPARSITIES
     steps = 50 if args.quick else 200
     start = time.perf_counter()
-    result = pruning.sweep(model, data, METHODS, sparsities, finetune_steps=steps)
+    result = pruning.sweep(model, data, METHODS, sparsities, pruning.SweepSettings(finetune_steps=steps))
     report(result, time.perf_counter() - start)
 
 

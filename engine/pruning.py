@@ -26,13 +26,18 @@ applied so that the pruned weights stay zero through any later training.
   `torch.nn.utils.parametrize` (the semantics of `torch.nn.utils.prune`); `remove(model)` makes
   it permanent; `sparsity_of(model)` measures it.
 - Schedules: `one_shot` (score, mask, fine-tune), `iterative_magnitude` (lottery tickets,
-  Frankle & Carbin 2019) and `sweep` (methods x sparsities -> `PruningSweep`); pruning at
-  initialisation is `sweep` of the untrained model with a trained `reference`.
+  Frankle & Carbin 2019) and `sweep` (methods x sparsities -> `PruningSweep`, its settings a
+  `SweepSettings`); pruning at initialisation is `sweep` of the untrained model with a
+  trained `reference`.
 - `structured_remove` turns an MLP with dead units into a smaller dense one, same outputs.
+- Conv channels: `channel_scores` (filter norms), `channel_masks`, `mask_channels` (the removed
+  channels output zero) and `remove_channels` (a smaller model, same outputs as the masked one;
+  `channel_paths` says where each conv's channels go, or why a residual net's cannot go).
 - Measures: `evaluate`, `corrupt` and `corrupted_accuracy`, `mask_overlap`, `cka_to_dense`,
   `last_layer_geometry` (Li et al. 2022), `top_eigenvalue`, `flips`.
 - Pictures: `flip_gallery` (the test samples pruning changes first, and those it never
-  changes) and `pruned_regions` (decision regions of pruned models side by side, 2-D data).
+  changes; settings a `GallerySettings`) and `pruned_regions` (decision regions of pruned
+  models side by side, 2-D data).
 
 Names: every dict here is keyed by the parameter's plain name (`layers.fc1.weight`), also for
 a pruned model, whose parameter is stored as `layers.fc1.parametrizations.weight.original`.
@@ -51,6 +56,8 @@ from typing import Callable, Iterable, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
+import torch.fx
+import torch.fx.passes.shape_prop
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
@@ -60,8 +67,7 @@ from engine.data import Dataset
 from engine.landscape import as_data, flatten, unflatten
 from engine.losses import LossArg, loss_for_task, loss_function, loss_name
 from engine.modes import evaluating
-from engine.results import (FlipGallery, LastLayerGeometry, LotteryTickets, PrunedRegions,
-                            PruningSweep)
+from engine.results import FlipGallery, LastLayerGeometry, LotteryTickets, PrunedRegions, PruningSweep
 from engine.train import TrainConfig, Trainer
 
 Scores = dict[str, torch.Tensor]
@@ -932,6 +938,353 @@ def _before_after(before: dict, after: dict) -> dict:
             "units": {n: [before["units"][n], after["units"][n]] for n in before["units"]}}
 
 
+# ---------------------------------------------------------------- removing conv channels
+#
+# Structured pruning that makes the network smaller: a conv layer's output channels go, with
+# their BatchNorm entries and the inputs of the layer that reads them. Which layer reads a
+# channel is found from the forward pass itself (a torch.fx trace), so any model whose forward
+# can be traced is handled, whatever its module names: the lab's VGG, an nn.Sequential, a
+# user's own CNN. A channel can go only where its whole path is known: conv -> (BatchNorm) ->
+# elementwise maps and pooling that send zero to zero -> the next conv or linear layer. A
+# channel that also feeds an addition (a residual connection) or a concatenation cannot go:
+# the sum would change. Such layers are reported as unsafe, with the reason.
+
+CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+POOL_TYPES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+              nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+              nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+# Modules a channel passes through unchanged in meaning (each is checked to send 0 to 0).
+CHANNELWISE_TYPES = geometry.ACTIVATION_TYPES + POOL_TYPES + (nn.Dropout, nn.Dropout1d, nn.Dropout2d,
+                                                                nn.Dropout3d, nn.Identity)
+# Functions and tensor methods that act channel by channel and send 0 to 0.
+CHANNELWISE_CALLS = {"relu", "relu_", "gelu", "silu", "tanh", "leaky_relu", "elu", "hardtanh", "dropout",
+                     "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+                     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
+                     "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d", "contiguous"}
+RESHAPE_CALLS = {"flatten", "view", "reshape", "mean", "sum", "amax", "squeeze"}  # judged by shape
+
+
+@dataclass
+class ChannelPath:
+    """Where a conv layer's output channels go: the layers that change when some are removed.
+
+    `norms` hold one entry per channel; `reader` is the conv or linear layer that reads the
+    channels, `block` the inputs it has per channel (1 for a conv, or for a linear layer after
+    global pooling; H*W when the feature maps were flattened into it)."""
+
+    conv: str
+    channels: int
+    norms: list[str]
+    reader: str
+    block: int
+
+
+class _LayerTracer(torch.fx.Tracer):
+    """A trace that stops at layers (convs, linear maps, norms, activations, pools), and at the
+    `opaque` modules whose forward cannot be traced: each appears as a single call, under its
+    name in the model."""
+
+    def __init__(self, opaque: frozenset = frozenset()):
+        super().__init__()
+        self.opaque = opaque
+
+    def is_leaf_module(self, module: nn.Module, name: str) -> bool:
+        leaves = CONV_TYPES + NORM_TYPES + CHANNELWISE_TYPES + (nn.Linear,)
+        return (isinstance(module, leaves) or id(module) in self.opaque
+                or super().is_leaf_module(module, name))
+
+
+def _trace(model: nn.Module) -> tuple[torch.fx.Graph, dict[str, nn.Module]]:
+    """The model's forward as a graph of layer calls, and the modules left opaque.
+
+    Modules whose forward torch.fx cannot trace (control flow on a tensor's size, say) are
+    kept as single calls: each module is tried, the innermost first, and one that fails
+    becomes opaque for its parents. Only the model's own forward must trace."""
+    opaque: set[int] = set()
+    named = [(name, m) for name, m in model.named_modules()]
+    for name, module in reversed(named):  # reversed pre-order: every module after its descendants
+        if name and not _LayerTracer().is_leaf_module(module, name):
+            try:
+                _LayerTracer(frozenset(opaque)).trace(module)
+            except Exception:
+                opaque.add(id(module))
+    graph = _LayerTracer(frozenset(opaque)).trace(model)
+    return graph, {name: m for name, m in named if id(m) in opaque}
+
+
+def example_input(model: nn.Module, x=None) -> torch.Tensor:
+    """A small batch in the shape the model's forward takes: x's first two samples, or zeros
+    of the model's `input_shape` (the lab's conv nets)."""
+    p = next(model.parameters())
+    if x is not None:
+        return torch.as_tensor(x)[:2].to(p.device, p.dtype)
+    if hasattr(model, "input_shape"):
+        return torch.zeros(2, *model.input_shape, device=p.device, dtype=p.dtype)
+    raise ValueError("Give an example input x: the model's input shape cannot be read from it.")
+
+
+def channel_paths(model: nn.Module, x=None) -> dict[str, ChannelPath | str]:
+    """For every conv layer, where its channels go (a `ChannelPath`), or why they cannot be
+    removed (a sentence): a residual addition, a branch, a map that does not send 0 to 0.
+
+    Args:
+        model: any module whose forward torch.fx can trace (no data-dependent control flow).
+        x: example inputs in the shape the forward takes (only the first two are run), or
+            None for the lab's models, which know their input shape.
+    """
+    example = example_input(model, x)
+    try:
+        graph, opaque = _trace(model)
+        traced = torch.fx.GraphModule(model, graph)
+        with torch.no_grad(), evaluating(traced):
+            torch.fx.passes.shape_prop.ShapeProp(traced).propagate(example)
+    except Exception as exc:
+        raise ValueError(f"Channel removal follows the model's forward pass, which could not be traced "
+                         f"({type(exc).__name__}: {exc}).") from None
+    modules = dict(model.named_modules())
+    paths: dict[str, ChannelPath | str] = {}
+    for node in traced.graph.nodes:
+        if node.op == "call_module" and isinstance(modules.get(node.target), CONV_TYPES):
+            paths[node.target] = _follow(node, modules)
+    for name, module in modules.items():
+        if isinstance(module, CONV_TYPES) and name not in paths:
+            inside = next((o for o in opaque if name.startswith(o + ".")), "a module")
+            paths[name] = (f"{name} sits inside {inside}, whose forward cannot be followed (torch.fx cannot "
+                           "trace it).")
+    return paths
+
+
+def _shape(node) -> tuple[int, ...]:
+    meta = node.meta.get("tensor_meta")
+    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else ()
+
+
+def _follow(conv_node, modules: dict[str, nn.Module]) -> ChannelPath | str:
+    """Walk from a conv layer's output to the layer that reads its channels."""
+    conv = modules[conv_node.target]
+    if conv.groups != 1:
+        return f"{conv_node.target} is a grouped convolution; its channels are tied to its inputs'."
+    channels, norms, block, node = conv.out_channels, [], 0, conv_node
+    while True:
+        users = list(node.users)
+        if len(users) != 1:
+            return (f"the output of {node.name} goes to {len(users)} places (a residual connection or a "
+                    "branch), so removing channels would change what the others receive." if users else
+                    f"the channels of {conv_node.target} reach the output without a layer that reads them.")
+        user = users[0]
+        module = modules.get(user.target) if user.op == "call_module" else None
+        name = _call_name(user)
+        if isinstance(module, NORM_TYPES) and not block:
+            norms.append(user.target)
+        elif isinstance(module, CONV_TYPES) and not block:
+            if module.groups != 1:
+                return f"{user.target} is a grouped convolution; its inputs cannot be removed one by one."
+            return ChannelPath(conv_node.target, channels, norms, user.target, 1)
+        elif isinstance(module, nn.Linear):
+            if _shape(node)[1:] != (channels * max(block, 1),):
+                return (f"{user.target} reads the channels of {conv_node.target} along another axis "
+                        f"(its input has shape {_shape(node)}).")
+            return ChannelPath(conv_node.target, channels, norms, user.target, max(block, 1))
+        elif isinstance(module, CHANNELWISE_TYPES) or (module is None and name in CHANNELWISE_CALLS):
+            if module is not None and not _keeps_zero(module, _shape(node)):
+                return f"{user.target} does not send 0 to 0, so a removed channel would still send a signal."
+        elif (module is None and name in RESHAPE_CALLS) or isinstance(module, nn.Flatten):
+            shape, out = _shape(node), _shape(user)
+            if len(out) >= 2 and out[:2] == shape[:2]:
+                pass  # the sample and channel axes stay: a spatial flatten or reduction
+            elif len(out) == 2 and len(shape) > 2 and not block and out[1] == math.prod(shape[1:]):
+                block = math.prod(shape[2:])  # (N, C, ...) -> (N, C * spatial): channel-major blocks
+            else:
+                return f"{user.name} reshapes the channels of {conv_node.target} in a way removal cannot follow."
+        else:
+            what = type(module).__name__ if module is not None else name
+            return (f"the channels of {conv_node.target} go into {user.target if module is not None else user.name} "
+                    f"({what}), which channel removal cannot follow (the addition of a residual connection, "
+                    "a concatenation, a block it cannot see into).")
+        node = user
+
+
+def _call_name(node) -> str:
+    target = node.target
+    return target if isinstance(target, str) else getattr(target, "__name__", str(target))
+
+
+@torch.no_grad()
+def _keeps_zero(module: nn.Module, shape: tuple[int, ...]) -> bool:
+    if not shape:
+        return False
+    zeros = torch.zeros(1, *shape[1:], dtype=torch.float64)
+    return bool((copy.deepcopy(module).double().eval()(zeros) == 0).all())
+
+
+def channel_scores(model: nn.Module, x=None, order: int = 1) -> dict[str, torch.Tensor]:
+    """Each output channel's L`order` norm of its filter (Li et al. 2017: small filters matter
+    least), for the conv layers whose channels can be removed (see `channel_paths`).
+
+    Returns:
+        {conv name: (out_channels,) tensor}; higher means keep.
+    """
+    plain = plain_copy(model)
+    paths = channel_paths(plain, x)
+    return {name: plain.get_submodule(name).weight.detach().flatten(1).norm(p=order, dim=1)
+            for name, path in paths.items() if isinstance(path, ChannelPath)}
+
+
+def channel_masks(scores: Mapping[str, torch.Tensor], sparsity: float, scope: str = "layer") -> Masks:
+    """Which channels stay: `masks` on channel scores, with at least one channel kept in every
+    layer (a layer without channels would cut the network in two).
+
+    Returns:
+        {conv name: (out_channels,) bool}, True where the channel stays.
+    """
+    kept = masks(scores, sparsity, scope)
+    for name, keep in kept.items():
+        if not keep.any():
+            keep[scores[name].argmax()] = True
+    return kept
+
+
+def _parameter_masks(model: nn.Module, keep: Mapping[str, torch.Tensor],
+                     paths: Mapping[str, ChannelPath | str]) -> Masks:
+    """The channel masks as masks of parameters: each removed channel's filter, bias and
+    BatchNorm weight and bias set to zero, so that the channel outputs exactly zero."""
+    out = {}
+    for name, channels in keep.items():
+        path = paths[name]
+        for owner in [name, *path.norms]:
+            module = model.get_submodule(owner)
+            for attr in ("weight", "bias"):
+                p = getattr(module, attr, None)
+                if p is not None:
+                    shape = (-1,) + (1,) * (p.dim() - 1)
+                    out[f"{owner}.{attr}"] = channels.to(p.device).reshape(shape).expand_as(p).clone()
+    return out
+
+
+def _check_removable(paths: Mapping[str, ChannelPath | str], keep: Mapping[str, torch.Tensor]) -> None:
+    for name, channels in keep.items():
+        if name not in paths:
+            raise ValueError(f"{name} is not a convolution of this model; its convolutions are "
+                             f"{', '.join(paths) or 'none'}.")
+        path = paths[name]
+        if isinstance(path, str) and not bool(torch.as_tensor(channels).all()):
+            raise ValueError(f"Channels of {name} cannot be removed: {path} Residual networks allow "
+                             "removal only inside their blocks.")
+        if isinstance(path, ChannelPath) and tuple(channels.shape) != (path.channels,):
+            raise ValueError(f"The channel mask of {name} has shape {tuple(channels.shape)}; the layer has "
+                             f"{path.channels} channels.")
+        if isinstance(path, ChannelPath) and not channels.any():
+            raise ValueError(f"Every channel of {name} would be removed, which cuts the network in two.")
+
+
+def mask_channels(model: nn.Module, keep: Mapping[str, torch.Tensor], x=None) -> nn.Module:
+    """A copy of the model whose removed channels output zero: their filters, biases and
+    BatchNorm weights and biases masked (through `apply`). Same size, same function as
+    `remove_channels`' smaller model.
+
+    Args:
+        model: left unchanged.
+        keep: {conv name: (out_channels,) bool}, True where the channel stays.
+        x: example inputs, as for `channel_paths`.
+    """
+    paths = channel_paths(plain_copy(model), x)
+    keep = {name: torch.as_tensor(k).bool() for name, k in keep.items()}
+    _check_removable(paths, keep)
+    keep = {name: k for name, k in keep.items() if isinstance(paths[name], ChannelPath)}
+    masked = copy.deepcopy(model)
+    return apply(masked, _parameter_masks(masked, keep, paths))
+
+
+def remove_channels(model: nn.Module, keep: Mapping[str, torch.Tensor], x=None) -> tuple[nn.Module, dict]:
+    """A smaller model without the removed conv channels: fewer output channels in each conv,
+    the matching BatchNorm entries, fewer inputs in the layer that reads them (a conv's input
+    channels, or a linear layer's columns, H*W per channel after a flatten). Its outputs are
+    those of `mask_channels(model, keep)`.
+
+    The model's own class and forward are kept (its layers are replaced by smaller copies),
+    so a forward that hard-codes a channel count (`x.view(-1, 16 * 5 * 5)`) is refused.
+
+    Args:
+        model: left unchanged; masks `apply` put on it are made permanent in the copy.
+        keep: {conv name: (out_channels,) bool}, True where the channel stays; e.g.
+            `channel_masks(channel_scores(model), 0.5)`.
+        x: example inputs, as for `channel_paths`.
+
+    Returns:
+        (smaller model, counts): counts has "parameters" as [before, after] and "channels"
+        {conv name: [before, after]}.
+
+    Raises:
+        ValueError: for channels whose removal would change the function (a residual
+            connection, a branch), with the reason.
+    """
+    small = plain_copy(model)
+    paths = channel_paths(small, x)
+    keep = {name: torch.as_tensor(k).bool() for name, k in keep.items()}
+    _check_removable(paths, keep)
+    before = sum(p.numel() for p in small.parameters())
+    channels = {}
+    for name, channels_kept in keep.items():
+        path = paths[name]
+        if not isinstance(path, ChannelPath):
+            continue
+        index = channels_kept.nonzero().flatten()
+        _replace(small, name, _shrunk_conv(small.get_submodule(name), out_index=index))
+        for norm in path.norms:
+            _replace(small, norm, _shrunk_norm(small.get_submodule(norm), index))
+        reader = small.get_submodule(path.reader)
+        if isinstance(reader, CONV_TYPES):
+            _replace(small, path.reader, _shrunk_conv(reader, in_index=index))
+        else:
+            columns = (index[:, None] * path.block + torch.arange(path.block)).flatten()
+            _replace(small, path.reader, _shrunk(reader, columns=columns.to(reader.weight.device)))
+        channels[name] = [path.channels, len(index)]
+    try:
+        with torch.no_grad(), evaluating(small):
+            small(example_input(small, x))
+    except Exception as exc:
+        raise ValueError(f"The model's forward does not run with fewer channels ({type(exc).__name__}: {exc}); "
+                         "it may hard-code a channel count.") from None
+    return small, {"parameters": [before, sum(p.numel() for p in small.parameters())], "channels": channels}
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attr, new)
+
+
+def _shrunk_conv(conv: nn.Module, out_index=None, in_index=None) -> nn.Module:
+    """A copy of the conv layer with only the given output and input channels."""
+    weight = conv.weight.detach()
+    new = copy.deepcopy(conv)
+    if out_index is not None:
+        weight = weight[out_index.to(weight.device)]
+        if conv.bias is not None:
+            new.bias = nn.Parameter(conv.bias.detach()[out_index.to(weight.device)].clone())
+        new.out_channels = len(out_index)
+    if in_index is not None:
+        weight = weight[:, in_index.to(weight.device)]
+        new.in_channels = len(in_index)
+    new.weight = nn.Parameter(weight.clone())
+    return new
+
+
+def _shrunk_norm(norm: nn.Module, index: torch.Tensor) -> nn.Module:
+    """A copy of the batch norm with only the given channels (affine parameters and statistics)."""
+    new = copy.deepcopy(norm)
+    index = index.to(norm.running_mean.device if norm.running_mean is not None else norm.weight.device)
+    for attr in ("weight", "bias"):
+        if getattr(norm, attr, None) is not None:
+            setattr(new, attr, nn.Parameter(getattr(norm, attr).detach()[index].clone()))
+    for attr in ("running_mean", "running_var"):
+        if getattr(norm, attr, None) is not None:
+            setattr(new, attr, getattr(norm, attr)[index].clone())
+    new.num_features = len(index)
+    return new
+
+
+
 # ---------------------------------------------------------------- schedules
 
 
@@ -1106,57 +1459,137 @@ def _train(model: nn.Module, data: Dataset, config: TrainConfig, rewind_step: in
     return snapshot
 
 
+@dataclass(frozen=True)
+class PruneSettings:
+    """How each pruned model of a schedule is made: scored, masked, fine-tuned.
+
+    Attributes:
+        finetune_steps: optimizer steps after pruning (0: none). To prune at initialisation,
+            this is the training budget of the pruned network.
+        train_config: the fine-tuning settings (its `steps` are replaced by `finetune_steps`);
+            None for FINETUNE (Adam, lr 1e-3, batches of 64).
+        scope: "global" ranks all weights together; "layer" prunes each tensor alike.
+        loss: the scoring loss: "auto" (cross-entropy for classes, MSE otherwise), "ce", "mse".
+        score_samples: training samples the scores look at (a fixed subset, `score_batch`).
+        options: score options by method, e.g. {"obd": {"samples": 50}, "random": {"seed": 1}}.
+    """
+
+    finetune_steps: int = 0
+    train_config: Optional[TrainConfig] = None
+    scope: str = "global"
+    loss: str = "auto"
+    score_samples: int = SCORE_SAMPLES
+    options: Mapping[str, dict] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.finetune_steps, (int, np.integer)) or self.finetune_steps < 0:
+            raise ValueError(f"Fine-tuning steps must be a whole number, 0 or more, not {self.finetune_steps!r}.")
+        if self.scope not in ("global", "layer"):
+            raise ValueError(f"Scope must be 'global' or 'layer', not {self.scope!r}.")
+        if not isinstance(self.score_samples, (int, np.integer)) or self.score_samples < 1:
+            raise ValueError(f"Scores need at least one sample (score_samples), not {self.score_samples!r}.")
+        unknown = [m for m in self.options if m not in method_names()]
+        if unknown:
+            raise ValueError(f"Options are given by method; {', '.join(map(repr, unknown))} is not one of "
+                             f"{', '.join(method_names())}.")
+
+    def options_of(self, method: str) -> dict:
+        """The score options of one method ({} when none are given)."""
+        return dict(self.options.get(method, {}))
+
+
+@dataclass(frozen=True)
+class SweepSettings(PruneSettings):
+    """What `sweep` does in each cell: `PruneSettings`, and what it measures.
+
+    Attributes:
+        corruptions: (kind, level) pairs the accuracy is measured under;
+            `default_corruptions(data.input_shape)` when None, none for ().
+        cka_samples: test samples for the CKA of each layer to the dense model.
+        sharpness_iters: power iterations of the sharpness (0: not measured, NaN).
+    """
+
+    corruptions: Optional[Sequence[tuple[str, float]]] = None
+    cka_samples: int = CKA_SAMPLES
+    sharpness_iters: int = SHARPNESS_ITERS
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.cka_samples, (int, np.integer)) or self.cka_samples < 1:
+            raise ValueError(f"CKA needs at least one sample (cka_samples), not {self.cka_samples!r}.")
+        if not isinstance(self.sharpness_iters, (int, np.integer)) or self.sharpness_iters < 0:
+            raise ValueError(f"Sharpness iterations must be a whole number, 0 or more, not {self.sharpness_iters!r}.")
+
+
+@dataclass(frozen=True)
+class GallerySettings(PruneSettings):
+    """What `flip_gallery` does: `PruneSettings`, and how many samples it picks.
+
+    Attributes:
+        count: how many fragile and how many robust samples.
+    """
+
+    count: int = 8
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.count, (int, np.integer)) or self.count < 1:
+            raise ValueError(f"The gallery shows at least one sample of each kind (count), not {self.count!r}.")
+
+
+def _checked(settings, kind: type):
+    """The settings, if they are of the kind the schedule takes (a sentence otherwise: the
+    schedules once took their settings as separate arguments)."""
+    if not isinstance(settings, kind):
+        raise TypeError(f"The settings are a {kind.__name__}, e.g. {kind.__name__}(finetune_steps=100), "
+                        f"not {type(settings).__name__} {settings!r}.")
+    return settings
+
+
 def sweep(model: nn.Module, data: Dataset, methods: Sequence[str], sparsities: Sequence[float],
-          finetune_steps: int = 0, *, train_config: Optional[TrainConfig] = None,
-          scope: str = "global", loss: str = "auto",
-          corruptions: Optional[Sequence[tuple[str, float]]] = None,
-          score_samples: int = SCORE_SAMPLES, cka_samples: int = CKA_SAMPLES, device=None,
+          settings: SweepSettings = SweepSettings(), *, device=None,
           progress: Optional[Callable[[float], None]] = None,
-          options: Optional[Mapping[str, dict]] = None,
-          reference: Optional[nn.Module] = None,
-          sharpness_iters: int = SHARPNESS_ITERS) -> PruningSweep:
+          reference: Optional[nn.Module] = None) -> PruningSweep:
     """Prune `model` by every method at every sparsity, fine-tune, and measure each result.
 
     Each (method, sparsity) cell prunes a fresh copy of the model, fine-tunes it
-    `finetune_steps` steps, and measures test and train accuracy and loss, accuracy under
-    corruptions, per-layer sparsity, linear CKA of each layer to the dense model, the
+    `settings.finetune_steps` steps, and measures test and train accuracy and loss, accuracy
+    under corruptions, per-layer sparsity, linear CKA of each layer to the dense model, the
     fraction of test predictions that differ from the dense model's, and the sharpness (the
     top Hessian eigenvalue over the kept weights, on the scoring samples). Masks of the
     methods at each sparsity are compared by their Jaccard overlap.
 
     Args:
         model: the trained dense model; left unchanged.
-        data: the dataset (scores use `score_samples` training samples; measures the test split).
+        data: the dataset (scores use `settings.score_samples` training samples; measures
+            the test split).
         methods: names from `method_names()`.
         sparsities: fractions pruned.
-        finetune_steps, train_config, scope, loss, device: as for `one_shot`.
-        corruptions: (kind, level) pairs; `default_corruptions(data.input_shape)` by default.
-        cka_samples: test samples for CKA.
+        settings: how each cell is pruned and fine-tuned, and what is measured.
+        device: where to work; the model's device by default.
         progress: called with the fraction done after each cell; may raise to cancel.
-        options: per-method score options, e.g. {"obd": {"samples": 50}}.
         reference: the dense model the pruned ones are measured against (CKA, flips, the
             dense accuracy); `model` itself by default. To prune at initialisation, give the
             untrained `model`, the training budget as `finetune_steps`, and as reference a
             dense model trained from the same initialisation.
-        sharpness_iters: power iterations of the sharpness (0: not measured, NaN).
     """
+    s = _checked(settings, SweepSettings)
     device = device or _device(model)
-    data, loss = data.to(device), loss_for_task(loss, data.task)
+    data, loss = data.to(device), loss_for_task(s.loss, data.task)
     start_point = copy.deepcopy(model).to(device)
     dense = copy.deepcopy(reference if reference is not None else model).to(device)
-    corruptions = default_corruptions(data.input_shape) if corruptions is None else corruptions
+    corruptions = default_corruptions(data.input_shape) if s.corruptions is None else s.corruptions
     corrupted = corrupted_inputs(data, corruptions)
-    x_cka = data.x_test[:cka_samples]
+    x_cka = data.x_test[:s.cka_samples]
     layers, cka_layers = prunable(dense), layers_of(dense)
     dense_activations = geometry.activations(dense, x_cka, cka_layers)
-    x, y = score_batch(data, score_samples)
+    x, y = score_batch(data, s.score_samples)
     shape = (len(methods), len(sparsities))
     out = _empty_sweep(methods, sparsities, layers, cka_layers, list(corrupted))
     all_masks = [[None] * len(methods) for _ in sparsities]
     for i, method in enumerate(methods):
         start = time.perf_counter()
-        make_masks = masker(start_point, method, x, y, loss, scope,
-                            **(options or {}).get(method, {}))
+        make_masks = masker(start_point, method, x, y, loss, s.scope, **s.options_of(method))
         out.scoring_seconds[i, :] = (time.perf_counter() - start) / max(len(sparsities), 1)
         for j, sparsity in enumerate(sparsities):
             start = time.perf_counter()
@@ -1164,20 +1597,20 @@ def sweep(model: nn.Module, data: Dataset, methods: Sequence[str], sparsities: S
             out.scoring_seconds[i, j] += time.perf_counter() - start
             start = time.perf_counter()
             pruned = finetune(apply(copy.deepcopy(start_point), all_masks[j][i]), data,
-                              finetune_steps, train_config, device)
+                              s.finetune_steps, s.train_config, device)
             out.finetune_seconds[i, j] = time.perf_counter() - start
             _measure(out, (i, j), pruned, dense, data, loss, corrupted, x_cka, dense_activations)
-            _measure_training(out, (i, j), pruned, data, loss, (x, y), sharpness_iters)
+            _measure_training(out, (i, j), pruned, data, loss, (x, y), s.sharpness_iters)
             if progress is not None:
                 progress((i * len(sparsities) + j + 1) / (shape[0] * shape[1]))
     out.overlap = np.stack([overlap_matrix(row) for row in all_masks]) if methods else out.overlap
     _measure_dense(out, dense, data, loss, corrupted)
-    _measure_training(out, None, dense, data, loss, (x, y), sharpness_iters)
-    out.settings = {"finetune_steps": finetune_steps, "scope": scope, "loss": loss_name(loss),
-                    "score_samples": score_samples, "cka_samples": len(x_cka),
-                    "train": dataclasses.asdict(train_config or FINETUNE), "device": str(device),
-                    "corruptions": [list(c) for c in corruptions], "options": dict(options or {}),
-                    "sharpness_iters": sharpness_iters}
+    _measure_training(out, None, dense, data, loss, (x, y), s.sharpness_iters)
+    out.settings = {"finetune_steps": s.finetune_steps, "scope": s.scope, "loss": loss_name(loss),
+                    "score_samples": s.score_samples, "cka_samples": len(x_cka),
+                    "train": dataclasses.asdict(s.train_config or FINETUNE), "device": str(device),
+                    "corruptions": [list(c) for c in corruptions], "options": dict(s.options),
+                    "sharpness_iters": s.sharpness_iters}
     return out
 
 
@@ -1277,11 +1710,9 @@ def fragile_and_robust(flipped: np.ndarray, sparsities: Sequence[float], count: 
 
 
 def flip_gallery(model: nn.Module, data: Dataset, method: str, sparsities: Sequence[float],
-                 finetune_steps: int = 0, *, count: int = 8,
-                 train_config: Optional[TrainConfig] = None, scope: str = "global",
-                 loss: str = "auto", device=None,
+                 settings: GallerySettings = GallerySettings(), *, device=None,
                  progress: Optional[Callable[[float], None]] = None,
-                 reference: Optional[nn.Module] = None, **options) -> FlipGallery:
+                 reference: Optional[nn.Module] = None) -> FlipGallery:
     """Which test samples pruning by `method` changes first, and which it never changes.
 
     The model is pruned to each sparsity (the scores computed once), fine-tuned, and its
@@ -1294,8 +1725,8 @@ def flip_gallery(model: nn.Module, data: Dataset, method: str, sparsities: Seque
         data: a classification dataset; its test split is looked at.
         method: a name from `method_names()`.
         sparsities: the fractions pruned.
-        finetune_steps, train_config, scope, loss, device, options: as for `one_shot`.
-        count: how many fragile and robust samples to pick.
+        settings: how each pruned model is made, and how many samples to pick (`count`).
+        device: where to work; the model's device by default.
         progress: called with the fraction done after each sparsity; may raise to cancel.
         reference: the dense model whose predictions count as unflipped; `model` by default
             (see `sweep`).
@@ -1304,31 +1735,32 @@ def flip_gallery(model: nn.Module, data: Dataset, method: str, sparsities: Seque
         raise ValueError("A flip is a change of the predicted class; this data is a regression.")
     if not len(sparsities):
         raise ValueError("Give at least one sparsity.")
-    sparsities = sorted(float(s) for s in sparsities)
+    s = _checked(settings, GallerySettings)
+    sparsities = sorted(float(sparsity) for sparsity in sparsities)
     device = device or _device(model)
-    data, loss = data.to(device), loss_for_task(loss, data.task)
+    data, loss = data.to(device), loss_for_task(s.loss, data.task)
     start_point = copy.deepcopy(model).to(device)
-    x, y = score_batch(data)
-    make_masks = masker(start_point, method, x, y, loss, scope, **options)
+    x, y = score_batch(data, s.score_samples)
+    make_masks = masker(start_point, method, x, y, loss, s.scope, **s.options_of(method))
     dense_prediction = predicted_classes(reference if reference is not None else model,
                                          data.x_test)
     predictions = []
     for k, sparsity in enumerate(sparsities):
         pruned = finetune(apply(copy.deepcopy(start_point), make_masks(sparsity)), data,
-                          finetune_steps, train_config, device)
+                          s.finetune_steps, s.train_config, device)
         predictions.append(predicted_classes(pruned, data.x_test))
         if progress is not None:
             progress((k + 1) / len(sparsities))
     predictions = np.stack(predictions)
     flipped = predictions != dense_prediction[None, :]
-    fragile, robust = fragile_and_robust(flipped, sparsities, count)
+    fragile, robust = fragile_and_robust(flipped, sparsities, s.count)
     return FlipGallery(
         method=method, sparsities=np.array(sparsities), inputs=data.x_test.cpu().numpy(),
         labels=data.y_test.cpu().numpy(), dense_prediction=dense_prediction,
         predictions=predictions, flip_sparsity=flip_sparsity(flipped, sparsities),
         fragile=fragile, robust=robust, input_shape=tuple(data.input_shape),
-        settings={"finetune_steps": finetune_steps, "scope": scope, "count": count,
-                  "options": dict(options)})
+        settings={"finetune_steps": s.finetune_steps, "scope": s.scope, "count": s.count,
+                  "options": s.options_of(method)})
 
 
 def pruned_regions(model: nn.Module, data: Dataset, methods: Sequence[str], sparsity: float,

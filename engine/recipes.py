@@ -574,9 +574,10 @@ def pruning_sweep(ctx: Context, store: RunReader, run_id: str, *, methods: tuple
     SNIP, GraSP, SynFlow) and then trained `finetune_steps` steps with the run's optimizer;
     they are measured against the run's final, dense model."""
     model, reference, data = _to_prune(store, run_id, at_init, finetune_steps)
-    result = pruning.sweep(model, data, list(methods), list(sparsities), finetune_steps,
-                           train_config=_finetune_config(store, run_id, finetune_steps), scope=scope,
-                           device="cpu", progress=_progress(ctx), reference=reference)
+    settings = pruning.SweepSettings(finetune_steps=finetune_steps, scope=scope,
+                                     train_config=_finetune_config(store, run_id, finetune_steps))
+    result = pruning.sweep(model, data, list(methods), list(sparsities), settings, device="cpu",
+                           progress=_progress(ctx), reference=reference)
     result.settings["at_init"] = at_init
     return result
 
@@ -598,9 +599,10 @@ def pruning_gallery(ctx: Context, store: RunReader, run_id: str, *, method: str 
     """The test samples whose prediction pruning by `method` changes first (fragile), and ones it
     keeps up to the highest sparsity (robust), against the run's final, dense model."""
     model, reference, data = _to_prune(store, run_id, at_init, finetune_steps)
-    return pruning.flip_gallery(model, data, method, list(sparsities), finetune_steps, count=count,
-                                train_config=_finetune_config(store, run_id, finetune_steps), scope=scope,
-                                device="cpu", progress=_progress(ctx), reference=reference)
+    settings = pruning.GallerySettings(finetune_steps=finetune_steps, scope=scope, count=count,
+                                       train_config=_finetune_config(store, run_id, finetune_steps))
+    return pruning.flip_gallery(model, data, method, list(sparsities), settings, device="cpu",
+                                progress=_progress(ctx), reference=reference)
 
 
 def pruning_regions(ctx: Context, store: RunReader, run_id: str, *, methods: tuple = ("magnitude", "random"),

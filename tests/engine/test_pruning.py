@@ -367,8 +367,8 @@ def test_one_shot_prunes_a_copy_to_the_sparsity(digits):
 def test_sweep_fills_every_cell_and_reports_progress(digits):
     model = build(ModelSpec(width=16, depth=1), digits.input_shape, digits.n_classes)
     seen = []
-    result = pruning.sweep(model, digits, ["magnitude", "snip"], [0.5, 0.9], finetune_steps=3,
-                           progress=seen.append)
+    result = pruning.sweep(model, digits, ["magnitude", "snip"], [0.5, 0.9],
+                           pruning.SweepSettings(finetune_steps=3), progress=seen.append)
     assert np.isfinite(result.accuracy).all() and np.isfinite(result.cka).all()
     assert np.isfinite(result.train_accuracy).all() and np.isfinite(result.sharpness).all()
     sizes = [p.numel() for p in model.parameters() if p.dim() > 1]
@@ -464,7 +464,7 @@ def test_fragile_samples_flip_first_and_robust_ones_never():
 
 def test_flip_gallery_predictions_are_those_of_the_model_pruned_by_one_shot(digits):
     model = build(ModelSpec(width=16, depth=1), digits.input_shape, digits.n_classes)
-    gallery = pruning.flip_gallery(model, digits, "magnitude", [0.9, 0.5], count=4)
+    gallery = pruning.flip_gallery(model, digits, "magnitude", [0.9, 0.5], pruning.GallerySettings(count=4))
     assert gallery.sparsities.tolist() == [0.5, 0.9]
     for row, sparsity in zip(gallery.predictions, gallery.sparsities):
         pruned = pruning.one_shot(model, "magnitude", sparsity, digits).model
@@ -504,8 +504,8 @@ def test_pruned_regions_need_two_input_features(digits):
 def test_a_sweep_at_initialisation_is_measured_against_the_trained_reference(digits):
     init = build(ModelSpec(width=8, depth=1), digits.input_shape, digits.n_classes)
     trained = pruning.finetune(copy.deepcopy(init), digits, 20)
-    result = pruning.sweep(init, digits, ["snip"], [0.5], finetune_steps=2, reference=trained,
-                           corruptions=[])
+    result = pruning.sweep(init, digits, ["snip"], [0.5],
+                           pruning.SweepSettings(finetune_steps=2, corruptions=()), reference=trained)
     assert math.isclose(result.dense_accuracy,
                         pruning.evaluate(trained, digits.x_test, digits.y_test)[0])
     assert not math.isclose(result.dense_accuracy,
@@ -528,7 +528,8 @@ def test_sharpness_of_a_pruned_model_is_that_of_the_hessian_over_the_kept_weight
 
 def test_sweep_measures_each_cell_as_the_model_pruned_by_one_shot(digits):
     model = build(ModelSpec(width=16, depth=1), digits.input_shape, digits.n_classes)
-    result = pruning.sweep(model, digits, ["magnitude"], [0.8], corruptions=[], sharpness_iters=30)
+    result = pruning.sweep(model, digits, ["magnitude"], [0.8],
+                           pruning.SweepSettings(corruptions=(), sharpness_iters=30))
     pruned = pruning.one_shot(model, "magnitude", 0.8, digits).model
     train_accuracy, train_loss = pruning.evaluate(pruned, digits.x_train, digits.y_train)
     x, y = pruning.score_batch(digits)
@@ -538,3 +539,39 @@ def test_sweep_measures_each_cell_as_the_model_pruned_by_one_shot(digits):
                         rel_tol=1e-4)
     assert math.isclose(result.dense_sharpness, pruning.top_eigenvalue(model, x, y, iters=30),
                         rel_tol=1e-4)
+
+
+# ---------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(finetune_steps=-1), "Fine-tuning steps"),
+    (dict(scope="row"), "Scope must be"),
+    (dict(score_samples=0), "at least one sample"),
+    (dict(options={"magnitud": {}}), "Options are given by method"),
+    (dict(cka_samples=0), "CKA needs"),
+    (dict(sharpness_iters=-2), "Sharpness iterations"),
+])
+def test_sweep_settings_refuse_bad_values_with_a_sentence(settings, message):
+    with pytest.raises(ValueError, match=message):
+        pruning.SweepSettings(**settings)
+
+
+def test_gallery_settings_refuse_an_empty_gallery():
+    with pytest.raises(ValueError, match="at least one sample of each kind"):
+        pruning.GallerySettings(count=0)
+
+
+def test_a_methods_options_reach_its_scores(digits):
+    model = build(ModelSpec(width=8, depth=1), digits.input_shape, digits.n_classes)
+    settings = pruning.GallerySettings(options={"random": {"seed": 5}}, count=2)
+    gallery = pruning.flip_gallery(model, digits, "random", [0.9], settings)
+    pruned = pruning.apply(copy.deepcopy(model), pruning.masks(pruning.scores(model, "random", seed=5), 0.9))
+    assert np.array_equal(gallery.predictions[0], pruning.predicted_classes(pruned, digits.x_test))
+    assert gallery.settings["options"] == {"seed": 5}
+
+
+def test_settings_given_the_old_way_get_a_sentence(digits):
+    model = build(ModelSpec(width=8, depth=1), digits.input_shape, digits.n_classes)
+    with pytest.raises(TypeError, match="The settings are a SweepSettings"):
+        pruning.sweep(model, digits, ["magnitude"], [0.5], 10)

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages.lab import (analysis_result, chart, checkpoint_picker, error_sentence, finished_runs, run_picker,
-                           store)
-from engine import recipes
+from app_pages.lab import analysis_result, chart, checkpoint_picker, error_sentence, finished_runs, run_picker, store
+from engine import geometry, recipes
 from engine.experiment import load_model
 from viz import geometry as figures
 
@@ -26,15 +25,23 @@ def introduction() -> None:
 
 
 @st.cache_data(max_entries=32)
-def layers_of(run_id: str) -> list[str]:
-    return recipes.representation_layers(load_model(store(), run_id))
+def modules_of(run_id: str) -> tuple[dict[str, str], str]:
+    """Every module of the run's model, {name: class}, and the one to show first (the last
+    hidden representation)."""
+    model = load_model(store(), run_id)
+    layers = recipes.representation_layers(model)
+    return geometry.module_names(model), layers[max(len(layers) - 2, 0)]
 
 
 def settings(run_id: str) -> dict:
-    layers = layers_of(run_id)
+    modules, first = modules_of(run_id)
+    names = list(modules)
     with st.sidebar:
         st.header("Geometry")
-        layer = st.selectbox("Layer", layers, index=max(len(layers) - 2, 0), key="geo:layer")
+        layer = st.selectbox("Layer", names, index=names.index(first), key="geo:layer",
+                             format_func=lambda name: f"{name} · {modules[name]}",
+                             help="Any module of the model: a layer, a normalization, a residual block. "
+                                  "Its output for each sample, flattened, is the representation.")
         method = st.radio("Embedding", ["pca", "umap"], horizontal=True, key="geo:method",
                           help="UMAP's first use on a machine compiles code (about a minute); later uses take seconds.")
         samples = st.select_slider("Samples", [200, 500, 1000, 2000], value=500, key="geo:samples")

@@ -1,7 +1,7 @@
 """Representation geometry: what the layers of a network compute, and how that changes.
 
-- Activations: `layer_names`, `activations` (forward hooks, in batches),
-  `activations_over_checkpoints`.
+- Activations: `layer_names` (the usual layers), `module_names` (every module), `activations`
+  (forward hooks on any module of any model, in batches), `activations_over_checkpoints`.
 - Pictures: `embed` (PCA or UMAP) and `aligned_embed` (successive frames made comparable).
 - Similarity between representations: `linear_cka`, `rbf_cka`, `minibatch_cka`
   (Kornblith et al. 2019; Nguyen et al. 2021), RSA with `rdm` and `compare_rdms`,
@@ -90,10 +90,31 @@ def layer_names(model: nn.Module) -> list[str]:
     """The modules worth looking at, in the order they were registered (forward order for
     sequential models): linear and convolutional layers and activation functions.
 
-    For the app's MLP these are `layers.fc1, layers.act1, ..., layers.out`.
+    For the app's MLP these are `layers.fc1, layers.act1, ..., layers.out`. Any other module
+    (a BatchNorm, a residual block, a whole stage) can be looked at too: see `module_names`.
     """
     return [name for name, module in model.named_modules()
             if name and isinstance(module, MAP_TYPES + ACTIVATION_TYPES)]
+
+
+def module_names(model: nn.Module) -> dict[str, str]:
+    """Every submodule a user can look at, {name as in `named_modules()`: its class's name},
+    in registration order: layers, normalizations, residual blocks and the containers that
+    group them (the model itself, whose output is the output, is left out)."""
+    return {name: type(module).__name__ for name, module in model.named_modules() if name}
+
+
+def _as_rows(output, name: str, n: int) -> torch.Tensor:
+    """A module's output for n samples as (n, features): the tensor flattened after the sample
+    dimension; of a tuple or list (an LSTM's, an attention's), its first tensor."""
+    if isinstance(output, (tuple, list)):
+        output = next((t for t in output if isinstance(t, torch.Tensor)), None)
+    if not isinstance(output, torch.Tensor):
+        raise ValueError(f"Module {name} returns no tensor, so it has no activations to look at.")
+    if output.dim() == 0 or len(output) != n:
+        raise ValueError(f"Module {name} returns a tensor of shape {tuple(output.shape)} for {n} samples; "
+                         "activations need one row per sample (the samples first).")
+    return output.detach().flatten(1).float().cpu()
 
 
 @torch.no_grad()
@@ -101,33 +122,39 @@ def activations(model: nn.Module, x: Array, layers: Iterable[str] | None = None,
                 batch_size: int = 1024) -> dict[str, torch.Tensor]:
     """The outputs of the named modules for inputs `x`, via forward hooks.
 
-    The model runs in eval mode (restored afterwards) and without gradients, in batches of
-    `batch_size` on the model's device; the hooks are removed even if the forward fails.
-    A module that runs more than once in one forward pass (shared weights, or the frozen
+    Works on any module of any model (a Conv2d, a BatchNorm, a residual block, a stage of a
+    ResNet), whatever the model's own layout: the hooks catch each module's output where the
+    forward pass produces it. The model runs in eval mode (restored afterwards; BatchNorm
+    uses its running statistics) and without gradients, in batches of `batch_size` on the
+    model's device; the hooks are removed even if the forward fails. A module that runs more
+    than once in one forward pass (shared weights, a ReLU reused inside a block, or the frozen
     initial copy that `Centered` runs before the live model) gives its last output.
 
     Args:
         model: any module.
-        x: the inputs, (N, ...) as the model takes them.
+        x: the inputs, (N, ...) as the model takes them, e.g. (N, C, H, W) for a conv net.
         layers: module names as in `model.named_modules()`; by default `layer_names(model)`.
         batch_size: samples per forward pass.
 
     Returns:
-        {layer: (N, features) float32 tensor on the CPU}, outputs flattened after the
-        sample dimension, in the order of `layers`.
+        {layer: (N, features) float32 tensor on the CPU}, each output flattened after the
+        sample dimension (a conv layer's (N, C, H, W) becomes (N, C*H*W)), in the order of
+        `layers`.
     """
     layers = list(layer_names(model) if layers is None else layers)
     modules = dict(model.named_modules())
-    unknown = [name for name in layers if name not in modules]
+    unknown = [name for name in layers if name not in modules or not name]
     if unknown:
-        raise ValueError(f"The model has no module named {', '.join(unknown)}; "
-                         f"it has {', '.join(layer_names(model)) or 'no layers to look at'}.")
+        known = list(module_names(model))
+        shown = ", ".join(known[:12]) + (f" and {len(known) - 12} more" if len(known) > 12 else "")
+        raise ValueError(f"The model has no module named {', '.join(map(repr, unknown))}; "
+                         f"it has {shown or 'no submodules to look at'}.")
     x = torch.as_tensor(x)
     parameter = next(model.parameters(), None)
     if parameter is not None:  # inputs go where the weights are, floats in their precision
         x = x.to(parameter.device, parameter.dtype if x.is_floating_point() else x.dtype)
 
-    latest: dict[str, torch.Tensor] = {}
+    latest: dict[str, object] = {}
 
     def keep_output(name):
         def hook(module, inputs, output):
@@ -139,12 +166,13 @@ def activations(model: nn.Module, x: Array, layers: Iterable[str] | None = None,
         with evaluating(model):
             collected = {name: [] for name in layers}
             for start in range(0, len(x), batch_size):
+                batch = x[start:start + batch_size]
                 latest.clear()
-                model(x[start:start + batch_size])
+                model(batch)
                 for name in layers:
                     if name not in latest:
                         raise ValueError(f"Module {name} did not run in the model's forward pass.")
-                    collected[name].append(latest[name].flatten(1).float().cpu())
+                    collected[name].append(_as_rows(latest[name], name, len(batch)))
     finally:
         for hook in hooks:
             hook.remove()

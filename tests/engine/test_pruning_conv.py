@@ -148,3 +148,102 @@ def test_a_pruned_conv_net_keeps_its_zeros_through_training_on_images():
         F.cross_entropy(model(images(16, dtype=torch.float32)), labels(16)).backward()
         optimizer.step()
     assert pruning.sparsity_of(model)["total"] == pytest.approx(0.5, abs=1e-3)
+
+
+# ---------------------------------------------------------------- removing conv channels
+
+
+def lab_model(kind, seed=0):
+    """One of the lab's conv nets on digits-shaped images, its BatchNorms moved off their defaults."""
+    torch.manual_seed(seed)
+    model = build(ModelSpec(kind=kind, width=4, depth=2), SHAPE, 3).double()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.5, 0.5)
+        model.train()(images(32, seed=9) * 2)
+    return model.eval()
+
+
+def half_the_channels(model, x=None):
+    return pruning.channel_masks(pruning.channel_scores(model, x), 0.5)
+
+
+def assert_removal_matches_the_masked_model(model, keep, x=None):
+    small, counts = pruning.remove_channels(model, keep, x)
+    masked = pruning.mask_channels(model, keep, x)
+    inputs = images(16, seed=5)
+    with torch.no_grad():
+        torch.testing.assert_close(small(inputs), masked(inputs), atol=1e-5, rtol=0)
+    assert counts["parameters"][1] < counts["parameters"][0] == sum(p.numel() for p in model.parameters())
+    assert counts["parameters"][1] == sum(p.numel() for p in small.parameters())
+    return small, counts
+
+
+def test_removing_half_the_channels_of_the_lab_vgg_gives_the_masked_models_outputs():
+    model = lab_model("vgg")
+    keep = half_the_channels(model)
+    small, counts = assert_removal_matches_the_masked_model(model, keep)
+    assert counts["channels"]["features.conv1_1"] == [4, 2]
+    assert small.features.conv1_1.out_channels == 2 and small.features.bn1_1.num_features == 2
+    assert small.features.conv1_2.in_channels == 2 and small.out.in_features == 8
+
+
+def test_removing_channels_of_a_sequential_conv_net_drops_their_blocks_of_linear_inputs():
+    model, x = conv_net(), images(4)
+    keep = half_the_channels(model, x)
+    small, _ = assert_removal_matches_the_masked_model(model, keep, x)
+    assert small[4].in_channels == 2 and small[8].in_features == 3 * 16  # 3 of 6 channels, 4x4 each
+
+
+def test_a_masked_channel_is_exactly_zero_after_its_batchnorm():
+    model, x = conv_net(), images(4)
+    keep = {"0": torch.tensor([True, False, True, False])}
+    masked = pruning.mask_channels(model, keep, x)
+    with torch.no_grad():
+        after_norm = masked[1](masked[0](images(8)))
+    assert (after_norm[:, [1, 3]] == 0).all() and (after_norm[:, [0, 2]] != 0).any()
+
+
+def test_channel_scores_are_the_l1_norms_of_the_filters():
+    model = lab_model("vgg")
+    scores = pruning.channel_scores(model)
+    torch.testing.assert_close(scores["features.conv2_1"],
+                               model.features.conv2_1.weight.detach().abs().sum(dim=(1, 2, 3)))
+
+
+def test_channels_inside_a_residual_block_can_go_but_not_those_on_the_shortcut():
+    model = lab_model("resnet")
+    scores = pruning.channel_scores(model)
+    assert "blocks.0.conv1" in scores and "stem" not in scores and "blocks.0.conv2" not in scores
+    assert_removal_matches_the_masked_model(model, {"blocks.0.conv1": torch.tensor([True, False, True, True])})
+
+
+@pytest.mark.parametrize("conv", ["stem", "blocks.0.conv2", "blocks.2.conv1"])  # blocks.2 halves the size: untraceable
+def test_removing_channels_where_a_residual_connection_reads_them_is_refused_with_a_sentence(conv):
+    model = lab_model("resnet")
+    channels = model.get_submodule(conv).out_channels
+    keep = {conv: torch.arange(channels) > 0}
+    with pytest.raises(ValueError, match=f"Channels of {conv} cannot be removed: .*Residual networks"):
+        pruning.remove_channels(model, keep)
+
+
+def test_a_forward_that_hard_codes_the_channel_count_is_refused_with_a_sentence():
+    class HardCoded(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.Linear(4 * 64, 3)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).view(-1, 4 * 64))
+
+    model = HardCoded()
+    keep = {"conv": torch.tensor([True, True, False, False])}
+    with pytest.raises(ValueError, match="hard-code a channel count"):
+        pruning.remove_channels(model, keep, images(2, dtype=torch.float32))
+
+
+def test_a_channel_mask_of_the_wrong_size_is_refused_with_a_sentence():
+    with pytest.raises(ValueError, match="has shape \\(3,\\); the layer has 4 channels"):
+        pruning.remove_channels(lab_model("vgg"), {"features.conv1_1": torch.tensor([True, False, True])})

@@ -4,6 +4,9 @@
   init scale and optional low-rank initial weights.
 - `ResidualMLP`: the same layers with skip connections (smoother loss surfaces).
 - `CNN`: a small convolutional net for image-like (digits) and signal-like (MNIST-1D) inputs.
+- The zoo for Li et al. 2018's pictures: `ResNet` (He et al. 2016's CIFAR ResNet; ResNet-20 at
+  depth 3, width 16), the same without skip connections, and a VGG-style `VGG`, all with
+  BatchNorm, on images (2-D convolutions) or signals (1-D).
 - `Centered(model, alpha)`: alpha * (f(w) - f(w0)), the lazy/rich knob of Chizat et al. 2019.
 
 Every layer whose scaling depends on the parametrization is a `Dense` layer that knows its
@@ -26,6 +29,7 @@ from engine.settings import Section, is_whole
 
 KINDS = ("mlp", "resmlp", "cnn", "resnet", "resnet-noskip", "vgg")
 PARAMETRIZATIONS = ("standard", "ntk", "mup", "meanfield")
+CONV_KINDS = {"cnn": "CNN", "resnet": "ResNet", "resnet-noskip": "ResNet", "vgg": "VGG"}  # kind -> name in sentences
 
 
 class Square(nn.Module):
@@ -98,8 +102,8 @@ class ModelSpec(Section):
             e["parametrization"] = (
                 f"Parametrization must be one of {', '.join(PARAMETRIZATIONS)}."
             )
-        elif self.kind == "cnn" and self.parametrization != "standard":
-            e["parametrization"] = "The CNN supports only the standard parametrization."
+        elif self.kind in CONV_KINDS and self.parametrization != "standard":
+            e["parametrization"] = f"The {CONV_KINDS[self.kind]} supports only the standard parametrization."
         if not _is_finite(self.init_scale) or self.init_scale <= 0:
             e["init_scale"] = "Init scale must be a positive number."
         if self.rank is not None and (not is_whole(self.rank) or self.rank < 1):

@@ -174,3 +174,90 @@ def test_the_quadratic_activation_squares():
     x = torch.randn(5, 2)
     hidden = x @ net.layers.fc1.weight.T * net.layers.fc1.multiplier
     assert torch.allclose(net(x), (hidden**2) @ net.layers.out.weight.T * net.layers.out.multiplier, atol=1e-6)
+
+
+# ---------------------------------------------------------------- the zoo: ResNet-20 and VGG
+
+def resnet_parameter_count(channels_in, width, depth, n_out, kernel):
+    """He et al.'s CIFAR ResNet counted by hand: bias-free kxk convs, 2 BatchNorm parameters per
+    channel, a parameter-free shortcut, a linear readout with bias."""
+    def conv_bn(c_in, c_out):
+        return kernel * c_in * c_out + 2 * c_out
+
+    total, c = conv_bn(channels_in, width), width
+    for stage_width in (width, 2 * width, 4 * width):
+        for _ in range(depth):
+            total += conv_bn(c, stage_width) + conv_bn(stage_width, stage_width)
+            c = stage_width
+    return total + c * n_out + n_out
+
+
+@pytest.mark.parametrize("kind", ["resnet", "resnet-noskip"])
+@pytest.mark.parametrize("shape, kernel", [((3, 32, 32), 9), ((1, 8, 8), 9), ((1, 40), 3)])
+def test_resnet20_parameter_count_is_the_closed_form(kind, shape, kernel):
+    model = build(ModelSpec(kind=kind, width=16, depth=3), shape, 10)
+    assert count_parameters(model) == resnet_parameter_count(shape[0], 16, 3, 10, kernel)
+
+
+def test_resnet20_on_cifar_shapes_has_027m_parameters():
+    assert resnet_parameter_count(3, 16, 3, 10, 9) == 269_722  # He et al. 2016, Table 6: 0.27M
+
+
+def test_vgg_parameter_count_is_the_closed_form():
+    """Two conv-bn layers per stage (3x3, no bias) of 8, 16, 32 channels, then 32 -> 10."""
+    convs = (9 * 1 * 8 + 9 * 8 * 8) + (9 * 8 * 16 + 9 * 16 * 16) + (9 * 16 * 32 + 9 * 32 * 32)
+    batchnorms = 2 * 2 * (8 + 16 + 32)
+    model = build(ModelSpec(kind="vgg", width=8, depth=2), (1, 8, 8), 10)
+    assert count_parameters(model) == convs + batchnorms + 32 * 10 + 10
+
+
+@pytest.mark.parametrize("kind", ["resnet", "resnet-noskip", "vgg"])
+@pytest.mark.parametrize("shape, conv, norm", [((1, 8, 8), torch.nn.Conv2d, torch.nn.BatchNorm2d),
+                                               ((1, 40), torch.nn.Conv1d, torch.nn.BatchNorm1d)])
+def test_zoo_convolves_digits_in_2d_and_mnist1d_signals_in_1d(kind, shape, conv, norm):
+    model = build(ModelSpec(kind=kind, width=4, depth=1), shape, 10)
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d,
+                                                            torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))]
+    assert layers and all(isinstance(m, (conv, norm)) for m in layers)
+    assert model(torch.randn(3, *shape)).shape == (3, 10)
+
+
+def test_resnet_and_resnet_noskip_of_one_seed_have_the_same_weights():
+    skip, noskip = (build(ModelSpec(kind=k, width=4, depth=2, seed=3), (1, 8, 8), 10).state_dict()
+                    for k in ("resnet", "resnet-noskip"))
+    assert skip.keys() == noskip.keys()
+    assert all(torch.equal(skip[k], noskip[k]) for k in skip)
+
+
+def option_a_shortcut(x, channels):
+    """He et al.'s parameter-free shortcut, by hand: subsample by the size ratio, zero-pad channels."""
+    extra = channels - x.shape[1]
+    if extra:
+        x = x[:, :, ::2, ::2]
+        zeros = torch.zeros(x.shape[0], extra // 2, *x.shape[2:])
+        x = torch.cat([zeros, x, zeros], dim=1)
+    return x
+
+
+def test_resnet_noskip_differs_from_resnet_only_in_the_shortcuts():
+    """Same weights: every block of the ResNet is relu(h + shortcut(x)) where the no-skip
+    block is relu(h), h being the no-skip block's residual branch."""
+    spec = ModelSpec(kind="resnet", width=4, depth=2, seed=1)
+    skip = build(spec, (1, 8, 8), 10).eval()
+    noskip = build(ModelSpec.from_dict(spec.to_dict() | {"kind": "resnet-noskip"}), (1, 8, 8), 10).eval()
+    x = torch.randn(5, 1, 8, 8)
+    h = skip.act(skip.bn(skip.stem(x)))
+    for block_skip, block_noskip in zip(skip.blocks, noskip.blocks):
+        branch = {}
+        handle = block_noskip.bn2.register_forward_hook(lambda m, i, out: branch.update(h=out))
+        plain = block_noskip(h)
+        handle.remove()
+        torch.testing.assert_close(plain, torch.relu(branch["h"]))
+        out = block_skip(h)
+        torch.testing.assert_close(out, torch.relu(branch["h"] + option_a_shortcut(h, out.shape[1])))
+        h = out
+
+
+def test_zoo_models_refuse_other_parametrizations_with_a_sentence():
+    with pytest.raises(ValueError, match="The ResNet supports only the standard parametrization"):
+        build(ModelSpec(kind="resnet-noskip", parametrization="mup"), (1, 8, 8), 10)

@@ -288,18 +288,21 @@ class Report:
 def difference(reference: Arrays, other: Arrays) -> tuple[float, float]:
     """The largest |reference - other| over every array, and the largest relative to each
     array's largest magnitude (a normwise relative error: entries near 0 do not blow it up).
-    NaNs must sit at the same places; a missing array or another shape is an infinite difference."""
+    NaNs and infinities (a pruned weight's score is -inf) must be the same at the same places;
+    a missing array or another shape is an infinite difference."""
     worst_abs, worst_rel = 0.0, 0.0
     for key, ref in reference.items():
         if ref is None and other.get(key) is None:
             continue
         a, b = np.asarray(ref, dtype=float), np.asarray(other.get(key), dtype=float)
-        if a.shape != b.shape or not np.array_equal(np.isnan(a), np.isnan(b)):
+        if a.shape != b.shape:
             return float("inf"), float("inf")
-        if a.size == 0:
-            continue
-        gap = float(np.nanmax(np.abs(a - b), initial=0.0))
-        scale = float(np.nanmax(np.abs(a), initial=0.0))
+        finite = np.isfinite(a)
+        if not (np.array_equal(finite, np.isfinite(b)) and np.array_equal(a[~finite], b[~finite], equal_nan=True)):
+            return float("inf"), float("inf")
+        a, b = a[finite], b[finite]
+        gap = float(np.max(np.abs(a - b), initial=0.0))
+        scale = float(np.max(np.abs(a), initial=0.0))
         worst_abs = max(worst_abs, gap)
         worst_rel = max(worst_rel, gap / scale if scale > 0 else gap)
     return worst_abs, worst_rel

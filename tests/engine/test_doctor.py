@@ -67,6 +67,13 @@ def test_nans_in_the_same_places_agree_and_elsewhere_differ_infinitely():
     assert doctor.difference({"a": np.array([nan, 1.0])}, {"a": np.array([1.0, 1.0])}) == (np.inf, np.inf)
 
 
+def test_infinities_must_be_the_same_in_the_same_places():
+    inf = float("inf")
+    assert doctor.difference({"a": np.array([-inf, 1.0])}, {"a": np.array([-inf, 1.0])}) == (0.0, 0.0)
+    assert doctor.difference({"a": np.array([-inf, 1.0])}, {"a": np.array([5.0, 1.0])}) == (inf, inf)
+    assert doctor.difference({"a": np.array([-inf, 1.0])}, {"a": np.array([inf, 1.0])}) == (inf, inf)
+
+
 def test_another_shape_or_a_missing_array_differs_infinitely():
     assert doctor.difference({"a": np.zeros(3)}, {"a": np.zeros(4)}) == (np.inf, np.inf)
     assert doctor.difference({"a": np.zeros(3)}, {}) == (np.inf, np.inf)

@@ -48,6 +48,12 @@ def test_the_command_listens_on_localhost_only_unless_told_otherwise():
     assert "--server.address=localhost" in command and command[4] == str(ROOT / "app.py")
 
 
+def test_models_named_at_start_are_offered_to_the_runs_page():
+    env = launch.environment("nets.py:resnet,nets.py:vgg", base={"PATH": "/bin"})
+    assert env == {"PATH": "/bin", "DYNAMICS_LAB_MODELS": "nets.py:resnet,nets.py:vgg"}
+    assert launch.MODELS_VAR == __import__("engine.external").external.MODELS_VAR
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

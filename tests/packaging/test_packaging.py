@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from app_pages import launch
+from engine import external
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,7 +52,7 @@ def test_the_command_listens_on_localhost_only_unless_told_otherwise():
 def test_models_named_at_start_are_offered_to_the_runs_page():
     env = launch.environment("nets.py:resnet,nets.py:vgg", base={"PATH": "/bin"})
     assert env == {"PATH": "/bin", "DYNAMICS_LAB_MODELS": "nets.py:resnet,nets.py:vgg"}
-    assert launch.MODELS_VAR == __import__("engine.external").external.MODELS_VAR
+    assert launch.MODELS_VAR == external.MODELS_VAR
 
 
 def _free_port() -> int:

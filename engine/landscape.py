@@ -460,13 +460,32 @@ def _chain_forward(chain: Chain, weights: Params, x: torch.Tensor) -> torch.Tens
     the bias and the activation act in place. A weight shaped like its parameter (one that the
     directions leave alone) is shared by all the points through broadcasting.
     """
-    h = (x.flatten(1) if chain.flattens else x).T  # (features, samples), shared by the points
-    owned = False  # whether h is a tensor of ours, which may be changed in place
-    for prefix, module in chain.layers:
+    return _chain_apply(chain.layers, weights, _chain_input(chain, x), owned=False)
+
+
+def _chain_input(chain: Chain, x: torch.Tensor) -> torch.Tensor:
+    """The chain's input features-first, (features, samples): a view of the caller's data."""
+    return (x.flatten(1) if chain.flattens else x).T
+
+
+# Activations with an in-place form: applied to a buffer of ours, they allocate nothing.
+IN_PLACE = {nn.ReLU: torch.relu_, nn.Tanh: torch.tanh_, nn.Sigmoid: torch.sigmoid_,
+            nn.Identity: lambda h: h, nn.Dropout: lambda h: h}
+
+
+def _activate(module: nn.Module, h: torch.Tensor, owned: bool) -> torch.Tensor:
+    """An elementwise activation, in place where it has that form. The caller's data (not
+    `owned`) is copied first: a module built with inplace=True would change it too."""
+    h = h if owned else h.clone()
+    return IN_PLACE[type(module)](h) if type(module) in IN_PLACE else module(h)
+
+
+def _chain_apply(layers: list, weights: Params, h: torch.Tensor, owned: bool) -> torch.Tensor:
+    """Run `layers` of a chain on features-first activations h ((features, samples), or
+    (points, features, samples)); `owned` says whether h may be changed in place."""
+    for prefix, module in layers:
         if type(module) not in (nn.Linear, Dense):
-            if not owned:  # an activation before the first layer: keep the caller's data intact
-                h = h.clone()
-            h = h.relu_() if type(module) is nn.ReLU else module(h)
+            h = _activate(module, h, owned)
             owned = True
             continue
         h = torch.matmul(weights[prefix + "weight"], h)
@@ -485,6 +504,12 @@ def _chain_loss_and_correct(loss_fn, chain: Chain, classify: bool, weights: Para
                             x: torch.Tensor, y: torch.Tensor, count: int):
     """Mean loss and correct count at `count` weight points of a chain, one per point."""
     out = _chain_forward(chain, weights, x).expand(count, -1, -1)  # (points, outputs, samples)
+    return _outputs_loss_and_correct(loss_fn, classify, out, y)
+
+
+def _outputs_loss_and_correct(loss_fn, classify: bool, out: torch.Tensor, y: torch.Tensor):
+    """Mean loss and correct count per point of outputs (points, outputs, samples)."""
+    count = len(out)
     if loss_fn is F.cross_entropy and classify:
         # cross-entropy takes the classes in dim 1: no transpose, and one call for all points
         loss = F.cross_entropy(out, y.expand(count, -1), reduction="none").mean(dim=1)
@@ -499,20 +524,48 @@ def _chain_loss_and_correct(loss_fn, chain: Chain, classify: bool, weights: Para
 # ---------------------------------------------------------------- evaluating many weights
 
 
+STRATEGIES = ("auto", "batched", "per point")
+# Above this many multiply-adds x 2 per weight point (one point's forward over one batch of
+# samples, a chain's first layer left out: it is computed once per grid), a chain is
+# evaluated one point at a time as plain GEMMs with the weights written in place; below it,
+# many points at once as batched products. Measured with bench/landscape.py --crossover on
+# the 2-core CPU this was written on: see CROSSOVER_NOTE.
+PER_POINT_FLOPS = 2e7
+CROSSOVER_NOTE = "to be measured"
+
+
+def choose_strategy(flops_per_point: float, device: torch.device) -> str:
+    """'per point' when one point's forward keeps the CPU's cores busy on its own, else
+    'batched'. A GPU is only kept busy by many points at once: always 'batched' there."""
+    if device.type != "cpu":
+        return "batched"
+    return "per point" if flops_per_point >= PER_POINT_FLOPS else "batched"
+
+
+def chain_flops(layers: list, n_samples: int) -> int:
+    """Floating-point operations of one point's forward through the linear layers of `layers`
+    over n_samples (2 per multiply-add; the activations and biases are small beside them)."""
+    return sum(2 * m.in_features * m.out_features * n_samples
+               for _, m in layers if type(m) in (nn.Linear, Dense))
+
+
 def _evaluate(model: nn.Module, loss: LossArg, x, y, weights_of: Callable[[int, int], Params],
               n_points: int, batch_size: Optional[int] = None,
-              progress: Optional[Callable[[float], None]] = None):
+              progress: Optional[Callable[[float], None]] = None, strategy: str = "auto"):
     """Mean loss (and accuracy) over all of (x, y) at `n_points` weight points.
 
     Args:
         weights_of: (start, stop) -> the weights of points start..stop-1, stacked along a
             new dim 0 (tensors of shape (stop - start, *parameter shape)); a tensor of the
-            parameter's own shape is shared by all the points.
-        batch_size, progress: see `surface`.
+            parameter's own shape is shared by all the points. A `PlanePoints` also lets the
+            points be written in place and a chain's first layer be computed once.
+        batch_size, progress, strategy: see `surface`.
 
     Returns:
         (losses (n_points,), accuracies (n_points,) or None, the plan as a dict).
     """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"The strategy must be one of {STRATEGIES}, not {strategy!r}.")
     loss_fn = loss_function(loss)
     x, y = as_data(model, x, y)
     n = len(x)
@@ -526,6 +579,18 @@ def _evaluate(model: nn.Module, loss: LossArg, x, y, weights_of: Callable[[int, 
     batch_budget = max(budget, CPU_BATCH_BUDGET) if p.device.type == "cpu" else budget
     chunk, batch = plan_chunks(n_points, n, point_bytes, sample_bytes, budget, batch_size,
                                batch_budget)
+    plan = {"n_samples": n, "batch_size": batch, "points_per_chunk": chunk, "device": str(p.device),
+            "mode": evaluation_mode(model)}
+
+    chain = linear_chain(model)
+    if chain is not None and not (chain.flattens or x.dim() == 2):
+        chain = None  # nn.Linear on inputs with more dimensions maps the last one: not a chain
+    if chain is not None and isinstance(weights_of, PlanePoints):
+        with torch.no_grad():
+            losses, corrects, route = _chain_plane(loss_fn, chain, classify, weights_of, x, y,
+                                                   batch, chunk, strategy, progress)
+        accuracy = corrects.cpu().numpy() if classify else None
+        return losses.cpu().numpy(), accuracy, {**plan, "points_at_once": route}
 
     def loss_and_correct(weights, xb, yb):
         out = functional_call(model, (weights, buffers), (xb,))
@@ -533,25 +598,30 @@ def _evaluate(model: nn.Module, loss: LossArg, x, y, weights_of: Callable[[int, 
         return loss_fn(out, yb), correct
 
     shapes = {name: t.shape for name, t in model.named_parameters()}
-    chain = linear_chain(model)
-    if chain is not None and not (chain.flattens or x.dim() == 2):
-        chain = None  # nn.Linear on inputs with more dimensions maps the last one: not a chain
+    # vmap over points, until an operation refuses it; or one point at a time on request
+    route = {"batched": strategy != "per point"}
+    in_place = strategy == "per point" and isinstance(weights_of, PlanePoints)
+    point_buffers = weights_of.buffers() if in_place else None
 
-    route = {"batched": True}  # vmap over points, until an operation refuses it
-
-    def evaluate_chunk(weights: Params, count: int, xb: torch.Tensor, yb: torch.Tensor):
-        """Loss and correct count at each of the `count` points whose weights are given.
+    def evaluate_chunk(weights: Optional[Params], start: int, count: int, xb: torch.Tensor,
+                       yb: torch.Tensor):
+        """Loss and correct count at each of the `count` points from `start` on.
 
         A tensor with a leading point dimension differs between points; one shaped like its
-        parameter (a bias the directions leave alone) serves all of them unbatched.
+        parameter (a bias the directions leave alone) serves all of them unbatched. Without
+        `weights`, each point's weights are written into `point_buffers` in turn.
         """
+        if weights is None:
+            points = [loss_and_correct(weights_of.write_point(start + i, point_buffers), xb, yb)
+                      for i in range(count)]
+            return tuple(torch.stack(values) for values in zip(*points))
         batched = {k: None if t.shape == shapes[k] else 0 for k, t in weights.items()}
         if count == 1 or all(dim is None for dim in batched.values()):
             # one point, or points that coincide: one plain forward, no vmap
             single = {k: t if batched[k] is None else t[0] for k, t in weights.items()}
             loss_value, correct = loss_and_correct(single, xb, yb)
             return loss_value.expand(count), correct.expand(count)
-        if chain is not None:
+        if chain is not None and route["batched"]:
             return _chain_loss_and_correct(loss_fn, chain, classify, weights, xb, yb, count)
         if route["batched"]:
             try:
@@ -568,23 +638,119 @@ def _evaluate(model: nn.Module, loss: LossArg, x, y, weights_of: Callable[[int, 
     with torch.no_grad(), eval_mode(model):
         for start in range(0, n_points, chunk):
             stop = min(start + chunk, n_points)
-            weights = weights_of(start, stop)
+            weights = None if in_place else weights_of(start, stop)
             total_loss = torch.zeros(stop - start, dtype=torch.float64, device=p.device)
             total_correct = torch.zeros(stop - start, dtype=torch.float64, device=p.device)
             for s in range(0, n, batch):
                 xb, yb = x[s:s + batch], y[s:s + batch]
-                batch_loss, correct = evaluate_chunk(weights, stop - start, xb, yb)
+                batch_loss, correct = evaluate_chunk(weights, start, stop - start, xb, yb)
                 total_loss += batch_loss.double() * len(xb)  # the mean of means, weighted by size
                 total_correct += correct.double()
             losses.append(total_loss / n)
             corrects.append(total_correct / n)
             if progress is not None:
                 progress(stop / n_points)
-    plan = {"n_samples": n, "batch_size": batch, "points_per_chunk": chunk, "device": str(p.device),
-            "mode": evaluation_mode(model),
-            "points_at_once": "chain" if chain is not None else "vmap" if route["batched"] else "one by one"}
+    plan["points_at_once"] = ("chain" if chain is not None and route["batched"]
+                              else "vmap" if route["batched"] else "one by one")
     accuracy = torch.cat(corrects).cpu().numpy() if classify else None
     return torch.cat(losses).cpu().numpy(), accuracy, plan
+
+
+def _chain_plane(loss_fn, chain: Chain, classify: bool, plane: PlanePoints, x: torch.Tensor,
+                 y: torch.Tensor, batch: int, chunk: int, strategy: str,
+                 progress: Optional[Callable[[float], None]]):
+    """Mean loss and accuracy of a chain at every point of a plane, and the route taken.
+
+    The first linear layer is linear in its weights and bias, so at the point origin +
+    sum_k c_k d_k its outputs are Z_0 + sum_k c_k Z_k, with Z_0 = W h + b from the origin's
+    weights and Z_k = D_k h + d_k from direction k's: computed once per batch of samples,
+    combined per point (2 multiply-adds per output instead of a matrix product). The rest of
+    the chain runs either batched over many points or one point at a time (`choose_strategy`).
+    """
+    n, n_points = len(x), len(plane)
+    losses = torch.zeros(n_points, dtype=torch.float64, device=x.device)
+    corrects = torch.zeros(n_points, dtype=torch.float64, device=x.device)
+    batches = range(0, n, batch)
+    done = 0
+    for s in batches:
+        xb, yb = x[s:s + batch], y[s:s + batch]
+        parts, rest = _first_layer_parts(chain, plane, xb)
+        chosen = strategy if strategy != "auto" else choose_strategy(chain_flops(rest, len(xb)),
+                                                                      x.device)
+        per_chunk = 1 if chosen == "per point" else chunk
+        evaluate = _chain_points_in_place if chosen == "per point" else _chain_points_batched
+        state = {}  # buffers that the per-point route reuses from point to point
+        for start in range(0, n_points, per_chunk):
+            stop = min(start + per_chunk, n_points)
+            loss, correct = evaluate(loss_fn, classify, plane, parts, rest, yb, start, stop, state)
+            losses[start:stop] += loss.double() * len(xb)  # the mean of means, weighted by size
+            corrects[start:stop] += correct.double()
+            done += stop - start
+            if progress is not None and (stop == n_points or per_chunk > 1 or stop % 64 == 0):
+                progress(done / (n_points * len(batches)))
+    route = f"chain, first layer once per grid, {'one point at a time in place' if chosen == 'per point' else 'batched'}"
+    return losses / n, corrects / n, route
+
+
+def _first_layer_parts(chain: Chain, plane: PlanePoints, x: torch.Tensor):
+    """The first linear layer's outputs from the origin's weights and from each direction's,
+    stacked as (1 + directions, features, samples), and the layers after it."""
+    layers = chain.layers
+    first = next(i for i, (_, m) in enumerate(layers) if type(m) in (nn.Linear, Dense))
+    h = _chain_apply(layers[:first], {}, _chain_input(chain, x), owned=False)
+    prefix, module = layers[first]
+    multiplier = getattr(module, "multiplier", 1.0)
+    parts = []
+    for weights in [plane.origin] + plane.directions:
+        z = torch.matmul(weights[prefix + "weight"], h)
+        if multiplier != 1.0:
+            z.mul_(multiplier)
+        bias = weights.get(prefix + "bias")
+        if bias is not None:
+            z.add_(bias.unsqueeze(-1))
+        parts.append(z)
+    return torch.stack(parts), layers[first + 1:]
+
+
+def _parameter_names(layers: list, plane: PlanePoints) -> list[str]:
+    """The names of the linear layers' parameters among `layers`."""
+    return [prefix + kind for prefix, m in layers if type(m) in (nn.Linear, Dense)
+            for kind in ("weight", "bias") if prefix + kind in plane.origin]
+
+
+def _chain_points_batched(loss_fn, classify, plane, parts, rest, y, start, stop, state):
+    """Points start..stop-1 at once: the first layer's outputs combined by one matrix
+    product, the rest of the chain as batched products of stacked weights."""
+    h = plane.combine(parts, start, stop)  # (points, features, samples), ours
+    out = _chain_apply(rest, plane(start, stop, _parameter_names(rest, plane)), h, owned=True)
+    return _outputs_loss_and_correct(loss_fn, classify, out, y)
+
+
+def _chain_points_in_place(loss_fn, classify, plane, parts, rest, y, start, stop, state):
+    """Point `start` alone, as plain GEMMs: its weights and its first layer's outputs written
+    into buffers made once (`state`), each layer's product written into its own buffer."""
+    if not state:
+        state["weights"] = plane.buffers(_parameter_names(rest, plane))
+        state["first"] = torch.empty_like(parts[0])
+        samples = parts.shape[-1]
+        state["outputs"] = {prefix: parts.new_empty(m.out_features, samples)
+                            for prefix, m in rest if type(m) in (nn.Linear, Dense)}
+    h = plane.combine_into(state["first"], list(parts), start)
+    weights = plane.write_point(start, state["weights"])
+    for prefix, module in rest:
+        if type(module) not in (nn.Linear, Dense):
+            h = _activate(module, h, owned=True)
+            continue
+        out, bias = state["outputs"][prefix], weights.get(prefix + "bias")
+        multiplier = getattr(module, "multiplier", 1.0)  # Dense: y = multiplier * x W^T + b
+        if bias is None:
+            h = torch.mm(weights[prefix + "weight"], h, out=out)
+            if multiplier != 1.0:
+                h.mul_(multiplier)
+        else:
+            h = torch.addmm(bias.unsqueeze(-1), weights[prefix + "weight"], h, alpha=multiplier,
+                            out=out)
+    return _outputs_loss_and_correct(loss_fn, classify, h.unsqueeze(0), y)
 
 
 def evaluation_mode(model: nn.Module) -> str:
@@ -599,31 +765,76 @@ def evaluation_mode(model: nn.Module) -> str:
     return "eval, BatchNorm without running statistics uses each batch's own"
 
 
-def plane_points(origin: Params, directions: list[Params], coefficients: np.ndarray):
-    """(start, stop) -> stacked weights origin + sum_k c[i, k] * d_k for rows i of coefficients.
+class PlanePoints:
+    """The weights origin + sum_k c[i, k] * d_k at the rows i of a coefficient matrix.
 
-    A parameter that every direction leaves alone (a bias under ignore="biasbn") is given
-    once, unstacked: it is the same at every point.
+    Called with (start, stop), it gives the weights of points start..stop-1 stacked along a
+    new dim 0 (the `weights_of` of `_evaluate`). A parameter that every direction leaves alone
+    (a bias under ignore="biasbn") is given once, unstacked: it is the same at every point.
+    Knowing the plane, and not only its points, lets `_evaluate` write one point's weights
+    into buffers in place (`write_point`) and compute a chain's first layer once per grid.
     """
-    first = next(iter(origin.values()))
-    c = torch.as_tensor(coefficients, dtype=first.dtype, device=first.device)
 
-    still = {name for name in origin if all(torch.count_nonzero(d[name]) == 0 for d in directions)}
+    def __init__(self, origin: Params, directions: list[Params], coefficients: np.ndarray):
+        self.origin, self.directions = origin, directions
+        self.coefficients = np.asarray(coefficients, dtype=float).reshape(len(coefficients), -1)
+        self.still = {name for name in origin
+                      if all(torch.count_nonzero(d[name]) == 0 for d in directions)}
 
-    def weights_of(start: int, stop: int) -> Params:
+    def __len__(self) -> int:
+        return len(self.coefficients)
+
+    def __call__(self, start: int, stop: int, names: Optional[Iterable[str]] = None) -> Params:
+        """The weights of points start..stop-1 (of the parameters `names`, by default all)."""
+        first = next(iter(self.origin.values()))
+        c = torch.as_tensor(self.coefficients[start:stop], dtype=first.dtype, device=first.device)
         out = {}
-        for name, w in origin.items():
-            if name in still:  # zero in every direction: one tensor serves all points
+        for name in self.origin if names is None else names:
+            w = self.origin[name]
+            if name in self.still:  # zero in every direction: one tensor serves all points
                 out[name] = w
                 continue
             shape = (stop - start,) + (1,) * w.dim()  # one coefficient per point, broadcast
             total = w.unsqueeze(0).expand(stop - start, *w.shape)
-            for k, d in enumerate(directions):
-                total = total + c[start:stop, k].reshape(shape) * d[name]
+            for k, d in enumerate(self.directions):
+                total = total + c[:, k].reshape(shape) * d[name]
             out[name] = total
         return out
 
-    return weights_of
+    def buffers(self, names: Optional[Iterable[str]] = None) -> Params:
+        """Room for one point's weights (of the parameters `names`, by default all): a buffer
+        per moving parameter; the others are shared."""
+        names = self.origin if names is None else names
+        return {name: self.origin[name] if name in self.still else torch.empty_like(self.origin[name])
+                for name in names}
+
+    def write_point(self, i: int, buffers: Params) -> Params:
+        """Point i's weights written into `buffers` (from `buffers()`): no new tensors."""
+        for name, out in buffers.items():
+            if name not in self.still:
+                self.combine_into(out, [self.origin[name]] + [d[name] for d in self.directions], i)
+        return buffers
+
+    def combine_into(self, out: torch.Tensor, parts: list, i: int) -> torch.Tensor:
+        """parts[0] + sum_k c[i, k] * parts[k + 1], written into `out`: for any quantity
+        linear in the weights (the weights themselves, or a first layer's outputs)."""
+        c = self.coefficients[i]
+        torch.add(parts[0], parts[1], alpha=float(c[0]), out=out)
+        for k in range(1, len(c)):
+            out.add_(parts[k + 1], alpha=float(c[k]))
+        return out
+
+    def combine(self, parts: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """parts[0] + sum_k c[i, k] * parts[k + 1] for points start..stop-1, stacked: one
+        matrix product of the coefficients [1, c_i] with the parts as rows."""
+        c = torch.as_tensor(self.coefficients[start:stop], dtype=parts.dtype, device=parts.device)
+        c = torch.cat([c.new_ones(len(c), 1), c], dim=1)
+        return (c @ parts.flatten(1)).reshape(stop - start, *parts.shape[1:])
+
+
+def plane_points(origin: Params, directions: list[Params], coefficients: np.ndarray) -> PlanePoints:
+    """(start, stop) -> stacked weights origin + sum_k c[i, k] * d_k for rows i of coefficients."""
+    return PlanePoints(origin, directions, coefficients)
 
 
 def losses_at(model: nn.Module, loss: LossArg, x, y, weights: Union[list, dict],
@@ -650,7 +861,7 @@ def losses_at(model: nn.Module, loss: LossArg, x, y, weights: Union[list, dict],
 def surface(model: nn.Module, loss: LossArg, x, y, d1: Weights, d2: Optional[Weights] = None,
             xs=DEFAULT_COORDINATES, ys=None, batch_size: Optional[int] = None,
             center: Optional[Weights] = None,
-            progress: Optional[Callable[[float], None]] = None) -> Surface:
+            progress: Optional[Callable[[float], None]] = None, strategy: str = "auto") -> Surface:
     """The loss at center + a*d1 (+ b*d2) for every a in xs (and b in ys).
 
     The model is evaluated in eval mode, averaged over all of (x, y), and left exactly as it
@@ -667,6 +878,11 @@ def surface(model: nn.Module, loss: LossArg, x, y, d1: Weights, d2: Optional[Wei
         batch_size: samples per forward; by default as many as the memory budget allows.
         center: the weights at (0, 0); the model's own by default.
         progress: called with the fraction done after each chunk (it may raise to cancel).
+        strategy: "batched" (many grid points per forward: batched products for a chain, vmap
+            otherwise), "per point" (one point at a time, its weights written in place into
+            buffers made once: plain matrix products for a chain), or "auto": per point for a
+            chain whose one point's forward keeps the CPU busy (`choose_strategy`), else batched.
+            For a chain the first layer is computed once per grid whatever the strategy.
 
     Returns:
         A `Surface` whose `loss` (and `accuracy` for class labels) has shape
@@ -683,7 +899,7 @@ def surface(model: nn.Module, loss: LossArg, x, y, d1: Weights, d2: Optional[Wei
         coefficients = np.stack([a.ravel(), b.ravel()], axis=1)
     points = plane_points(origin, directions, coefficients)
     losses, accuracy, plan = _evaluate(model, loss, x, y, points, len(coefficients), batch_size,
-                                       progress)
+                                       progress, strategy)
     shape = (len(xs),) if ys is None else (len(ys), len(xs))
     return Surface(xs=xs, ys=ys, loss=losses.reshape(shape),
                    accuracy=None if accuracy is None else accuracy.reshape(shape),

@@ -84,6 +84,7 @@ def pruning_page() -> None:
     geometry_and_masks(run_id, one, classifier=math.isfinite(sweep.dense_accuracy))
     if math.isfinite(sweep.dense_accuracy):
         gallery(run_id, {k: v for k, v in options.items() if k != "methods"} | {"method": method})
+    channels(run_id)
     lottery(run_id)
 
 
@@ -139,6 +140,37 @@ def gallery(run_id: str, settings: dict) -> None:
                              label="Fragile and robust samples")
     if result is not None:
         chart(figures.flip_gallery(result, title=f"pruned by {result.method}"), "pr-gallery", result=result)
+
+
+def channels(run_id: str) -> None:
+    """Structured pruning of a conv net: whole channels removed, a smaller model that computes
+    what the model with those channels masked computes."""
+    st.subheader("Removing conv channels")
+    st.caption("Each conv layer's channels with the smallest filters (L1 norm, Li et al. 2017) go for real: "
+               "the conv loses output channels, its BatchNorm the same entries, the next layer the inputs that "
+               "read them. The smaller model must compute what the masked one computes. Channels that also feed "
+               "a residual connection cannot go, and are named below.")
+    left, right = st.columns(2)
+    sparsity = left.select_slider("Fraction of channels removed", [0.25, 0.5, 0.75], value=0.5, key="pr:ch-sparsity")
+    scope = right.radio("Channels ranked", ["layer", "global"], horizontal=True, key="pr:ch-scope",
+                        help="layer: the same fraction in every conv layer; global: one threshold for all.")
+    if not st.toggle("Remove channels", key="pr:channels"):
+        return
+    result = analysis_result("channel-removal", run_id, dict(sparsity=sparsity, scope=scope),
+                             recipes.channel_removal, label="Removing conv channels")
+    if result is None:
+        return
+    before, after = (int(n) for n in result.parameters)
+    dense, masked, smaller = result.accuracy
+    a, b, c = st.columns(3)
+    a.metric("Parameters", f"{after:,}", f"{after - before:,} of {before:,}")
+    b.metric("Test accuracy, masked", f"{masked:.1%}", f"{masked - dense:+.1%} from dense")
+    c.metric("Test accuracy, smaller model", f"{smaller:.1%}",
+             f"largest output difference {result.largest_difference:.1e}", delta_color="off")
+    st.dataframe({"layer": result.layers, "channels before": result.channels[:, 0],
+                  "channels after": result.channels[:, 1]}, hide_index=True)
+    for layer, why in result.unsafe.items():
+        st.caption(f"{layer}: kept whole, since {why}")
 
 
 def lottery(run_id: str) -> None:

@@ -23,6 +23,8 @@ from engine.results import (ConfidenceMap, ConvexityMap, Eigenfunctions, Embeddi
                             FlipGallery, ModeCurves, PrunedRegions, PruningMasks, PruningSweep, RDMSet, Sharpness, SimilarityMatrix, SpectralDensity,
                             Surface, TargetPower, TriangleConfidence, Trajectory, UnitMatch)
 from engine.results import SampleGallery, WidthProbe
+from engine.results import ChannelRemoval
+from engine.losses import loss_for_task
 from engine.results import ExtremeSamples, FourierContent, LayerKernels, TargetPowerTrajectory
 from engine.train import TrainConfig, make_loss
 
@@ -615,6 +617,29 @@ def pruning_regions(ctx: Context, store: RunReader, run_id: str, *, methods: tup
                                      scope=scope, device="cpu", progress=_progress(ctx), reference=reference)
     regions.settings["at_init"] = at_init
     return regions
+
+
+def channel_removal(ctx: Context, store: RunReader, run_id: str, *, sparsity: float = 0.5,
+                    scope: str = "layer") -> ChannelRemoval:
+    """Remove the conv channels with the smallest filters (L1 norm, Li et al. 2017) for real: a
+    smaller model, its size and accuracy beside the model with those channels masked."""
+    model, data = load_model(store, run_id), load_dataset(store, run_id)
+    example = data.x_test[:2].reshape(-1, *data.input_shape)  # the shape a conv net's forward takes
+    scores = pruning.channel_scores(model, example)
+    unsafe = {name: why for name, why in pruning.channel_paths(model, example).items() if isinstance(why, str)}
+    if not scores:
+        raise ValueError("This model has no conv layer whose channels can be removed"
+                         + (f": {next(iter(unsafe.values()))}" if unsafe else " (it has no conv layers)."))
+    keep = pruning.channel_masks(scores, sparsity, scope)
+    small, counts = pruning.remove_channels(model, keep, example)
+    masked = pruning.mask_channels(model, keep, example)
+    loss = loss_for_task("auto", data.task)
+    accuracy = [pruning.evaluate(m, data.x_test, data.y_test, loss)[0] for m in (model, masked, small)]
+    with torch.no_grad(), evaluating(masked), evaluating(small):
+        difference = float((masked(data.x_test) - small(data.x_test)).abs().max())
+    return ChannelRemoval(list(counts["channels"]), np.array(list(counts["channels"].values())),
+                          np.array(counts["parameters"]), np.array(accuracy), difference, unsafe,
+                          {"sparsity": sparsity, "scope": scope})
 
 
 def pruned_geometry(ctx: Context, store: RunReader, run_id: str, *, method: str = "magnitude", sparsity: float = 0.9,

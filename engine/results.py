@@ -50,6 +50,7 @@ __all__ = [
     "LayerKernels",
     "TargetPowerTrajectory",
     "PruningMasks",
+    "ChannelRemoval",
     "PrunedRegions",
     "FlipGallery",
     "PhaseDiagram",
@@ -919,6 +920,32 @@ class PruningMasks:
 
     masks: dict[str, np.ndarray]
     input_shape: tuple = ()
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass
+class ChannelRemoval:
+    """Conv channels removed for real (engine.pruning.remove_channels): the smaller model beside
+    the masked one it must equal.
+
+    Attributes:
+        layers: the L conv layers whose channels could go.
+        channels: (L, 2) each layer's channels before and after.
+        parameters: (2,) the model's parameters before and after.
+        accuracy: (3,) test accuracy of the dense, the masked and the smaller model (NaN for
+            regression).
+        largest_difference: the largest |output| difference of the masked and the smaller
+            model over the test split (float rounding only).
+        unsafe: {conv layer: why its channels cannot go (a residual connection, ...)}.
+        settings: the sparsity and scope of the channel scores (filter L1 norms).
+    """
+
+    layers: list
+    channels: np.ndarray
+    parameters: np.ndarray
+    accuracy: np.ndarray
+    largest_difference: float
+    unsafe: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
 
 

@@ -178,3 +178,11 @@ def test_units_of_any_module_are_matched_across_imported_runs(two_runs):
     store, (first, second) = two_runs
     result = recipes.matched_units(None, store, first, other=second, layer="layer1.bn2", samples=30)
     assert len(result.correlations) == 4 * 8 * 8
+
+
+def test_channels_of_an_imported_resnet_go_inside_its_blocks_and_the_stem_is_said_unsafe(two_runs):
+    store, (first, _) = two_runs
+    result = recipes.channel_removal(None, store, first, sparsity=0.5)
+    assert result.layers == ["layer1.conv1", "layer2.conv1"] and result.channels.tolist() == [[4, 2], [8, 4]]
+    assert result.accuracy[1] == result.accuracy[2] and result.largest_difference < 1e-4
+    assert "goes to 2 places" in result.unsafe["conv1"]  # the stem feeds layer1's shortcut too

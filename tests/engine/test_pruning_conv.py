@@ -247,3 +247,48 @@ def test_a_forward_that_hard_codes_the_channel_count_is_refused_with_a_sentence(
 def test_a_channel_mask_of_the_wrong_size_is_refused_with_a_sentence():
     with pytest.raises(ValueError, match="has shape \\(3,\\); the layer has 4 channels"):
         pruning.remove_channels(lab_model("vgg"), {"features.conv1_1": torch.tensor([True, False, True])})
+
+
+# ---------------------------------------------------------------- the recipe on a stored run
+
+
+class Quiet:
+    cancelled = False
+
+    def report(self, *args, **kwargs):
+        pass
+
+    def check(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """A store with a VGG and an MLP trained a few steps on digits."""
+    from engine.experiment import Experiment, train_job
+    from engine.store import RunStore
+    from engine.train import TrainConfig
+
+    store = RunStore(tmp_path_factory.mktemp("store"))
+    config = TrainConfig(steps=20, eval_every=20, checkpoint_every=20)
+    ids = {kind: train_job(Quiet(), Experiment("digits", {}, ModelSpec(kind=kind, width=4, depth=1), config),
+                           store=store, device="cpu")["run_id"] for kind in ("vgg", "mlp")}
+    return store, ids
+
+
+def test_the_recipe_removes_channels_of_a_stored_vgg_and_keeps_the_masked_accuracy(stored):
+    from engine import recipes
+
+    store, ids = stored
+    result = recipes.channel_removal(Quiet(), store, ids["vgg"], sparsity=0.5)
+    assert result.layers == ["features.conv1_1", "features.conv2_1", "features.conv3_1"]
+    assert result.channels.tolist() == [[4, 2], [8, 4], [16, 8]] and result.parameters[1] < result.parameters[0]
+    assert result.accuracy[1] == result.accuracy[2] and result.largest_difference < 1e-4 and not result.unsafe
+
+
+def test_the_recipe_says_an_mlp_has_no_channels_to_remove(stored):
+    from engine import recipes
+
+    store, ids = stored
+    with pytest.raises(ValueError, match="no conv layer whose channels can be removed"):
+        recipes.channel_removal(Quiet(), store, ids["mlp"])

@@ -1,0 +1,41 @@
+"""The pruning page removes conv channels of a stored VGG and shows the smaller model beside the
+masked one (AppTest)."""
+from __future__ import annotations
+
+import time
+
+from apptest_helpers import Quiet
+
+import app_pages.lab as lab
+from engine.experiment import Experiment, train_job
+from engine.models import ModelSpec
+from engine.train import TrainConfig
+
+
+def rerun_until(at, done, timeout: float = 180.0) -> None:
+    """Rerun the page (as the progress fragment's timer would) until `done()` holds."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"not there after {timeout} s"
+        assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
+        time.sleep(0.3)
+        at.run()
+
+
+def test_the_pruning_page_shows_a_vgg_with_half_its_channels_removed(open_page, lab_home):
+    experiment = Experiment("digits", {}, ModelSpec(kind="vgg", width=4, depth=1),
+                            TrainConfig(steps=10, eval_every=10, checkpoint_every=10))
+    train_job(Quiet(), experiment, store=lab.store(), device="cpu")
+    at = open_page("pruning")
+    at.multiselect(key="pr:methods").set_value(["magnitude"]).run()
+    at.multiselect(key="pr:sparsities").set_value([0.5]).run()
+    at.select_slider(key="pr:finetune").set_value(0).run()
+    rerun_until(at, lambda: any(t.key == "pr:channels" for t in at.toggle))  # after the sweep's job
+    at.toggle(key="pr:channels").set_value(True).run()
+    rerun_until(at, lambda: len(at.metric) >= 3)  # after the removal's job
+    parameters = next(m for m in at.metric if m.label == "Parameters")
+    masked = next(m for m in at.metric if m.label == "Test accuracy, masked")
+    smaller = next(m for m in at.metric if m.label == "Test accuracy, smaller model")
+    assert masked.value == smaller.value and parameters.delta.startswith("-")
+    table = at.dataframe[0].value
+    assert list(table["channels after"]) == [2, 4, 8]

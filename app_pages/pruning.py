@@ -167,8 +167,7 @@ def channels(run_id: str) -> None:
     b.metric("Test accuracy, masked", f"{masked:.1%}", f"{masked - dense:+.1%} from dense")
     c.metric("Test accuracy, smaller model", f"{smaller:.1%}",
              f"largest output difference {result.largest_difference:.1e}", delta_color="off")
-    st.dataframe({"layer": result.layers, "channels before": result.channels[:, 0],
-                  "channels after": result.channels[:, 1]}, hide_index=True)
+    chart(figures.channel_bars(result), "pr-channels", result=result)
     for layer, why in result.unsafe.items():
         st.caption(f"{layer}: kept whole, since {why}")
 

@@ -43,6 +43,7 @@ FIGURES = {
     "LotteryTickets": pruning.lottery_curves,
     "PruningMasks": lambda r: pruning.mask_images(r.masks),
     "PrunedRegions": pruning.regions_side_by_side,
+    "ChannelRemoval": pruning.channel_bars,
     "FlipGallery": pruning.flip_gallery,
     "ExtremeSamples": ntk.extreme_samples_figure,
     "FourierContent": ntk.fourier_figure,

@@ -16,7 +16,15 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from engine.results import FlipGallery, LastLayerGeometry, LotteryTickets, PrunedRegions, PruningSweep, SimilarityMatrix
+from engine.results import (
+    ChannelRemoval,
+    FlipGallery,
+    LastLayerGeometry,
+    LotteryTickets,
+    PrunedRegions,
+    PruningSweep,
+    SimilarityMatrix,
+)
 from viz.geometry import sample_kind, similarity_heatmap
 from viz.predictions import decision_regions
 from viz.style import (
@@ -186,6 +194,24 @@ def layer_sparsity_bars(sweep: PruningSweep, sparsity_index: int = -1, *,
                         list(sweep.methods), "sparsity")
     fig.update_yaxes(title_text="fraction pruned", range=[0, 1.02], tickformat=".0%")
     return base_layout(fig, title or f"per-layer sparsity at {target:.0%} overall")
+
+
+def channel_bars(removal: ChannelRemoval, *, title: str | None = None) -> go.Figure:
+    """Each conv layer's channels before and after channel removal, the parameters and the
+    test accuracy of the masked and the smaller model in the title."""
+    if not len(removal.layers):
+        return base_layout(no_data(go.Figure()), title)
+    channels = np.asarray(removal.channels, dtype=float)
+    fig = go.Figure([go.Bar(x=list(removal.layers), y=channels[:, k], name=name,
+                            marker_color=color)
+                     for k, (name, color) in enumerate((("before", REFERENCE_COLOR), ("after", OUTLINE_COLOR)))])
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(title_text="channels")
+    before, after = (int(n) for n in removal.parameters)
+    accuracy = np.asarray(removal.accuracy, dtype=float)
+    shown = (f"; test accuracy masked {accuracy[1]:.1%}, smaller {accuracy[2]:.1%}"
+             if np.isfinite(accuracy[1:]).all() else "")
+    return base_layout(fig, title or f"channels removed: {before:,} to {after:,} parameters{shown}")
 
 
 def cka_bars(sweep: PruningSweep, sparsity_index: int = -1, *,

@@ -7,7 +7,7 @@ import numpy as np
 
 from engine.results import FlipGallery, LastLayerGeometry, LotteryTickets, PrunedRegions, PruningSweep
 from viz.pruning import (
-    METHOD_COLORS, accuracy_curves, cka_bars, flip_gallery, geometry_scatter, layer_sparsity_bars,
+    METHOD_COLORS, accuracy_curves, channel_bars, cka_bars, flip_gallery, geometry_scatter, layer_sparsity_bars,
     lottery_curves, mask_images, measure_curves, method_color, overlap_heatmap, regions_side_by_side,
 )
 from viz_samples import assert_valid
@@ -200,3 +200,13 @@ def test_measure_curves_draw_the_chosen_measure_with_the_dense_value():
 def test_measure_curves_say_when_an_older_sweep_lacks_the_measure():
     fig = assert_valid(measure_curves(make_sweep(), "train accuracy"))
     assert fig.layout.annotations[0].text == "no train accuracy in this sweep"
+
+
+def test_channel_bars_show_each_layers_channels_before_and_after():
+    from engine.results import ChannelRemoval
+
+    removal = ChannelRemoval(["conv1", "conv2"], np.array([[4, 2], [8, 4]]), np.array([1000, 400]),
+                             np.array([0.9, 0.8, 0.8]), 1e-7)
+    fig = assert_valid(channel_bars(removal))
+    assert [list(t.y) for t in fig.data] == [[4, 8], [2, 4]]
+    assert "1,000 to 400 parameters" in fig.layout.title.text and "smaller 80.0%" in fig.layout.title.text

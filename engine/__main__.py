@@ -54,7 +54,8 @@ LENSES = {
                  "map": recipes.levelset_map, "width": recipes.levelset_width},
     "prune": {"sweep": recipes.pruning_sweep, "geometry": recipes.pruned_geometry,
               "lottery": recipes.lottery_tickets, "masks": recipes.pruning_masks,
-              "gallery": recipes.pruning_gallery, "regions": recipes.pruning_regions},
+              "gallery": recipes.pruning_gallery, "regions": recipes.pruning_regions,
+              "channels": recipes.channel_removal},
 }
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.results import (
+    ChannelRemoval,
     ConfidenceMap,
     Confusion,
     ConvexityMap,
@@ -283,4 +284,5 @@ TABLES = {
                       x=count("labels"), name="sample"),
     PhaseDiagram: _phase_table,
     SampleGallery: line("label", "predicted", x="index", name="sample"),
+    ChannelRemoval: line(Column("channels", spread=("before", "after")), x="layers", name="layer"),
 }

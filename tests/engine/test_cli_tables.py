@@ -79,6 +79,7 @@ EXAMPLES = [
     (r.PhaseDiagram(*(ones(2) for _ in range(3)), *(ones(2, 2, 2) for _ in range(8)), np.zeros((2, 2, 2), bool),
                     np.array([["a", "b"], ["c", "d"]])), 8),
     (r.SampleGallery(np.arange(N), ones(N, 2), np.zeros(N), np.zeros(N)), N),
+    (r.ChannelRemoval(["conv1", "conv2"], np.array([[4, 2], [8, 4]]), np.array([100, 40]), ones(3), 0.0), 2),
 ]
 NOT_TABLES = {r.PruningMasks}  # one array per weight, each its own shape
 

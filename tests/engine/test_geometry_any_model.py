@@ -186,3 +186,14 @@ def test_channels_of_an_imported_resnet_go_inside_its_blocks_and_the_stem_is_sai
     assert result.layers == ["layer1.conv1", "layer2.conv1"] and result.channels.tolist() == [[4, 2], [8, 4]]
     assert result.accuracy[1] == result.accuracy[2] and result.largest_difference < 1e-4
     assert "goes to 2 places" in result.unsafe["conv1"]  # the stem feeds layer1's shortcut too
+
+
+def test_the_prune_command_removes_channels_of_an_imported_run_and_writes_their_table(two_runs, tmp_path):
+    from engine.__main__ import main
+
+    store, (first, _) = two_runs
+    code = main(["--store", str(store.root), "prune", first, "--what", "channels", "--out", str(tmp_path),
+                 "sparsity=0.5"])
+    assert code == 0 and (tmp_path / f"prune-channels-{first}.npz").exists()
+    table = (tmp_path / f"prune-channels-{first}.csv").read_text().splitlines()
+    assert table[0].split(",") == ["layer", "channels[before]", "channels[after]"] and len(table) == 3

@@ -86,7 +86,7 @@ def train_together(scope: str, runs: list[tuple[str, Experiment]]) -> None:
     or the free comparison)."""
     st.session_state.setdefault("lazy_jobs", {})[scope] = [
         (name, submit_training(name, experiment if experiment.watch.active
-                               else dataclasses.replace(experiment, watch=WATCH), f"lazy/rich: {name}"))
+                               else dataclasses.replace(experiment, watch=WATCH), _run_name(name)))
         for name, experiment in runs]
 
 
@@ -114,11 +114,17 @@ def share_runs(scope: str, followed: list) -> None:
         del st.query_params["runs"]
 
 
-def live_comparison(scope: str) -> None:
-    """The trainings followed under `scope` side by side; polls while any of them trains."""
+def live_comparison(scope: str, step_runs: list[tuple[str, Experiment]] = ()) -> None:
+    """The trainings followed under `scope` side by side; polls while any of them trains.
+    With nothing followed (a reloaded page), the newest saved runs of `step_runs` (a lesson
+    step's runs, found in the store by name and settings) are shown instead."""
     followed = followed_jobs(scope)
     share_runs(scope, followed)
     if not followed:
+        if saved := saved_step_runs(step_runs):
+            st.caption("Trained earlier: " + "; ".join(store().settings(i)["name"] for _, i in saved)
+                       + ". Train again to watch them live.")
+            draw_results([saved_result(name, run_id) for name, run_id in saved])
         return
     running = any(not state.done for _, state in followed)
     st.fragment(run_every=POLL_S if running else None)(_draw_live)(scope)
@@ -127,25 +133,84 @@ def live_comparison(scope: str) -> None:
 def _draw_live(scope: str) -> None:
     followed = followed_jobs(scope)
     share_runs(scope, followed)
-    if deciding := {name: s.partial["watch"]["lazy"] for name, s in followed if "lazy" in s.partial.get("watch", {})}:
-        st.plotly_chart(figures.deciding_figure(deciding, title=DECIDING_TITLE), key="lazy-deciding", width="stretch")
-    for (name, state), column in zip(followed, st.columns(len(followed))):
-        partial = state.partial
-        column.progress(min(max(state.progress, 0.0), 1.0), text=status_text(state, name))
-        if state.status == "failed":
-            column.error(state.error or "Training failed.")
-        elif state.result and state.result.get("status") == "diverged":
-            column.warning(state.result["message"])
-        if partial.get("view") is not None:
-            column.plotly_chart(prediction_figure(partial["view"], title=name), key=f"lazy-view-{state.id}",
-                                width="stretch")
-    histories = {name: s.partial["history"] for name, s in followed if s.partial.get("history") is not None}
-    measures = {name: s.partial["watch"]["lazy"] for name, s in followed if "lazy" in s.partial.get("watch", {})}
-    comparison_figures(histories, measures, key="live")
+    draw_results([live_result(name, state) for name, state in followed])
     ended = [state.id for _, state in followed]
     if all(state.done for _, state in followed) and st.session_state.get(f"lazy_drawn:{scope}") != ended:
         st.session_state[f"lazy_drawn:{scope}"] = ended
         st.rerun()  # the whole page: the fragment stops polling
+
+
+@dataclasses.dataclass
+class Shown:
+    """One configuration's results as the page draws them, live or saved."""
+
+    name: str
+    key: str  # unique among the page's charts (the job or the run id)
+    view: object = None  # the prediction view
+    history: object = None
+    measures: object = None  # LazyMeasures
+    state: object = None  # the training job's state, while it is followed
+
+
+def live_result(name: str, state) -> Shown:
+    partial = state.partial
+    return Shown(name, state.id, partial.get("view"), partial.get("history"),
+                 partial.get("watch", {}).get("lazy"), state)
+
+
+def saved_result(name: str, run_id: str) -> Shown:
+    from engine.results import History
+
+    return Shown(name, run_id, saved_view(run_id), History.from_dict(store().metrics(run_id)),
+                 load_watched(store(), run_id).get("lazy"))
+
+
+@st.cache_data(max_entries=32)
+def saved_view(run_id: str):
+    """A saved run's prediction view at its last checkpoint (computed once per run)."""
+    from engine.experiment import load_dataset, load_model
+    from engine.views import prediction_view
+
+    return prediction_view(load_model(store(), run_id), load_dataset(store(), run_id))
+
+
+def saved_step_runs(step_runs: list[tuple[str, Experiment]]) -> list[tuple[str, str]]:
+    """[(name, run id)] of the newest finished run of each of `step_runs`, saved under the name
+    the page gives it and with exactly its settings; empty unless every one of them is found."""
+    newest = {}
+    for run in finished_runs():  # newest first
+        newest.setdefault(run.name, run.id)
+    found = []
+    for name, experiment in step_runs:
+        run_id = newest.get(_run_name(name))
+        if run_id is None or Experiment.from_dict(store().settings(run_id)).to_dict() != experiment.to_dict():
+            return []
+        found.append((name, run_id))
+    return found
+
+
+def _run_name(name: str) -> str:
+    """The stored run's name of a configuration trained here."""
+    return f"lazy/rich: {name}"
+
+
+def draw_results(shown: list[Shown]) -> None:
+    """The deciding measures first, then each configuration's fit, then the curves and measures."""
+    measures = {s.name: s.measures for s in shown if s.measures is not None}
+    if measures:
+        st.plotly_chart(figures.deciding_figure(measures, title=DECIDING_TITLE), key="lazy-deciding", width="stretch")
+    for s, column in zip(shown, st.columns(len(shown))):
+        if s.state is not None:
+            state = s.state
+            column.progress(min(max(state.progress, 0.0), 1.0), text=status_text(state, s.name))
+            if state.status == "failed":
+                column.error(state.error or "Training failed.")
+            elif state.result and state.result.get("status") == "diverged":
+                column.warning(state.result["message"])
+        if s.view is not None:
+            column.plotly_chart(prediction_figure(s.view, title=s.name), key=f"lazy-view-{s.key}", width="stretch")
+    histories = {s.name: s.history for s in shown if s.history is not None}
+    comparison_figures(histories, measures, key="live")
 
 
 def comparison_figures(histories: dict, measures: dict, *, key: str) -> None:
@@ -175,8 +240,8 @@ def lesson_steps():
     return preset_files.lesson(LESSON)
 
 
-def lesson() -> str:
-    """The chosen lesson step, its knob and its Train button; returns the step's scope."""
+def lesson() -> tuple[str, list[tuple[str, Experiment]]]:
+    """The chosen lesson step, its knob and its Train button; returns the step's scope and runs."""
     steps = lesson_steps()
     wanted = st.query_params.get("step", "1")
     number = int(wanted) if wanted.isdigit() and 1 <= int(wanted) <= len(steps) else 1
@@ -201,7 +266,7 @@ def lesson() -> str:
     if st.button("Train these runs together", type="primary", key="lazy:lesson-start", disabled=busy(scope)):
         train_together(scope, [(run.name, run.experiment) for run in runs])
         st.rerun()
-    return scope
+    return scope, [(run.name, run.experiment) for run in runs]
 
 
 def busy(scope: str) -> bool:
@@ -407,7 +472,7 @@ def lazy_page() -> None:
     if "jobs" in st.query_params:
         del st.query_params["jobs"]  # links of older versions named the jobs; run ids do now
     if mode == "Lesson":
-        live_comparison(lesson())
+        live_comparison(*lesson())
     elif mode == "Free comparison":
         free_mode()
         live_comparison(FREE)

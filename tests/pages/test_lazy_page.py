@@ -172,3 +172,24 @@ def test_a_running_sweep_lists_its_widths_and_cancel_stops_it_keeping_nothing_ha
     assert [s.status for s in states] == ["cancelled"], [(s.status, s.error) for s in states]
     assert any("run it again to resume" in i.value for i in at.info), [i.value for i in at.info]
     assert lab.store().list() == []
+
+
+def test_a_reloaded_page_shows_the_lesson_steps_saved_results(open_page):
+    at = open_page("lazy")
+    button(at, "Train these runs together").click().run()
+    wait_for_jobs(at)
+    trained = titles(at)
+    fresh = open_page("lazy")  # a reload: a new session, which follows no job
+    assert lab.jobs().list(fresh.session_state["owner"]) == []
+    assert titles(fresh) == trained, "the step's saved results are not shown as they were"
+    assert any("Trained earlier" in c for c in captions(fresh)), captions(fresh)
+
+
+def test_saved_results_belong_to_their_settings(open_page):
+    at = open_page("lazy")
+    button(at, "Train these runs together").click().run()
+    wait_for_jobs(at)
+    fresh = open_page("lazy")
+    fresh.select_slider(key="lazy:knob:lazy-1-output-scale").set_value("100").run()  # another last run
+    assert not fresh.exception, fresh.exception
+    assert not plotly_specs(fresh), "runs of other settings shown as this step's results"

@@ -260,12 +260,12 @@ def draw_panel(panel: Panel, run: dict, step: int, figures: list, wants: list) -
 
 def training_panel(run: dict, step: int, figures: list) -> None:
     """Training curves and the predictions at the checkpoint (cheap: drawn in the page)."""
+    from engine.results import History
+
     state = live_job(run["id"])
     history = state.partial.get("history") if state is not None else None
-    if history is None and not run["running"]:
-        from engine.results import History
-
-        history = History.from_dict(store().metrics(run["id"]))
+    if history is None and (saved := store().metrics(run["id"])):  # a training saves it as it goes
+        history = History.from_dict(saved)
     with st.container(border=True):
         st.markdown("**Training**")
         if history is not None:
@@ -274,7 +274,7 @@ def training_panel(run: dict, step: int, figures: list) -> None:
             st.plotly_chart(figure, key=f"overview-{run['id']}-curves", width="stretch")
             figures.append(("Training curves", figure))
         else:
-            st.caption("The curves appear when the run finishes (or follow it live from the Train page's session).")
+            st.caption("The curves appear with the run's first report.")
         figure = prediction_figure(prediction_at(run["id"], step))
         figure.update_layout(height=HEIGHT)
         st.plotly_chart(figure, key=f"overview-{run['id']}-view", width="stretch")

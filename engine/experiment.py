@@ -14,7 +14,7 @@ import io
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Optional, get_args, get_type_hints
+from typing import Callable, Optional, get_args, get_type_hints
 
 import numpy as np
 import torch
@@ -182,11 +182,15 @@ class LiveReport:
 
     Progress (step, steps per second) goes out every REPORT_EVERY_S seconds. The history and
     the prediction view cost more, so they go out at most every VIEW_EVERY_S seconds and
-    take at most VIEW_SHARE of the time: a slow view is refreshed less often.
+    take at most VIEW_SHARE of the time: a slow view is refreshed less often. With
+    `save_history` the history is also saved then (to the run store), so a page of another
+    session or process draws the curves live from the store.
     """
 
-    def __init__(self, ctx: JobContext, trainer: Trainer, total_steps: int, probes=()):
+    def __init__(self, ctx: JobContext, trainer: Trainer, total_steps: int, probes=(),
+                 save_history: Optional[Callable[[dict], None]] = None):
         self.ctx, self.trainer, self.total, self.probes = ctx, trainer, total_steps, probes
+        self.save_history = save_history
         self.started = time.perf_counter()
         self.next_progress = 0.0
         self.next_view = 0.0
@@ -214,8 +218,10 @@ class LiveReport:
     def report_view(self) -> None:
         t = self.trainer
         t.flush()
-        self.report_progress(history=t.history.copy(), view=prediction_view(t.model, t.data),
-                             watch=watched(self.probes))
+        history = t.history.copy()
+        if self.save_history is not None:
+            self.save_history(history.to_dict())
+        self.report_progress(history=history, view=prediction_view(t.model, t.data), watch=watched(self.probes))
 
 
 def train_job(ctx: JobContext, experiment: Experiment, store: Optional[RunWriter] = None, name: str = "", device=None,
@@ -251,7 +257,8 @@ def train_job(ctx: JobContext, experiment: Experiment, store: Optional[RunWriter
     ctx.report(progress=0.0, message=f"Training on {trainer.device}", run_id=run_id,
                device=str(trainer.device), dataset=dataset.describe())
     probes = make_probes(experiment.watch, trainer)
-    live = LiveReport(ctx, trainer, experiment.train.steps, probes)
+    live = LiveReport(ctx, trainer, experiment.train.steps, probes,
+                      save_history=(lambda history: store.save_metrics(run_id, history)) if store is not None else None)
 
     def on_step(trainer: Trainer) -> None:
         for probe in probes:

@@ -140,3 +140,21 @@ def test_a_runs_default_name_tells_robust_and_centred_runs_apart():
 
     experiment = Experiment(model=ModelSpec(alpha=10.0), train=TrainConfig(adversarial_eps=0.1))
     assert default_name(experiment, "moons").endswith("alpha=10 PGD eps=0.1")
+
+
+def test_a_training_run_saves_its_history_while_it_trains(tmp_path):
+    """Another session or process draws the live curves from the store (the first report of a
+    history stops this endless run: what was saved by then is what was reported)."""
+    store = RunStore(tmp_path)
+
+    class StopAtFirstHistory(FakeContext):
+        def report(self, progress=None, message=None, **partial):
+            super().report(progress, message, **partial)
+            self.run_id = partial.get("run_id", getattr(self, "run_id", None))
+            if "history" in partial and not self.cancelled:
+                self.saved, self.reported, self.cancelled = store.metrics(self.run_id), partial["history"], True
+
+    ctx = StopAtFirstHistory()
+    train_job(ctx, small(steps=10_000_000), store=store, device="cpu")
+    assert ctx.saved == ctx.reported.to_dict()
+    assert store.settings(ctx.run_id)["status"] == "cancelled"

@@ -56,3 +56,22 @@ def test_a_training_run_is_followed_at_its_newest_checkpoint(open_page, lab_home
     assert any("training" in c.value for c in at.caption), [c.value for c in at.caption]
     rerun_until(at, lambda at: len(plotly_specs(at)) >= 4)
     lab.jobs().cancel(job, at.session_state["owner"])
+
+
+def test_the_curves_of_a_run_another_session_trains_are_live(open_page, lab_home):
+    experiment = Experiment("moons", {"n": 200}, ModelSpec(width=8),
+                            TrainConfig(steps=10_000_000, checkpoint_every=500, eval_every=500))
+    at = open_page("overview")
+    job = lab.jobs().submit(train_job, owner="another browser", kind="train", label="theirs",
+                            experiment=experiment, store=lab.store(), device="cpu")
+    try:
+        while not lab.store().list() or not lab.store().metrics(lab.store().list()[0].id).get("step"):
+            time.sleep(0.2)  # their training has saved some history
+        while not lab.store().checkpoint_steps(lab.store().list()[0].id):
+            time.sleep(0.2)
+        at.run()
+        assert lab.training_of_run(lab.store().list()[0].id) is None, "this session must not see their job"
+        rerun_until(at, lambda at: any("minibatch loss" in str(spec) for spec in plotly_specs(at)))
+        assert not any("appear" in c.value for c in at.caption)
+    finally:
+        lab.jobs().cancel(job, "another browser")

@@ -1,28 +1,33 @@
 """Loss-landscape and Hessian speed, against the plain ways of doing the same, in one process.
 
 1. A 51 x 51 surface of a 2-32-32-2 MLP on 500 moons points: `engine.landscape.surface`
-   (batched products for a linear chain; also forced onto its generic vmap path) against a
-   per-point loop (set the weights, loop over batches of 128). Goal: 10x or more on the CPU.
-2. Surfaces of the MLP 40-256-256-256-10 on 4000 MNIST-1D samples: grid points per second of
-   `surface`, of the per-point loop (batches of 128, and one full batch) and of the PyPI
-   package `loss-landscapes` (one full-batch forward per point) when it is installed, all on
-   the same 64 points; then the full 41 x 41 grid with `surface`.
+   (by its rule, and forced batched / per point) against a lean per-point loop (the weights
+   stepped in place, two 250-sample forwards per point). Goal (issue 16): 10x or more.
+2. A 41 x 41 filter-normalized surface of the MLP 40-256-256-256-10 on 4000 MNIST-1D samples:
+   `surface` against the PyPI package `loss-landscapes` 3.0.6 (its random_plane: the weights
+   stepped in place, one full-batch forward per point) when installed. Goal: 1.0x or more.
+   Both are also put against the measured sgemm peak: torch.mm products of the same total
+   FLOPs (a full forward per point, the FLOPs the peer does).
 3. The top Hessian eigenvalue and Hutchinson's trace of that model on the 4000 samples:
    `engine.hessian` against the PyPI package `pyhessian` when installed: time per
    Hessian-vector product and agreement of the eigenvalue.
+4. (--parts 4) The crossover of the surface strategies: 2-W-W-2 MLPs for several widths W
+   and sample counts, batched against per point, with each one's FLOPs per point: where
+   `landscape.PER_POINT_FLOPS` comes from.
 
 This machine's speed drifts with other work on it, so the timed methods are interleaved over
-several rounds and the median is reported. The packages are optional, imported only here:
-    .venv/bin/pip install loss-landscapes pyhessian
+several rounds, the median is reported, and the load average is printed with each figure.
+The packages are optional, imported only here:
+    .venv/bin/pip install loss-landscapes==3.0.6 pyhessian
 
-    python bench/landscape.py [--quick] [--threads N] [--rounds 3] [--baseline-points 64]
-                              [--clock wall|cpu] [--budget-mb 8] [--parts 1 2 3]
+    python bench/landscape.py [--quick] [--threads N] [--rounds 3] [--clock wall|cpu]
+                              [--budget-mb 8] [--parts 1 2 3 4]
 """
 from __future__ import annotations
 
 import argparse
 import importlib
-import math
+import os
 import statistics
 import sys
 import time
@@ -72,6 +77,11 @@ def timed(fn):
 # ---------------------------------------------------------------- surfaces
 
 
+def load() -> str:
+    """The 1-minute load average, for the figures it goes with (2 cores: above 2 is crowded)."""
+    return f"load {os.getloadavg()[0]:.2f}"
+
+
 def loop_surface(model, x, y, d1, d2, points, batch: int = LOOP_BATCH) -> np.ndarray:
     """The plain way: for each (a, b) copy w + a d1 + b d2 into the model, loop over batches."""
     params = dict(model.named_parameters())
@@ -79,8 +89,8 @@ def loop_surface(model, x, y, d1, d2, points, batch: int = LOOP_BATCH) -> np.nda
     losses = []
     with torch.no_grad():
         for a, b in points:
-            for k, p in params.items():
-                p.copy_(w[k] + a * d1[k] + b * d2[k])
+            for k, p in params.items():  # in place: no fresh weight tensors
+                torch.add(w[k], d1[k], alpha=float(a), out=p).add_(d2[k], alpha=float(b))
             total = 0.0
             for s in range(0, len(x), batch):
                 output = model(x[s:s + batch])
@@ -96,14 +106,31 @@ def grid_points(xs, ys) -> np.ndarray:
     return np.stack([a.ravel(), b.ravel()], axis=1)
 
 
-def vmap_only(surface_call):
-    """Run a surface with the generic vmap path, as for a model that is not a linear chain."""
-    chain = landscape.linear_chain
-    landscape.linear_chain = lambda model: None
-    try:
-        return surface_call()
-    finally:
-        landscape.linear_chain = chain
+def interleaved(methods: dict, rounds: int) -> tuple[dict, dict, dict]:
+    """Run every method once per round, in turn: (results, times, loads) by method name."""
+    times = {name: [] for name in methods}
+    loads = {name: [] for name in methods}
+    results = {}
+    for _ in range(rounds):
+        for name, run in methods.items():
+            results[name], t = timed(run)
+            times[name].append(t)
+            loads[name].append(os.getloadavg()[0])
+    return results, times, loads
+
+
+def report(times: dict, loads: dict, baseline: str, points: int) -> dict:
+    """Print each method's median time and its speed-up over `baseline` (the ratio per round,
+    then the median): returns the median speed-ups."""
+    speedups = {}
+    for name, t in times.items():
+        ratios = sorted(b / a for a, b in zip(t, times[baseline]))
+        speedups[name] = statistics.median(ratios)
+        print(f"    {name:28s} {statistics.median(t):7.3f} s ({points / statistics.median(t):8.0f} "
+              f"points/s)  {baseline} / this: {speedups[name]:6.2f}x "
+              f"(rounds {', '.join(f'{r:.2f}' for r in ratios)}; load "
+              f"{', '.join(f'{v:.1f}' for v in loads[name])})")
+    return speedups
 
 
 def bench_moons(args) -> dict:
@@ -113,30 +140,22 @@ def bench_moons(args) -> dict:
     model = trained(SMALL, x, y, dataset.input_shape, 2, steps=300)
     d1, d2 = (landscape.random_direction(model, seed=s) for s in (1, 2))
     xs = np.linspace(-1, 1, n)
-    landscape.surface(model, "ce", x, y, d1, d2, xs=xs[:3])  # warm up vmap and the allocator
-    surface = lambda: landscape.surface(model, "ce", x, y, d1, d2, xs=xs)  # noqa: E731
-    methods = {"surface": surface, "surface, vmap path": lambda: vmap_only(surface),
-               "per-point loop": lambda: loop_surface(model, x, y, d1, d2, grid_points(xs, xs))}
-    times = {name: [] for name in methods}
-    results = {}
-    for _ in range(args.rounds):
-        for name, run in methods.items():
-            results[name], t = timed(run)
-            times[name].append(t)
-    ratios = {name: sorted(b / a for a, b in zip(times[name], times["per-point loop"]))
-              for name in ("surface", "surface, vmap path")}
-    print(f"(1) moons, {n}x{n} surface of a 2-32-32-2 MLP on 500 points; "
-          f"median of {args.rounds} rounds")
-    for name, t in times.items():
-        t = statistics.median(t)
-        print(f"    {name:20s} {t:7.2f} s   ({n * n / t:8.0f} points/s)")
-    for name, r in ratios.items():
-        print(f"    speed-up of the {name} over the loop: median {statistics.median(r):.1f}x "
-              f"(rounds: {', '.join(f'{v:.1f}' for v in r)})")
-    ours, loop = results["surface"], results["per-point loop"]
-    print(f"    {ours.settings['points_per_chunk']} points per chunk; max |difference| "
-          f"{np.abs(ours.loss.ravel() - loop).max():.1e}")
-    return {"moons speed-up": statistics.median(ratios["surface"])}
+    landscape.surface(model, "ce", x, y, d1, d2, xs=xs[:3])  # warm up the allocator
+    surface = lambda strategy: lambda: landscape.surface(  # noqa: E731
+        model, "ce", x, y, d1, d2, xs=xs, strategy=strategy)
+    methods = {"surface (rule)": surface("auto"), "surface, batched": surface("batched"),
+               "surface, per point": surface("per point"),
+               "lean per-point loop": lambda: loop_surface(model, x, y, d1, d2, grid_points(xs, xs),
+                                                           batch=250)}
+    print(f"(1) moons, {n}x{n} surface of a 2-32-32-2 MLP on 500 points; median of {args.rounds} "
+          f"interleaved rounds; {load()}", flush=True)
+    results, times, loads = interleaved(methods, args.rounds)
+    speedups = report(times, loads, "lean per-point loop", n * n)
+    ours, loop = results["surface (rule)"], results["lean per-point loop"]
+    print(f"    rule's route: {ours.settings['points_at_once']}, {ours.settings['points_per_chunk']} "
+          f"points per chunk; max |difference| to the loop {np.abs(ours.loss.ravel() - loop).max():.1e}; "
+          f"goal 10x: {'met' if speedups['surface (rule)'] >= 10 else 'NOT met'}")
+    return {"moons speed-up": speedups["surface (rule)"]}
 
 
 def loss_landscapes_plane(model, x, y, steps: int):
@@ -150,51 +169,97 @@ def loss_landscapes_plane(model, x, y, steps: int):
     metric = loss_landscapes.metrics.Loss(F.cross_entropy, x, y)
 
     def run():
-        with torch.no_grad():
+        with torch.no_grad():  # a favour to the peer: its own examples build autograd graphs
             return loss_landscapes.random_plane(model, metric, distance=1, steps=steps,
                                                 normalization="filter", deepcopy_model=True)
 
     return run, f"its random_plane on a {steps}x{steps} grid: one full-batch forward per point"
 
 
+def forward_flops(model, n_samples: int) -> int:
+    """FLOPs of one full forward of a chain over n_samples (2 per multiply-add)."""
+    return landscape.chain_flops(landscape.linear_chain(model).layers, n_samples)
+
+
+def sgemm_peak(total_flops: float) -> float:
+    """FLOP/s of torch.mm on 4096 x 4096 matrices, repeated to `total_flops` in all."""
+    a, b = torch.randn(4096, 4096), torch.randn(4096, 4096)
+    per_product = 2 * 4096**3
+    repeats = max(1, round(total_flops / per_product))
+    torch.mm(a, b)  # warm up
+    start = CLOCK()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    return repeats * per_product / (CLOCK() - start)
+
+
 def bench_mnist1d(args, dataset, model) -> dict:
-    """Points per second of each method on the same points, in interleaved rounds (this
-    machine's speed drifts), then the full grid once with ours."""
+    """The full grid with ours and with loss-landscapes in interleaved rounds, and the
+    sgemm peak measured in the same rounds."""
     n = 11 if args.quick else 41
     x, y = dataset.x_train, dataset.y_train
     d1, d2 = (landscape.random_direction(model, seed=s) for s in (1, 2))
     xs = np.linspace(-1, 1, n)
-    steps = max(2, int(math.sqrt(args.baseline_points)))
-    subset = grid_points(xs, xs)[:steps * steps]
-    sub_xs = np.linspace(-1, 1, steps)  # a steps x steps grid, as many points as the subset
-    plane, note = loss_landscapes_plane(model, x, y, steps)
-    methods = {
-        "surface": lambda: landscape.surface(model, "ce", x, y, d1, d2, xs=sub_xs),
-        "per-point loop, batch 128": lambda: loop_surface(model, x, y, d1, d2, subset),
-        "per-point loop, full batch": lambda: loop_surface(model, x, y, d1, d2, subset, len(x)),
-    }
+    plane, note = loss_landscapes_plane(model, x, y, n)
+    total = n * n * forward_flops(model, len(x))  # what a full forward per point costs
+    methods = {"surface (rule)": lambda: landscape.surface(model, "ce", x, y, d1, d2, xs=xs)}
     if plane is not None:
-        methods["loss-landscapes"] = plane
+        methods["loss-landscapes 3.0.6"] = plane
+    methods["sgemm, same FLOPs"] = lambda: sgemm_peak(total)
     landscape.surface(model, "ce", x, y, d1, d2, xs=xs[:2])  # warm up
-    rates = {name: [] for name in methods}
-    for _ in range(args.rounds):
-        for name, run in methods.items():
-            rates[name].append(len(subset) / timed(run)[1])
-    rate = {name: statistics.median(r) for name, r in rates.items()}
-    full, t_full = timed(lambda: landscape.surface(model, "ce", x, y, d1, d2, xs=xs))
+    print(f"(2) MNIST-1D, {n}x{n} filter-normalized surface of MLP 40-256-256-256-10 on {len(x)} "
+          f"samples ({total / 1e12:.2f} TFLOP as full forwards); median of {args.rounds} "
+          f"interleaved rounds; {load()}", flush=True)
+    results, times, loads = interleaved(methods, args.rounds)
+    peak = statistics.median(results_of(times, total, "sgemm, same FLOPs"))
+    baseline = "loss-landscapes 3.0.6" if plane is not None else "surface (rule)"
+    speedups = report({k: v for k, v in times.items() if k != "sgemm, same FLOPs"}, loads, baseline,
+                      n * n)
+    print(f"    sgemm peak {peak / 1e9:.0f} GFLOP/s (median); as a fraction of it, counting a full "
+          f"forward per point:")
+    for name in speedups:
+        print(f"      {name:26s} {total / statistics.median(times[name]) / peak:6.1%}")
+    ours = results["surface (rule)"]
     check = loop_surface(model, x, y, d1, d2, grid_points(xs, xs)[:4], batch=len(x))
-    print(f"(2) MNIST-1D, MLP 40-256-256-256-10 on {len(x)} samples; median of {args.rounds} "
-          f"rounds on {len(subset)} grid points")
-    for name, r in rate.items():
-        print(f"    {name:27s} {r:7.1f} points/s   (ours / this: {rate['surface'] / r:.2f})")
+    print(f"    rule's route: {ours.settings['points_at_once']}; max |difference| to the loop "
+          f"{np.abs(ours.loss.ravel()[:4] - check).max():.1e}")
     if plane is None:
         print(f"    loss-landscapes: {note}")
     else:
-        print(f"    (loss-landscapes: {note})")
-    print(f"    full {n}x{n} grid with ours: {n * n / t_full:.1f} points/s ({t_full:.1f} s; batch "
-          f"{full.settings['batch_size']}, {full.settings['points_per_chunk']} points per chunk); "
-          f"max |difference| to the loop {np.abs(full.loss.ravel()[:4] - check).max():.1e}")
-    return rate
+        print(f"    goal 1.0x loss-landscapes: "
+              f"{'met' if speedups['surface (rule)'] >= 1.0 else 'NOT met'}")
+    return speedups
+
+
+def results_of(times: dict, total: float, name: str) -> list:
+    """FLOP/s of each round of `name`."""
+    return [total / t for t in times[name]]
+
+
+def bench_crossover(args) -> dict:
+    """Batched against per point for 2-W-W-2 MLPs: seconds per grid point of each and their
+    ratio, by FLOPs per point (the first layer left out: it is computed once per grid)."""
+    print(f"(4) crossover of the strategies: 2-W-W-2 MLPs (inputs 2 or 40), 12x12 grid, median "
+          f"of {args.rounds} interleaved rounds; {load()}", flush=True)
+    print("    samples  inputs  width   FLOPs/point   batched ms/pt  per point ms/pt  "
+          "batched/per point  load")
+    xs = np.linspace(-1, 1, 12)
+    for n, n_in in ((500, 2), (4000, 40)):
+        torch.manual_seed(0)
+        x, y = torch.randn(n, n_in), torch.randint(0, 2, (n,))
+        for width in (16, 32, 64, 128, 256):
+            model = build(ModelSpec(kind="mlp", width=width, depth=2), (n_in,), 2)
+            d1, d2 = (landscape.random_direction(model, seed=s) for s in (1, 2))
+            methods = {s: (lambda s=s: landscape.surface(model, "ce", x, y, d1, d2, xs=xs, strategy=s))
+                       for s in ("batched", "per point")}
+            _, times, loads = interleaved(methods, args.rounds)
+            t = {s: statistics.median(v) / len(xs) ** 2 for s, v in times.items()}
+            flops = forward_flops(model, n) - 2 * n_in * width * n
+            print(f"    {n:7d}  {n_in:6d}  {width:5d}  {flops:12.2e}  {1000 * t['batched']:14.3f}  "
+                  f"{1000 * t['per point']:15.3f}  {t['batched'] / t['per point']:17.2f}  "
+                  f"{statistics.median(loads['batched']):.1f}", flush=True)
+    print(f"    rule: per point from {landscape.PER_POINT_FLOPS:.0e} FLOPs per point")
+    return {}
 
 
 # ---------------------------------------------------------------- Hessian
@@ -271,10 +336,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller grids, fewer HVPs")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--baseline-points", type=int, default=None,
-                        help="grid points the MNIST-1D methods are compared on (64; quick 16)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (3; quick 1)")
-    parser.add_argument("--parts", type=int, nargs="+", default=[1, 2, 3], help="which of 1 2 3")
+    parser.add_argument("--parts", type=int, nargs="+", default=[1, 2, 3],
+                        help="which of 1 2 3 4 (4, the crossover, only on request)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall-clock time, or this process's CPU time")
     parser.add_argument("--budget-mb", type=float, default=None,
@@ -284,7 +348,6 @@ def main() -> None:
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.budget_mb:
         landscape.CPU_MEMORY_BUDGET = int(args.budget_mb * 2**20)
-    args.baseline_points = args.baseline_points or (16 if args.quick else 64)
     args.rounds = args.rounds or (1 if args.quick else 3)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -301,6 +364,8 @@ def main() -> None:
         bench_mnist1d(args, dataset, model)
     if 3 in parts:
         bench_hessian(args, dataset, model)
+    if 4 in parts:
+        bench_crossover(args)
 
 
 if __name__ == "__main__":

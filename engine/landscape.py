@@ -588,9 +588,9 @@ def _evaluate(model: nn.Module, loss: LossArg, x, y, weights_of: Callable[[int, 
     if chain is not None and isinstance(weights_of, PlanePoints):
         with torch.no_grad():
             losses, corrects, route = _chain_plane(loss_fn, chain, classify, weights_of, x, y,
-                                                   batch, chunk, strategy, progress)
+                                                   batch, strategy, progress)
         accuracy = corrects.cpu().numpy() if classify else None
-        return losses.cpu().numpy(), accuracy, {**plan, "points_at_once": route}
+        return losses.cpu().numpy(), accuracy, {**plan, **route}
 
     def loss_and_correct(weights, xb, yb):
         out = functional_call(model, (weights, buffers), (xb,))
@@ -657,9 +657,10 @@ def _evaluate(model: nn.Module, loss: LossArg, x, y, weights_of: Callable[[int, 
 
 
 def _chain_plane(loss_fn, chain: Chain, classify: bool, plane: PlanePoints, x: torch.Tensor,
-                 y: torch.Tensor, batch: int, chunk: int, strategy: str,
+                 y: torch.Tensor, batch: int, strategy: str,
                  progress: Optional[Callable[[float], None]]):
-    """Mean loss and accuracy of a chain at every point of a plane, and the route taken.
+    """Mean loss and accuracy of a chain at every point of a plane, and the route taken
+    (a dict for the plan: `points_at_once`, `points_per_chunk`).
 
     The first linear layer is linear in its weights and bias, so at the point origin +
     sum_k c_k d_k its outputs are Z_0 + sum_k c_k Z_k, with Z_0 = W h + b from the origin's
@@ -671,14 +672,16 @@ def _chain_plane(loss_fn, chain: Chain, classify: bool, plane: PlanePoints, x: t
     losses = torch.zeros(n_points, dtype=torch.float64, device=x.device)
     corrects = torch.zeros(n_points, dtype=torch.float64, device=x.device)
     batches = range(0, n, batch)
-    done = 0
+    done, routes = 0, []
     for s in batches:
         xb, yb = x[s:s + batch], y[s:s + batch]
         parts, rest = _first_layer_parts(chain, plane, xb)
         chosen = strategy if strategy != "auto" else choose_strategy(chain_flops(rest, len(xb)),
                                                                       x.device)
-        per_chunk = 1 if chosen == "per point" else chunk
+        per_chunk = (_outputs_chunk(parts, rest, n_points) if chosen == "per point"
+                     else _chain_chunk(parts, rest, n_points))
         evaluate = _chain_points_in_place if chosen == "per point" else _chain_points_batched
+        routes.append((chosen, per_chunk))
         state = {}  # buffers that the per-point route reuses from point to point
         for start in range(0, n_points, per_chunk):
             stop = min(start + per_chunk, n_points)
@@ -686,10 +689,43 @@ def _chain_plane(loss_fn, chain: Chain, classify: bool, plane: PlanePoints, x: t
             losses[start:stop] += loss.double() * len(xb)  # the mean of means, weighted by size
             corrects[start:stop] += correct.double()
             done += stop - start
-            if progress is not None and (stop == n_points or per_chunk > 1 or stop % 64 == 0):
+            if progress is not None:
                 progress(done / (n_points * len(batches)))
-    route = f"chain, first layer once per grid, {'one point at a time in place' if chosen == 'per point' else 'batched'}"
+    chosen, per_chunk = routes[0]  # the first batch's: a last, smaller one may differ
+    how = "one point at a time in place" if chosen == "per point" else "batched"
+    route = {"points_at_once": f"chain, first layer once per grid, {how}", "points_per_chunk": per_chunk}
     return losses / n, corrects / n, route
+
+
+# Bytes of the activations and weights of one chunk of a chain's points evaluated together on
+# the CPU. Larger than the generic CPU_MEMORY_BUDGET: a chain's steps are a few big products
+# and elementwise passes, each a parallel region whose start costs the same for any size, and
+# on a shared 2-core machine a thread waiting for its core makes small regions very slow.
+# Measured on the 51 x 51 moons surface (2-32-32-2, 500 samples, 2 threads): chunks of 32
+# points took 0.11-0.65 s, of 128-512 points 0.04-0.06 s, all 2601 at once 0.14 s (the
+# activations fall out of the caches); 32 MiB gives about 240 points there.
+CHAIN_CHUNK_BYTES = 32 * 2**20
+
+
+def _outputs_chunk(parts: torch.Tensor, rest: list, n_points: int) -> int:
+    """Points per chunk of a chain's per-point route: as many outputs as fit the CPU chunk
+    budget, for one loss call over all of them."""
+    outputs = [m.out_features for _, m in rest if type(m) in (nn.Linear, Dense)]
+    width = outputs[-1] if outputs else parts.shape[1]
+    point_bytes = width * parts.shape[-1] * parts.element_size()
+    return int(max(1, min(n_points, memory.chunk_budget(parts.device, CPU_MEMORY_BUDGET) // point_bytes)))
+
+
+def _chain_chunk(parts: torch.Tensor, rest: list, n_points: int) -> int:
+    """Points per chunk of a chain's batched route: what fits CHAIN_CHUNK_BYTES (or the
+    device's chunk budget), counting every layer's output and the stacked weights."""
+    samples = parts.shape[-1]
+    linear = [m for _, m in rest if type(m) in (nn.Linear, Dense)]
+    widths = parts.shape[1] + sum(m.out_features for m in linear)
+    weights = sum(sum(p.numel() for p in m.parameters()) for m in linear)
+    point_bytes = (widths * samples + weights) * parts.element_size()
+    budget = memory.chunk_budget(parts.device, CHAIN_CHUNK_BYTES)
+    return int(max(1, min(n_points, budget // point_bytes)))
 
 
 def _first_layer_parts(chain: Chain, plane: PlanePoints, x: torch.Tensor):
@@ -727,30 +763,95 @@ def _chain_points_batched(loss_fn, classify, plane, parts, rest, y, start, stop,
 
 
 def _chain_points_in_place(loss_fn, classify, plane, parts, rest, y, start, stop, state):
-    """Point `start` alone, as plain GEMMs: its weights and its first layer's outputs written
-    into buffers made once (`state`), each layer's product written into its own buffer."""
+    """Points start..stop-1 one at a time, as plain GEMMs into buffers made once (`state`).
+
+    Everything that is linear in the plane's coordinates, the first layer's outputs and every
+    later layer's weights with its bias as an extra column, is laid out in one vector, so a
+    point's all of them are written by one product [1, c_i] @ rows (`_InPlaceChain`). Each
+    layer is then one matrix product (the bias through a row of ones under the activations)
+    and one in-place activation: few operations per point, which matters on a crowded machine
+    where each parallel operation may wait for its threads. The loss is taken once per chunk,
+    over the outputs of its points.
+    """
     if not state:
-        state["weights"] = plane.buffers(_parameter_names(rest, plane))
-        state["first"] = torch.empty_like(parts[0])
-        samples = parts.shape[-1]
-        state["outputs"] = {prefix: parts.new_empty(m.out_features, samples)
-                            for prefix, m in rest if type(m) in (nn.Linear, Dense)}
-    h = plane.combine_into(state["first"], list(parts), start)
-    weights = plane.write_point(start, state["weights"])
-    for prefix, module in rest:
-        if type(module) not in (nn.Linear, Dense):
-            h = _activate(module, h, owned=True)
-            continue
-        out, bias = state["outputs"][prefix], weights.get(prefix + "bias")
-        multiplier = getattr(module, "multiplier", 1.0)  # Dense: y = multiplier * x W^T + b
-        if bias is None:
-            h = torch.mm(weights[prefix + "weight"], h, out=out)
-            if multiplier != 1.0:
-                h.mul_(multiplier)
-        else:
-            h = torch.addmm(bias.unsqueeze(-1), weights[prefix + "weight"], h, alpha=multiplier,
-                            out=out)
-    return _outputs_loss_and_correct(loss_fn, classify, h.unsqueeze(0), y)
+        state["chain"] = _InPlaceChain(plane, parts, rest, stop - start)
+    chain = state["chain"]
+    outputs = chain.outputs[:stop - start]
+    for j, i in enumerate(range(start, stop)):
+        chain.forward(i, outputs[j])
+    return _outputs_loss_and_correct(loss_fn, classify, outputs, y)
+
+
+class _InPlaceChain:
+    """The buffers of `_chain_points_in_place`: `rows` (1 + directions, N) holds the origin's
+    and each direction's first-layer outputs and augmented weights [W | b] (the multiplier of
+    a `Dense` layer folded in), `flat` (N,) one point's; `hidden` are the layers' outputs,
+    each with a last row of ones that multiplies the next layer's bias column."""
+
+    def __init__(self, plane: PlanePoints, parts: torch.Tensor, rest: list, chunk: int):
+        samples, first_width = parts.shape[-1], parts.shape[1]
+        ones = parts.new_ones(samples)
+        rows = []
+        for k, weights in enumerate([plane.origin] + plane.directions):
+            pieces = [parts[k].reshape(-1), ones if k == 0 else torch.zeros_like(ones)]
+            for prefix, module in rest:
+                if type(module) in (nn.Linear, Dense):
+                    pieces.append(_augmented(weights, prefix, module).reshape(-1))
+            rows.append(torch.cat(pieces))
+        self.rows = torch.stack(rows)
+        c = torch.as_tensor(plane.coefficients, dtype=parts.dtype, device=parts.device)
+        self.coefficients = torch.cat([c.new_ones(len(c), 1), c], dim=1)  # [1, c_i] per point
+        self.flat = parts.new_empty(1, self.rows.shape[1])
+        self.first = self.flat[0, :(first_width + 1) * samples].view(first_width + 1, samples)
+        self.layers, offset = [], (first_width + 1) * samples
+        for prefix, module in rest:
+            if type(module) not in (nn.Linear, Dense):
+                self.layers.append((module, None, None))
+                continue
+            size = module.out_features * (module.in_features + 1)
+            weight = self.flat[0, offset:offset + size].view(module.out_features, -1)
+            hidden = parts.new_ones(module.out_features + 1, samples)
+            self.layers.append((module, weight, hidden))
+            offset += size
+        # the last linear layer writes the outputs; with none after the first, the first does
+        self.last = max((i for i, (_, weight, _) in enumerate(self.layers) if weight is not None),
+                        default=-1)
+        width = self.layers[self.last][1].shape[0] if self.last >= 0 else first_width
+        self.outputs = parts.new_empty(chunk, width, samples)
+
+    def forward(self, i: int, out: torch.Tensor) -> torch.Tensor:
+        """Point i's outputs (outputs, samples), written into `out`."""
+        torch.mm(self.coefficients[i:i + 1], self.rows, out=self.flat)
+        h, ones_below = self.first, True  # (features + 1, samples): the last row is ones
+        for index, (module, weight, hidden) in enumerate(self.layers):
+            if weight is None:  # an activation, on the features, never on the row of ones
+                _activate_into(module, h[:-1] if ones_below else h)
+            elif index == self.last:
+                h, ones_below = torch.mm(weight, h, out=out), False
+            else:
+                torch.mm(weight, h, out=hidden[:-1])
+                h = hidden
+        if self.last < 0:
+            out.copy_(h[:-1])
+        return out
+
+
+def _augmented(weights: Params, prefix: str, module: nn.Module) -> torch.Tensor:
+    """[multiplier * W | b] of a linear layer (b zero when it has none): applied to a column
+    of inputs with a 1 below them it gives multiplier * W x + b."""
+    weight = weights[prefix + "weight"] * getattr(module, "multiplier", 1.0)
+    bias = weights.get(prefix + "bias")
+    bias = torch.zeros_like(weight[:, 0]) if bias is None else bias
+    return torch.cat([weight, bias.unsqueeze(1)], dim=1)
+
+
+def _activate_into(module: nn.Module, h: torch.Tensor) -> None:
+    """An elementwise activation of a buffer, in place (through a copy where it has no
+    in-place form)."""
+    if type(module) in IN_PLACE:
+        IN_PLACE[type(module)](h)
+    else:
+        h.copy_(module(h))
 
 
 def evaluation_mode(model: nn.Module) -> str:

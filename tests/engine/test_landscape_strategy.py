@@ -83,7 +83,11 @@ CHAINS = {
         nn.Dropout(0.5), nn.Linear(6, 3, bias=False)),
     "activation before the first layer": lambda: nn.Sequential(nn.Tanh(), nn.Linear(5, 6),
                                                                nn.ReLU(inplace=True), nn.Linear(6, 3)),
-    "one layer": lambda: nn.Linear(5, 3),
+    "one layer": lambda: nn.Sequential(nn.Linear(5, 3)),
+    "one layer and an activation": lambda: nn.Sequential(nn.Linear(5, 3), nn.Tanh()),
+    "activation after the last layer": lambda: nn.Sequential(nn.Linear(5, 4), nn.ReLU(),
+                                                             nn.Linear(4, 3), nn.Sigmoid()),
+    "not a chain: a bare linear layer": lambda: nn.Linear(5, 3),
 }
 
 
@@ -109,9 +113,10 @@ def test_chains_take_the_first_layer_once_route(data, strategy):
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_batches_of_samples_and_small_chunks_give_the_reference(data, strategy, monkeypatch):
-    monkeypatch.setattr(landscape, "CPU_MEMORY_BUDGET", 3_000)  # a few points per chunk
+    monkeypatch.setattr(landscape, "CPU_MEMORY_BUDGET", 300)  # a few points per chunk
+    monkeypatch.setattr(landscape, "CHAIN_CHUNK_BYTES", 300)  # a chain's, too
     result = assert_matches_reference(moved(CHAINS["mlp relu"]()), *data, strategy, batch_size=7)
-    assert result.settings["batch_size"] == 7
+    assert result.settings["batch_size"] == 7 and result.settings["points_per_chunk"] < 12
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -174,7 +179,7 @@ def test_progress_rises_to_one(data, strategy):
 
 
 def test_unknown_strategy_is_refused_with_a_sentence(data):
-    model = CHAINS["one layer"]()
+    model = CHAINS["mlp relu"]()
     with pytest.raises(ValueError, match="strategy must be one of"):
         landscape.surface(model, "ce", *data, landscape.random_direction(model), xs=XS,
                           strategy="fastest")

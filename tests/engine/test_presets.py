@@ -46,3 +46,12 @@ def test_a_knob_names_its_setting_once():
 
 def step_named(steps, key):
     return next(s for s in steps if s.key == key)
+
+
+def test_the_resnet_skip_preset_differs_only_in_the_shortcuts():
+    """Li et al. 2018's contrast: the same ResNet with and without skip connections."""
+    preset = next(p for p in presets.all_presets() if p.key == "resnet-skip-connections")
+    assert preset.lens == "landscape" and len(preset.runs) == 2
+    skip, noskip = (run.experiment.to_flat() for run in preset.runs)
+    assert (skip.pop("model.kind"), noskip.pop("model.kind")) == ("resnet", "resnet-noskip")
+    assert skip == noskip and skip["data"] in ("digits", "mnist1d")

@@ -31,6 +31,14 @@ Two methods give the same numbers:
   sqrt(O), for the pseudo kernel). No P-sized Jacobian is ever formed. `Centered(model, alpha)`
   has alpha^2 times its inner model's kernel.
 
+- "structured" on any other module graph with Linear or Conv1d/Conv2d layers (ResNets with
+  BatchNorm in eval mode, residual blocks, layers outside one nn.Sequential): forward hooks keep
+  each such layer's input, and one vmap of jacrev in zero perturbations of the layers' outputs
+  gives their deltas; with input patches U (S positions x K, a conv's unfolded input) and deltas
+  G (S x C_out) the layer's share is sum_{s,t} (U U'^T)_st (G_a G'_b^T)_st, or the per-sample
+  derivatives G_a^T U formed and dotted where that is cheaper (`_HookedLayers`). Every other
+  parameter (BatchNorm's scale and shift, ...) has its per-sample Jacobian from the same jacrev.
+
 `method="auto"` takes the structured path whenever the model qualifies. Before computing, the
 memory a kernel needs is estimated: the work is chunked to fit, or refused with a ValueError
 that says how much would be needed.
@@ -48,7 +56,8 @@ from __future__ import annotations
 import copy
 import functools
 import math
-from typing import NamedTuple, Optional
+from contextlib import contextmanager
+from typing import Iterator, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -59,8 +68,16 @@ from torch.func import functional_call, jacrev, vmap
 from engine import memory
 from engine.models import MLP, Centered, Dense
 from engine.modes import evaluating
-from engine.results import (Eigenfunctions, ExtremeSamples, FourierContent, KernelSpectrum, LayerKernels, ModeCurves,
-                            TargetPower, TargetPowerTrajectory)
+from engine.results import (
+    Eigenfunctions,
+    ExtremeSamples,
+    FourierContent,
+    KernelSpectrum,
+    LayerKernels,
+    ModeCurves,
+    TargetPower,
+    TargetPowerTrajectory,
+)
 
 KINDS = ("full", "trace", "diagonal", "pseudo")
 METHODS = ("auto", "structured", "contraction")
@@ -173,7 +190,7 @@ def empirical_ntk(model: nn.Module, x1, x2=None, kind: str = "trace", layerwise:
 
     Raises:
         ValueError: for an unknown kind or method, a model the structured method cannot
-            take, a kernel too large for the memory budget (with the size it needs), or
+            take (no Linear or Conv layer), a kernel too large for the memory budget (with the size it needs), or
             rates for unknown parameters or not finite and at least 0.
     """
     _check_choice("kind", kind, KINDS)
@@ -232,18 +249,26 @@ def _output_count(model, params, constants, x) -> int:
 
 
 def _feature_source(model, params, constants, x, method, kind, rates):
-    """The structured source when asked or possible, else the Jacobian contraction."""
-    stack = _linear_stack(model, x) if method != "contraction" else None
-    if method == "structured" and stack is None:
-        raise ValueError(
-            "The structured NTK needs a stack of linear layers and elementwise activations "
-            "(the lab's MLP, an nn.Sequential, or Centered around one) on flat inputs; "
-            "use method='contraction' for this model."
-        )
-    if stack is None:
+    """The structured source when asked or possible, else the Jacobian contraction.
+
+    A stack of linear layers takes `_LinearStack` (no autograd at all); any other model with
+    Linear or Conv layers takes `_HookedLayers`; a model without them the contraction.
+    """
+    if method == "contraction":
         return _Jacobians(model, params, constants, kind, rates)
-    layers, scale, flatten = stack
-    return _LinearStack(layers, scale, flatten, params, constants, kind, rates)
+    stack = _linear_stack(model, x)
+    if stack is not None:
+        layers, scale, flatten = stack
+        return _LinearStack(layers, scale, flatten, params, constants, kind, rates)
+    hooked = _hookable_layers(model, params, constants, x)
+    if hooked:
+        return _HookedLayers(model, hooked, params, constants, kind, rates, x)
+    if method == "structured":
+        raise ValueError(
+            "The structured NTK needs Linear or Conv1d/Conv2d layers with trainable weights, "
+            "each called once per forward; use method='contraction' for this model."
+        )
+    return _Jacobians(model, params, constants, kind, rates)
 
 
 def _directions(kind: str, n_outputs: int) -> int:
@@ -296,6 +321,9 @@ class _Jacobians:
     def floats_per_sample(self, directions: int) -> int:
         # The Jacobian itself plus about as much for jacrev's intermediates (an estimate).
         return 2 * directions * sum(p.numel() for p in self.params.values())
+
+    def floats_per_pair(self, directions: int) -> int:
+        return 0  # blocks are dot products of the kept features
 
 
 class _LinearStack:
@@ -362,6 +390,274 @@ class _LinearStack:
         # Inputs, deltas and slopes of each layer, twice over for temporaries (an estimate).
         sizes = [(m.in_features, m.out_features) for _, m in self.layers if isinstance(m, LINEAR)]
         return 2 * sum(fan_in + 2 * directions * fan_out for fan_in, fan_out in sizes)
+
+    def floats_per_pair(self, directions: int) -> int:
+        return 0  # blocks are products of Gram matrices of the kept features
+
+
+# -- any module graph: Linear and Conv layers through hooks, every other parameter by jacrev
+
+CONV = (nn.Conv1d, nn.Conv2d)
+HOOKED = LINEAR + CONV
+
+
+def _parameter_name(module_name: str, attribute: str) -> str:
+    return f"{module_name}.{attribute}" if module_name else attribute
+
+
+def _hookable_layers(model: nn.Module, params: dict, constants: dict, x: torch.Tensor) -> list:
+    """[(name, module)]: the Linear and Conv layers whose kernels `_HookedLayers` forms from
+    their inputs and output deltas.
+
+    Exact types only (a subclass may compute something else), a trainable weight, convs with
+    one group and zero padding given as numbers, and one call per forward (a layer called
+    twice, as in a weight-tied model, has two inputs per sample; calls without autograd, such
+    as `Centered`'s frozen copy, do not count). The rest go through jacrev.
+    """
+    candidates = {name: m for name, m in model.named_modules()
+                  if type(m) in HOOKED and _parameter_name(name, "weight") in params and _plain_conv(m)}
+    calls = dict.fromkeys(candidates, 0)
+
+    def counter(name):
+        def hook(module, args, output):
+            calls[name] += torch.is_grad_enabled()
+        return hook
+
+    handles = [m.register_forward_hook(counter(name)) for name, m in candidates.items()]
+    try:
+        with torch.enable_grad():
+            functional_call(model, (params, constants), (x[:1],))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [(name, m) for name, m in candidates.items() if calls[name] == 1]
+
+
+def _plain_conv(module: nn.Module) -> bool:
+    """Whether a layer is a Linear or a conv whose input unfolds with F.unfold as it convolves."""
+    if not isinstance(module, CONV):
+        return True
+    return module.groups == 1 and module.padding_mode == "zeros" and not isinstance(module.padding, str)
+
+
+def _unfolded(conv: nn.Module, a: torch.Tensor) -> torch.Tensor:
+    """(n, S, K): the conv's input patches, one row per output position, so that the output
+    is patches @ W.reshape(C_out, K)^T (a Conv1d is a Conv2d of height 1)."""
+    if isinstance(conv, nn.Conv1d):
+        patches = F.unfold(a.unsqueeze(2), (1, conv.kernel_size[0]), dilation=(1, conv.dilation[0]),
+                           padding=(0, conv.padding[0]), stride=(1, conv.stride[0]))
+    else:
+        patches = F.unfold(a, conv.kernel_size, dilation=conv.dilation, padding=conv.padding, stride=conv.stride)
+    return patches.transpose(1, 2)
+
+
+class _Taps:
+    """Forward hooks that, while armed, keep each hooked layer's input and add a perturbation
+    to its output. The perturbation is zero, so the forward is unchanged, and the derivative
+    of the outputs in it is the layer's delta d f / d z."""
+
+    def __init__(self, layers: list):
+        self.layers = layers
+        self.perturbations: Optional[dict] = None
+        self.inputs: dict[str, torch.Tensor] = {}
+
+    @contextmanager
+    def attached(self) -> Iterator[None]:
+        handles = [m.register_forward_hook(self._hook(name)) for name, m in self.layers]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _hook(self, name: str):
+        def hook(module, args, output):
+            if self.perturbations is None or not torch.is_grad_enabled():
+                return None
+            self.inputs[name] = args[0]
+            return output + self.perturbations[name]
+        return hook
+
+
+class _LayerShape(NamedTuple):
+    """A hooked layer's sizes for one sample: S output positions, K inputs per position (the
+    patch size of a conv), C_out outputs per position, and the per-sample output's shape."""
+
+    positions: int
+    patch: int
+    channels: int
+    output_shape: tuple
+
+
+class _HookedLayers:
+    """Per-sample inputs and output deltas of Linear and Conv layers in any module graph,
+    and per-sample Jacobians of every other parameter (BatchNorm's affine, biases of other
+    modules, ...).
+
+    One vmap over samples of jacrev in (the other parameters, zero perturbations of the
+    hooked layers' outputs) gives both: C backward columns per sample (O, or 1 for pseudo),
+    and no P-sized Jacobian of a hooked weight. A layer with input patches U_i (S positions
+    x K) and deltas G_ic (S x C_out) has the per-sample weight derivative G_ic^T U_i, so its
+    kernel entry is
+
+        <G_ic^T U_i, G_jd^T U_j>_F = sum_{s,t} (U_i U_j^T)_st (G_ic G_jd^T)_st,
+
+    a Linear being the case S = 1 (or its positions, when it acts on (n, ..., d)). Each layer
+    takes the cheaper, by a count of multiply-adds, of forming the derivatives (C x P per
+    sample, then dot products) and this Gram form (S x S per pair of samples): `routes`.
+    """
+
+    def __init__(self, model: nn.Module, layers: list, params: dict, constants: dict, kind: str, rates: dict,
+                 x: torch.Tensor):
+        self.layers = dict(layers)
+        self.kind = kind
+        self.rates = rates
+        hooked = {_parameter_name(name, a) for name in self.layers for a in ("weight", "bias")}
+        self.fixed = {n: p for n, p in params.items() if n in hooked}
+        self.rest = {n: p for n, p in params.items() if n not in hooked}
+        self.groups = sorted({layer_of(n) for n in params})
+        self.shapes = self._probe(model, constants, x)
+        self.zeros = {name: x.new_zeros(shape.output_shape) for name, shape in self.shapes.items()}
+        self.n_samples = len(x)
+        self.routes: dict[str, str] = {}  # layer -> "derivatives" or "gram", set once O is known
+        taps = _Taps(layers)
+        self.taps = taps
+        pseudo = kind == "pseudo"
+
+        def outputs(rest, perturbations, sample):  # one sample's outputs (O,), or (1,) for pseudo
+            taps.perturbations, taps.inputs = perturbations, {}
+            try:
+                f = functional_call(model, ({**self.fixed, **rest}, constants), (sample.unsqueeze(0),)).reshape(-1)
+            finally:
+                taps.perturbations = None
+            if pseudo:
+                f = f.sum(0, keepdim=True) / math.sqrt(f.shape[0])
+            return f, dict(taps.inputs)
+
+        self._derivatives = vmap(jacrev(outputs, argnums=(0, 1), has_aux=True), in_dims=(None, None, 0))
+
+    def _probe(self, model: nn.Module, constants: dict, x: torch.Tensor) -> dict[str, _LayerShape]:
+        """Each hooked layer's sizes, from a forward on one sample."""
+        shapes = {}
+
+        def recorder(name):
+            def hook(module, args, output):
+                if torch.is_grad_enabled():
+                    shapes[name] = _layer_shape(module, args[0], output)
+            return hook
+
+        handles = [m.register_forward_hook(recorder(name)) for name, m in self.layers.items()]
+        try:
+            with torch.enable_grad():
+                functional_call(model, ({**self.fixed, **self.rest}, constants), (x[:1],))
+        finally:
+            for handle in handles:
+                handle.remove()
+        return shapes
+
+    def _route(self, name: str, directions: int) -> str:
+        if name not in self.routes:
+            self.routes[name] = _cheaper_route(self.shapes[name], self.n_samples, directions, self.kind)
+        return self.routes[name]
+
+    def features(self, x: torch.Tensor) -> dict[str, list]:
+        """layer -> its parts: ("derivatives", (n, C, F) per-sample derivatives, factor) or
+        ("gram", patches (n, S, K), deltas (n, C, S, C_out), factor)."""
+        with self.taps.attached():
+            (rest, deltas), inputs = self._derivatives(self.rest, self.zeros, x)
+        parts: dict[str, list] = {}
+        for name, jacobian in rest.items():
+            parts.setdefault(layer_of(name), []).append(
+                ("derivatives", jacobian.reshape(*jacobian.shape[:2], -1), self.rates[name]))
+        for name, module in self.layers.items():
+            patches, g = self._patches_and_deltas(name, module, inputs[name], deltas[name])
+            layer = parts.setdefault(name, [])
+            bias = _parameter_name(name, "bias")
+            if bias in self.rates:
+                layer.append(("derivatives", g.sum(2), self.rates[bias]))
+            factor = _multiplier(module) ** 2 * self.rates[_parameter_name(name, "weight")]
+            if self._route(name, g.shape[1]) == "gram":
+                layer.append(("gram", patches, g, factor))
+            else:
+                derivatives = torch.einsum("ncso,nsk->ncok", g, patches)
+                layer.append(("derivatives", derivatives.reshape(*derivatives.shape[:2], -1), factor))
+        return parts
+
+    def _patches_and_deltas(self, name, module, a, g):
+        """(n, S, K) input patches and (n, C, S, C_out) deltas of a layer, from its per-sample
+        input (n, 1, ...) and the Jacobian (n, C, 1, ...) of the outputs in its output."""
+        s, k, c_out, _ = self.shapes[name]
+        n, c = g.shape[:2]
+        a = a.squeeze(1)
+        if isinstance(module, CONV):
+            return _unfolded(module, a), g.reshape(n, c, c_out, s).transpose(2, 3)
+        return a.reshape(n, s, k), g.reshape(n, c, s, c_out)
+
+    def blocks(self, fa: dict, fb: dict, kind: str) -> dict[str, torch.Tensor]:
+        """layer -> kernel block between two chunks, summed over the layer's parts."""
+        out = {}
+        for layer, parts in fa.items():
+            for pa, pb in zip(parts, fb[layer]):
+                factor = pa[-1]
+                if pa[0] == "gram":
+                    block = _gram_block(pa[1], pa[2], pb[1], pb[2], kind)
+                else:
+                    block = _contract(pa[1], pb[1], kind)
+                block = block if factor == 1.0 else factor * block
+                out[layer] = out[layer] + block if layer in out else block
+        return out
+
+    def floats_per_sample(self, directions: int) -> int:
+        # jacrev's deltas and the other parameters' Jacobians, twice over for its
+        # intermediates, plus each layer's kept input and features (an estimate).
+        c = directions
+        total = 2 * c * sum(p.numel() for p in self.rest.values())
+        for name, (s, k, c_out, output_shape) in self.shapes.items():
+            total += 2 * c * math.prod(output_shape) + s * k + c * c_out
+            total += s * k + c * s * c_out if self._route(name, c) == "gram" else c * c_out * k
+        return total
+
+    def floats_per_pair(self, directions: int) -> int:
+        # The Gram form's (S x S) products of one layer at a time, per pair of samples.
+        c, largest = directions, 0
+        for name, (s, k, c_out, _) in self.shapes.items():
+            if self._route(name, c) == "gram":
+                largest = max(largest, s * s + (s * s if self.kind in ("trace", "pseudo") else c * s * c_out))
+        return largest
+
+
+def _cheaper_route(shape: _LayerShape, n: int, directions: int, kind: str) -> str:
+    """"gram" when the Gram form costs fewer multiply-adds over an n x n kernel than forming
+    each sample's weight derivatives (C x P) and their dot products, else "derivatives"."""
+    s, k, c_out, _ = shape
+    c = directions
+    pairs = c * c if kind == "full" else c  # direction pairs per pair of samples
+    p = c_out * k
+    derivatives = n * c * s * p + n * n * pairs * p
+    gram = n * n * (s * s * k + s * s * c * c_out + (pairs * s * c_out if kind in ("full", "diagonal") else 0))
+    return "gram" if gram < derivatives else "derivatives"
+
+
+def _layer_shape(module: nn.Module, a: torch.Tensor, z: torch.Tensor) -> _LayerShape:
+    """The sizes of a hooked layer's call on a batch of one: input a, output z."""
+    if isinstance(module, CONV):
+        positions = math.prod(z.shape[2:])
+        return _LayerShape(positions, module.in_channels * math.prod(module.kernel_size), module.out_channels,
+                           tuple(z.shape))
+    positions = math.prod(a.shape[1:-1])  # a Linear on (1, ..., d) shares its weight across positions
+    return _LayerShape(positions, module.in_features, module.out_features, tuple(z.shape))
+
+
+def _gram_block(patches_a, deltas_a, patches_b, deltas_b, kind: str) -> torch.Tensor:
+    """sum_{s,t} (U_i U_j^T)_st (G_ic G_jd^T)_st for chunks of patches U (n, S, K) and deltas
+    G (n, C, S, C_out), in the internal layout of `kind` (see `_contract`)."""
+    patch_gram = torch.einsum("isk,jtk->ijst", patches_a, patches_b)
+    if kind in ("trace", "pseudo"):  # summed over the directions before meeting the patches
+        return (patch_gram * torch.einsum("icso,jcto->ijst", deltas_a, deltas_b)).sum((2, 3))
+    weighted = torch.einsum("ijst,jdto->ijdso", patch_gram, deltas_b)
+    if kind == "diagonal":
+        return torch.einsum("icso,ijcso->ijc", deltas_a, weighted)
+    return torch.einsum("icso,ijdso->icjd", deltas_a, weighted)
 
 
 def _value_and_slope(activation: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -538,9 +834,10 @@ def _plan(source, x1, x2, kind, n_outputs, layerwise, chunk, memory_limit) -> tu
             "larger memory_limit."
         )
     sample_bytes = source.floats_per_sample(_directions(kind, n_outputs)) * item
+    pair_bytes = source.floats_per_pair(_directions(kind, n_outputs)) * item
 
     def work(c: int) -> float:  # features of a row and a column chunk, and a few blocks
-        return kernel_bytes + 2 * c * sample_bytes + 3 * c * c * _entries(kind, n_outputs) * item
+        return kernel_bytes + 2 * c * sample_bytes + c * c * (3 * _entries(kind, n_outputs) * item + pair_bytes)
 
     if chunk is None:
         chunk = max(n, m)

@@ -188,10 +188,10 @@ def test_a_small_memory_limit_chunks_to_the_same_kernel():
     assert relative_error(chunked, empirical_ntk(model, x, kind="trace")) < 1e-12
 
 
-def test_structured_refuses_a_model_it_cannot_take():
-    model = build(ModelSpec(kind="resmlp", width=4, depth=1), (N_IN,), 2)
-    with pytest.raises(ValueError, match="contraction"):
-        empirical_ntk(model, inputs(3).float(), method="structured")
+def test_a_residual_mlp_takes_the_hooked_structured_path_to_the_same_kernel():
+    model = build(ModelSpec(kind="resmlp", width=4, depth=1), (N_IN,), 2).double()
+    structured = empirical_ntk(model, inputs(5), kind="full", method="structured")
+    assert relative_error(structured, empirical_ntk(model, inputs(5), kind="full", method="contraction")) < 1e-10
 
 
 # ---------------------------------------------------------------- eigenvectors and eigenfunctions

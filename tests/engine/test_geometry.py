@@ -238,6 +238,42 @@ def test_pca_embedding_equals_sklearn_up_to_sign():
     np.testing.assert_allclose(np.abs(ours), np.abs(theirs), atol=1e-9)
 
 
+def reference_pca(X, dim):
+    """Scores and explained-variance ratios from numpy's SVD of the centred data, each
+    component's sign set so that its largest loading is positive (scikit-learn's rule)."""
+    Xc = X - X.mean(axis=0)
+    U, S, Vt = np.linalg.svd(Xc, full_matrices=False)
+    signs = np.sign(Vt[np.arange(dim), np.abs(Vt[:dim]).argmax(axis=1)])
+    return U[:, :dim] * S[:dim] * signs, S[:dim] ** 2 / (S**2).sum()
+
+
+# More samples than features (the scatter matrix route) and more features than samples (Gram).
+PCA_SHAPES = [(120, 9), (9, 120)]
+
+
+@pytest.mark.parametrize("shape", PCA_SHAPES)
+def test_pca_equals_numpy_svd_up_to_sign(shape):
+    X = gaussian(*shape) * np.linspace(3, 1, shape[1])
+    scores, ratios = geometry.pca(X, dim=4)
+    reference_scores, reference_ratios = reference_pca(X, 4)
+    np.testing.assert_allclose(np.abs(scores), np.abs(reference_scores), atol=1e-9)
+    np.testing.assert_allclose(ratios, reference_ratios, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", PCA_SHAPES)
+def test_pca_signs_make_each_largest_loading_positive(shape):
+    X = gaussian(*shape, seed=3)
+    np.testing.assert_allclose(geometry.pca(X, dim=3)[0], reference_pca(X, 3)[0], atol=1e-9)
+
+
+def test_pca_beyond_the_rank_gives_zero_components_not_nans():
+    X = gaussian(5, 2) @ gaussian(2, 40, seed=1)  # 5 samples of rank 2 in 40 features
+    scores, ratios = geometry.pca(X, dim=4)
+    # Zero up to rounding of the squared problem: sqrt(eps) of the largest score.
+    np.testing.assert_allclose(scores[:, 2:], 0, atol=1e-7 * np.abs(scores).max())
+    np.testing.assert_allclose(ratios.sum(), 1, atol=1e-12)
+
+
 def test_aligned_pca_undoes_a_rotation_between_frames():
     X = gaussian(60, 5) * np.arange(5, 0, -1)
     Q = ortho_group.rvs(5, random_state=7)

@@ -8,6 +8,7 @@ import streamlit as st
 
 from app_pages.importing import import_model_panel
 from app_pages.lab import error_sentence, prediction_at, store
+from engine import external
 from engine.experiment import Experiment
 from engine.results import History
 from engine.status import WITH_WEIGHTS, Status
@@ -63,12 +64,19 @@ def open_run(run_id: str) -> None:
     manage_run(run_id, settings)
 
 
+def retrainable(settings: dict) -> bool:
+    """Whether the Train page can train this run again: the lab built its model (an imported
+    model's code and training are the user's), on a built-in dataset (uploaded data is not in
+    the link)."""
+    return not external.is_imported(settings) and settings.get("dataset") == settings.get("data")
+
+
 def manage_run(run_id: str, settings: dict) -> None:
     experiment = Experiment.from_dict(settings)
     with st.expander("Settings"):
         st.json(experiment.to_dict())
     cols = st.columns(4)
-    if settings.get("dataset") == settings.get("data"):
+    if retrainable(settings):
         query = urlencode(experiment.to_flat())
         cols[0].link_button("Train again with these settings", f"/train?{query}")
     cols[1].download_button("Download (.zip)", data=store().export_zip(run_id),

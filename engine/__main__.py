@@ -401,6 +401,7 @@ def main(argv=None) -> int:
     p.add_argument("--weights", required=True,
                    help="a .safetensors state dict, a folder of step-<N>.safetensors files, or a .pt/.pth state dict")
     p.add_argument("--data", default=None, help="an .npz (x_train, y_train, x_test, y_test or x, y), a .csv, "
+                                                 "a folder of images (one sub-folder per class), "
                                                  "or a built-in dataset's name")
     p.add_argument("--task", choices=["classification", "regression"], default=None,
                    help="by default classification when the targets are whole numbers that index the outputs")

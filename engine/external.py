@@ -17,7 +17,8 @@ or, in a notebook, `engine.import_run("resnet.py:make_resnet", "checkpoints/", d
   trajectory: the run's checkpoints in step order), or a PyTorch `.pt`/`.pth` file read with
   `torch.load(weights_only=True)`; anything that needs pickle beyond that is refused.
 - The data is an `.npz` (`x_train, y_train, x_test, y_test`, or `x, y`), a `.csv` (the last
-  column is the target) or a built-in dataset's name. Inputs keep their shape, e.g. (N, C, H, W):
+  column is the target), a folder of images in one sub-folder per class, or a built-in
+  dataset's name. Inputs keep their shape, e.g. (N, C, H, W):
   the lab stores them flat with their natural shape, and an imported model that wants the
   natural shape gets it back from a pre-forward hook (`Unflatten`), the way the lab's own CNN
   reshapes its flat inputs.
@@ -59,6 +60,7 @@ SETTINGS_KEY = "imported_model"  # in a run's settings: how to rebuild the model
 TRUSTED_FILE = ".trusted-factories.json"  # in the store's root, where no uploaded run can write
 MODELS_VAR = "DYNAMICS_LAB_MODELS"  # FILE.py:fn,... : factories named when the server started
 DATASET_ARTIFACT = "dataset"  # the run's data, as arrays with their natural shapes
+UPLOADED = "uploaded: "  # a run's recorded weights or data that came through a browser
 TEST_FRACTION = 0.2  # of data given as x, y only
 PROBE_SAMPLES = 8  # the batch run through the model before anything is written
 EVAL_BATCH = 512
@@ -306,11 +308,11 @@ class Arrays:
 
 
 def read_data(source: str) -> Arrays:
-    """The data in `source`: an .npz or .csv file, or the name of a built-in dataset."""
+    """The data in `source`: an .npz or .csv file, a folder of images (one sub-folder per
+    class, see `_image_folder_arrays`), or the name of a built-in dataset."""
     path = Path(source).expanduser()
     if path.is_dir():
-        raise ValueError(f"{path} is a folder: folders of images are not read yet (Pillow is not "
-                         f"installed); save the images as an .npz of x (N, C, H, W) and y instead.")
+        return _image_folder_arrays(path)
     if path.suffix == ".npz":
         return _npz_arrays(path)
     if path.suffix == ".csv":
@@ -363,6 +365,106 @@ def _csv_arrays(path: Path) -> Arrays:
     if table.ndim != 2 or table.shape[1] < 2:
         raise ValueError(f"{path.name} needs at least one input column and a target column (the last).")
     return _split(path.stem, _numbers(table[:, :-1], "inputs"), _numbers(table[:, -1], "targets"))
+
+
+def _image_folder_arrays(folder: Path) -> Arrays:
+    """Images in one sub-folder per class, the class names sorted giving the labels 0, 1, ...
+
+    Pixels become floats in [0, 1], shaped (N, C, H, W): C = 1 when every image is grayscale,
+    else 3 (RGB). A folder with `train/` and `test/` sub-folders (each one sub-folder per class)
+    keeps that split; otherwise a seeded split holds out TEST_FRACTION, as for `x, y` arrays.
+    Hidden files (names starting with ".") are skipped; anything else that is not an image, a
+    symlink leading out of the folder, or images of different sizes is refused with a sentence.
+    """
+    root = folder.resolve()
+    parts = {p.name: p for p in _entries(folder, root)}
+    if set(parts) == {"train", "test"} and all(p.is_dir() for p in parts.values()):
+        classes = [c.name for c in _class_folders(parts["train"], root)]
+        train, y_train = _read_classes(parts["train"], root, classes)
+        test, y_test = _read_classes(parts["test"], root, classes)
+        x_train, x_test = np.split(_pixel_arrays(train + test), [len(train)])
+        return Arrays(root.name, x_train, y_train, x_test, y_test)
+    classes = [c.name for c in _class_folders(folder, root)]
+    images, labels = _read_classes(folder, root, classes)
+    return _split(root.name, _pixel_arrays(images), labels)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+GRAY_MODES = ("1", "L", "LA", "I;16", "I;16L", "I;16B")  # Pillow's one-channel modes (LA: with alpha)
+
+
+def _entries(folder: Path, root: Path) -> list[Path]:
+    """The visible entries of `folder`, sorted by name; a symlink must stay inside `root`."""
+    entries = []
+    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_symlink() and not entry.resolve().is_relative_to(root):
+            raise ValueError(f"{entry} is a link that leads out of the data folder {root}; the lab reads "
+                             f"only what is inside it. Copy the file in instead.")
+        entries.append(entry)
+    return entries
+
+
+def _class_folders(folder: Path, root: Path) -> list[Path]:
+    """The class sub-folders of `folder`; a file beside them is refused."""
+    entries = _entries(folder, root)
+    files = [e.name for e in entries if not e.is_dir()]
+    if files or not entries:
+        raise ValueError(f"The image folder {folder} must hold one sub-folder per class (their sorted names "
+                         f"give the labels) and nothing else"
+                         + (f"; it also holds {_some(files)}." if files else "; it holds none."))
+    return entries
+
+
+def _read_classes(folder: Path, root: Path, classes: list[str]) -> tuple[list, np.ndarray]:
+    """The images of each class sub-folder of `folder` (Pillow images, loaded) and their labels."""
+    images, labels = [], []
+    for entry in _class_folders(folder, root):
+        if entry.name not in classes:
+            raise ValueError(f"{entry} is a class that train/ does not have ({', '.join(classes)}).")
+        found = [_read_image(f) for f in _entries(entry, root)]
+        if not found:
+            raise ValueError(f"The class folder {entry} holds no images.")
+        images += found
+        labels += [classes.index(entry.name)] * len(found)
+    return images, np.array(labels, dtype=np.int64)
+
+
+def _read_image(path: Path):
+    """One image file, read whole by Pillow (a sentence for anything that is not an image)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if path.is_dir() or path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ValueError(f"{path} is not an image ({', '.join(IMAGE_SUFFIXES)}); a class folder holds "
+                         f"only images.")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise ValueError(f"{path} cannot be read as an image ({exc}).") from None
+
+
+def _pixel_arrays(images: list) -> np.ndarray:
+    """(N, C, H, W) floats in [0, 1]: one channel when every image is grayscale, else RGB."""
+    sizes = [image.size for image in images]
+    common = max(set(sizes), key=sizes.count)
+    odd = next((image for image in images if image.size != common), None)
+    if odd is not None:
+        raise ValueError(f"All images must share one size: most are {common[0]}x{common[1]} pixels, but "
+                         f"{odd.filename} is {odd.size[0]}x{odd.size[1]}. Resize them to one size first.")
+    colour = any(image.mode not in GRAY_MODES for image in images)
+    return np.stack([_pixels(image, colour) for image in images])
+
+
+def _pixels(image, colour: bool) -> np.ndarray:
+    """One image as (C, H, W) floats in [0, 1] (16-bit grayscale scaled by its own range)."""
+    if colour:
+        return np.asarray(image.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255
+    if image.mode.startswith("I;16"):
+        return np.asarray(image, dtype=np.float32)[None] / 65535
+    return np.asarray(image.convert("L"), dtype=np.float32)[None] / 255
 
 
 def _numbers(array: np.ndarray, what: str) -> np.ndarray:
@@ -534,7 +636,8 @@ def import_run(model: str, weights: Union[str, Path], data: Optional[str] = None
         weights: a `.safetensors` state dict, a folder of `step-<N>.safetensors` files (the
             checkpoints of a trajectory), or a `.pt`/`.pth` state dict.
         data: an `.npz` (x_train, y_train, x_test, y_test, or x, y), a `.csv` (last column the
-            target) or a built-in dataset's name. Inputs keep their shape, e.g. (N, C, H, W).
+            target), a folder of images (one sub-folder per class, or train/ and test/ each
+            so) or a built-in dataset's name. Inputs keep their shape, e.g. (N, C, H, W).
             Without data the run holds only weights, and the lenses ask for data.
         model_args: the factory's keyword arguments, a dict or a JSON object's text.
         task: "classification" or "regression"; by default classification when the targets
@@ -550,13 +653,18 @@ def import_run(model: str, weights: Union[str, Path], data: Optional[str] = None
     Example:
         >>> run_id = import_run("resnet.py:make_resnet", "checkpoints/", data="digits.npz")
     """
+    return save_import(check_import(model, weights, data, model_args, task), name, store)
+
+
+def save_import(checked: Checked, name: str = "", store=None) -> str:
+    """Write a checked import as a run: its settings, checkpoints and data arrays (the run needs
+    nothing outside the store afterwards); all or nothing."""
     from engine.store import RunStore
 
-    checked = check_import(model, weights, data, model_args, task)
     store = store if store is not None else RunStore()
     _trust(store, checked.settings[SETTINGS_KEY]["factory"])
-    factory = str(model).rpartition(":")[2]
-    name = name or (f"{factory} on {checked.settings['dataset']}" if data is not None else factory)
+    factory = checked.settings[SETTINGS_KEY]["factory"].rpartition(":")[2]
+    name = name or (f"{factory} on {checked.settings['dataset']}" if checked.arrays is not None else factory)
     run_id = store.create(name, checked.settings)
     try:
         for step, state in checked.checkpoints.items():
@@ -654,8 +762,14 @@ def import_uploaded(factory: str, weights: list[tuple[str, bytes]], data: Option
                 raise ValueError(f"{upload} is not an .npz or .csv data file.")
             data_path = folder / (_safe_stem(upload, "data") + suffix)
             data_path.write_bytes(content)
-        return import_run(factory, weights_path, None if data_path is None else str(data_path),
-                          model_args=model_args, task=task, name=name, store=store)
+        checked = check_import(factory, weights_path, None if data_path is None else str(data_path),
+                               model_args, task)
+    # The files lived in a folder that is gone now: the run records what was uploaded, and keeps
+    # the weights (its checkpoints) and the data (its "dataset" artifact) itself.
+    checked.settings[SETTINGS_KEY]["weights"] = UPLOADED + ", ".join(sorted(str(w[0]) for w in weights))
+    if data is not None:
+        checked.settings["data"] = UPLOADED + str(data[0])
+    return save_import(checked, name, store)
 
 
 # ---------------------------------------------------------------- reading an imported run back

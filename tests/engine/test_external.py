@@ -366,3 +366,20 @@ def test_uploaded_step_files_become_the_runs_trajectory(files, tmp_path, monkeyp
     store = RunStore(tmp_path)
     run_id = external.import_uploaded(factory, uploads, data, store=store)
     assert store.checkpoint_steps(run_id) == [0, 5, 10] and load_dataset(store, run_id).input_shape == (1, 8, 8)
+
+
+def test_an_uploaded_run_records_the_uploads_and_keeps_its_data_and_weights(files, tmp_path, monkeypatch):
+    """The uploads lived in a temporary folder, gone after the import: the run names what was
+    uploaded, not that folder, and loads its model and data from the store alone."""
+    factory = f"{files / 'resnet_user.py'}:make_resnet"
+    monkeypatch.setenv(external.MODELS_VAR, factory)
+    weights = [("step-10.safetensors", (files / "trajectory" / "step-10.safetensors").read_bytes())]
+    store = RunStore(tmp_path)
+    run_id = external.import_uploaded(factory, weights, ("images.npz", (files / "images.npz").read_bytes()), store=store)
+    settings = store.settings(run_id)
+    assert settings[external.SETTINGS_KEY]["weights"] == "uploaded: step-10.safetensors"
+    assert settings["data"] == "uploaded: images.npz"
+    expected = np.load(files / "images.npz")["x_test"]
+    data = load_dataset(store, run_id)
+    assert np.allclose(data.x_test.numpy().reshape(expected.shape), expected)
+    assert load_model(store, run_id)(data.x_test).shape == (12, 3)

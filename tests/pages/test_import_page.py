@@ -60,3 +60,25 @@ def test_weights_that_do_not_fit_are_refused_on_the_page(open_page, lab_home, tm
     at.button(key="own-model:import").click().run()
     assert any("do not fit the model" in e.value for e in at.error)
     assert RunStore(lab_home / "runs").list() == []
+
+
+def link_labels(at) -> list[str]:
+    return [element.proto.label for element in at.get("link_button")]
+
+
+def test_a_lab_run_offers_training_again(open_page, stored_run):
+    at = open_page("runs")
+    at.multiselect[0].set_value([stored_run]).run()
+    assert "Train again with these settings" in link_labels(at)
+
+
+def test_an_imported_model_on_built_in_data_is_not_offered_for_training_again(open_page, lab_home, tmp_path):
+    (tmp_path / "mlp.py").write_text("from torch import nn\n\n\ndef make_mlp():\n"
+                                     "    return nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 2))\n")
+    factory = f"{tmp_path / 'mlp.py'}:make_mlp"
+    safetensors.torch.save_file(external.build_model(factory).state_dict(), str(tmp_path / "w.safetensors"))
+    run_id = external.import_run(factory, tmp_path / "w.safetensors", "moons", store=RunStore(lab_home / "runs"))
+    at = open_page("runs")
+    at.multiselect[0].set_value([run_id]).run()
+    assert not at.exception, at.exception
+    assert "Train again with these settings" not in link_labels(at)

@@ -268,6 +268,99 @@ def representation_layers(model: torch.nn.Module) -> list[str]:
     return hidden + [names[-1]]
 
 
+INPUT_OF = "input of "  # a layer named "input of M" is what module M reads (not any module's output)
+
+
+@torch.no_grad()
+def readout_and_hidden(model: torch.nn.Module, x: torch.Tensor) -> tuple[Optional[str], Optional[str]]:
+    """The readout and the last hidden layer, found by running two samples with hooks.
+
+    The readout is the last `nn.Linear` the forward pass calls (wherever the model registers
+    it); the last hidden layer is what the readout reads: the module whose output that is,
+    or "input of READOUT" when no module produced it (an `F.relu`, a pooling by `.mean()`).
+    (None, None) when no Linear runs.
+    """
+    outputs: dict[str, object] = {}  # each module's latest output, in the order they finished
+    read: dict[str, object] = {}  # the latest Linear to run: {name: its input}
+
+    def keep_output(name):
+        def hook(module, inputs, output):
+            outputs.pop(name, None)
+            outputs[name] = output
+        return hook
+
+    def keep_input(name):
+        def hook(module, inputs):
+            read.clear()
+            read[name] = inputs[0]
+        return hook
+
+    hooks = [module.register_forward_hook(keep_output(name)) for name, module in model.named_modules() if name]
+    hooks += [module.register_forward_pre_hook(keep_input(name)) for name, module in model.named_modules()
+              if isinstance(module, torch.nn.Linear)]
+    try:
+        _outputs(model, x[:2])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if not read:
+        return None, None
+    (readout, features), = read.items()
+    producer = next((name for name, output in outputs.items() if output is features), None)  # innermost first
+    return readout, producer or INPUT_OF + readout
+
+
+def layer_outputs(model: torch.nn.Module, x: torch.Tensor, layers: list[str],
+                  batch_size: int = 1024) -> dict[str, torch.Tensor]:
+    """`geometry.activations` of `layers`, where a layer may also be "input of M": what module M
+    reads (caught by a forward pre-hook; its latest call in each batch, as for outputs).
+
+    Returns:
+        {layer: (N, features) float32 tensor on the CPU}, in the order of `layers`.
+    """
+    modules = dict(model.named_modules())
+    read_by = {name: name[len(INPUT_OF):] for name in layers if name.startswith(INPUT_OF)}
+    missing = [m for m in read_by.values() if m not in modules or not m]
+    if missing:
+        raise ValueError(f"The model has no module named {missing[0]!r}.")
+    outputs = [name for name in layers if name not in read_by]
+    latest: dict[str, torch.Tensor] = {}
+
+    def keep_input(name):
+        def hook(module, inputs):
+            latest[name] = inputs[0]
+        return hook
+
+    hooks = [modules[m].register_forward_pre_hook(keep_input(name)) for name, m in read_by.items()]
+    parts: dict[str, list] = {name: [] for name in layers}
+    try:
+        for start in range(0, len(x), batch_size):
+            latest.clear()
+            batch = geometry.activations(model, x[start:start + batch_size], outputs, batch_size)
+            for name in layers:
+                parts[name].append(batch[name] if name in batch else _rows(latest.get(name), name))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {name: torch.cat(rows) for name, rows in parts.items()}
+
+
+def _rows(features, name: str) -> torch.Tensor:
+    if not isinstance(features, torch.Tensor):
+        raise ValueError(f"The {name} is not a tensor the forward pass computed, so it cannot be looked at.")
+    return features.detach().flatten(1).float().cpu()
+
+
+def last_hidden_layer(model: torch.nn.Module, x: torch.Tensor) -> str:
+    """The layer an embedding shows by default: what the readout reads, else the last
+    activation module, else the last layer."""
+    hidden = readout_and_hidden(model, x)[1]
+    if hidden is not None:
+        return hidden
+    layers = representation_layers(model)
+    return layers[max(len(layers) - 2, 0)]
+
+
 def _labels(run: RunData) -> tuple[np.ndarray, bool]:
     """What colours the points: the class, or the first target for regression."""
     y = run.y.cpu().numpy()
@@ -325,9 +418,9 @@ def embedding(ctx: Context, store: RunReader, run_id: str, *, step: Optional[int
     """A 2-D or 3-D picture of a layer's representation (PCA or UMAP), one point per sample,
     coloured by label, prediction or margin, carrying the samples for hover pictures."""
     run = run_data(store, run_id, step, "train", samples)
-    layer = layer or representation_layers(run.model)[-2]
+    layer = layer or last_hidden_layer(run.model, run.x)
     values, categorical, name, hover = _sample_colours(run, colour)
-    features = geometry.activations(run.model, run.x, [layer])[layer]
+    features = layer_outputs(run.model, run.x, [layer])[layer]
     inputs, shape = _inputs(store, run_id, run)
     return Embedding(geometry.embed(features, method=method, dim=dim, seed=seed), values, categorical,
                      hover, method, name, inputs=inputs, input_shape=shape)
@@ -353,13 +446,13 @@ def embedding_over_training(ctx: Context, store: RunReader, run_id: str, *, laye
     PCA rotated onto the frame before (Procrustes) or AlignedUMAP. Points keep their colour
     (the label) in every frame, so what moves is the representation."""
     run = run_data(store, run_id, None, "train", samples)
-    layer = layer or representation_layers(run.model)[-2]
+    layer = layer or last_hidden_layer(run.model, run.x)
     steps = frame_steps(store.checkpoint_steps(run_id), frames)
     report = _progress(ctx, share=0.5)
     acts = []
     for t, step in enumerate(steps):  # one checkpoint at a time, for progress and cancelling
         run.model.load_state_dict(store.load_checkpoint(run_id, step))
-        acts.append(geometry.activations(run.model, run.x, [layer])[layer])
+        acts.append(layer_outputs(run.model, run.x, [layer])[layer])
         report((t + 1) / len(steps))
     points = geometry.aligned_embed(acts, method=method, dim=dim, seed=seed)
     labels, categorical = _labels(run)
@@ -384,11 +477,11 @@ def representational_dissimilarity(ctx: Context, store: RunReader, run_id: str, 
                                    layer: Optional[str] = None, samples: int = 200) -> RDMSet:
     """RSA: the dissimilarity matrices of the inputs, the targets and a layer, samples sorted by label."""
     run = run_data(store, run_id, step, "train", samples)
-    layer = layer or representation_layers(run.model)[-2]
+    layer = layer or last_hidden_layer(run.model, run.x)
     values, categorical = _labels(run)
     order = np.argsort(values, kind="stable")
     targets = geometry.target_matrix(run.y)[order]
-    features = geometry.activations(run.model, run.x, [layer])[layer][order]
+    features = layer_outputs(run.model, run.x, [layer])[layer][order]
     matrices = np.stack([geometry.rdm(run.x.flatten(1).cpu()[order]), geometry.rdm(targets, "euclidean"),
                          geometry.rdm(features)])
     labels = [f"{'class' if categorical else 'target'} {values[i]:g}" for i in order]
@@ -399,9 +492,12 @@ def geometry_over_training(ctx: Context, store: RunReader, run_id: str, *, sampl
     """Per layer and checkpoint: CKA to the layer at init, effective rank, participation ratio,
     CKA with the inputs and with the targets, and neural collapse (NC1-NC4) for classification."""
     run = run_data(store, run_id, None, "train", samples)
-    layers = representation_layers(run.model)
+    layers, readout, hidden = curve_layers(run.model, run.x)
     checkpoints = _checkpoints(store, run_id)
-    acts = geometry.activations_over_checkpoints(run.model, checkpoints, run.x, layers)
+    acts = {}
+    for step in sorted(checkpoints):
+        run.model.load_state_dict(checkpoints[step])
+        acts[step] = layer_outputs(run.model, run.x, layers)
     steps = sorted(acts)
     classification = not run.y.is_floating_point()
     measures: dict[str, np.ndarray] = {}
@@ -410,7 +506,6 @@ def geometry_over_training(ctx: Context, store: RunReader, run_id: str, *, sampl
         measures.setdefault(name, np.full((len(steps), len(layers)), np.nan))[t, l] = value
 
     for t, step in enumerate(steps):
-        readout = checkpoints[step]
         for l, layer in enumerate(layers):
             H = acts[step][layer]
             put("cka_to_init", t, l, geometry.linear_cka(H, acts[steps[0]][layer]))
@@ -419,8 +514,8 @@ def geometry_over_training(ctx: Context, store: RunReader, run_id: str, *, sampl
             alignment = geometry.input_target_alignment(H, run.x.flatten(1).cpu(), run.y.cpu())
             put("cka_input", t, l, alignment["input"])
             put("cka_target", t, l, alignment["target"])
-            if classification and l < len(layers) - 1:
-                weight = _readout_weight(readout, layers[-1]) if l == len(layers) - 2 else None
+            if classification and layer != readout:
+                weight = _readout_weight(checkpoints[step], readout, H) if layer == hidden else None
                 for name, value in geometry.neural_collapse(H, run.y.cpu(), weight).items():
                     put(name, t, l, value)
         if ctx is not None:
@@ -429,10 +524,25 @@ def geometry_over_training(ctx: Context, store: RunReader, run_id: str, *, sampl
     return GeometryCurves(np.asarray(steps), layers, measures)
 
 
-def _readout_weight(state: dict, readout: str) -> Optional[torch.Tensor]:
-    """The readout's weight in a checkpoint (it classifies the last hidden layer's features)."""
+def curve_layers(model: torch.nn.Module, x: torch.Tensor) -> tuple[list[str], Optional[str], Optional[str]]:
+    """The layers geometry_over_training follows: every activation module, the last hidden
+    layer (what the readout reads, found by hooks, see `readout_and_hidden`) and the readout;
+    and the names of the readout and the last hidden layer (None without a Linear readout)."""
+    readout, hidden = readout_and_hidden(model, x)
+    layers = representation_layers(model)
+    if readout is None:
+        return layers, None, None
+    hidden_layers = [n for n in layers[:-1] if n not in (hidden, readout)]
+    return hidden_layers + [hidden, readout], readout, hidden
+
+
+def _readout_weight(state: dict, readout: str, features: torch.Tensor) -> Optional[torch.Tensor]:
+    """The readout's weight in a checkpoint, when it classifies `features` (one weight column
+    per feature; a readout applied per token, say, does not)."""
     weight = state.get(f"{readout}.weight")
-    return None if weight is None else weight.float()
+    if weight is None or weight.dim() != 2 or weight.shape[1] != features.shape[1]:
+        return None
+    return weight.float()
 
 
 # ---------------------------------------------------------------- level sets

@@ -13,12 +13,17 @@ the trained weights) and two directions d1, d2 in weight space. The directions c
   checkpoints projected onto the plane (`trajectory_faithfulness` says how well the plane's
   loss matches the loss the checkpoints really had).
 
-Fast by construction: `surface` never sets the model's weights. It stacks the weights of many
-grid points along a new leading dimension and evaluates them in one call of
+Fast by construction: `surface` never sets the model's weights, and it picks its strategy by
+the shape of the work (`choose_strategy`). Batched: the weights of many grid points are
+stacked along a new leading dimension and evaluated in one call of
 `torch.func.functional_call` under `torch.func.vmap`, in chunks sized to a memory budget, with
-the data kept on the model's device. A plain stack of linear layers and elementwise
-activations (the app's MLP, or an `nn.Sequential` of them) skips vmap: its batched forward is
-a few batched matrix products on activations kept features-first (see `linear_chain`).
+the data kept on the model's device. Per point: when one point's forward already keeps the
+cores busy, the points go one at a time, their weights written in place into buffers made
+once. A plain stack of linear layers and elementwise activations (the app's MLP, or an
+`nn.Sequential` of them; see `linear_chain`) skips vmap: batched, its forward is a few batched
+matrix products on activations kept features-first; per point, plain GEMMs into buffers. Its
+first layer is linear in its weights, so X (W + a D1 + b D2)^T = X W^T + a X D1^T + b X D2^T
+is computed once per grid, not once per point.
 
 Weights and directions are dicts keyed like `model.named_parameters()`. A dict with more keys
 (a `state_dict` with buffers, such as a `Centered` model's frozen w0) is accepted; the extra
@@ -512,6 +517,7 @@ def _outputs_loss_and_correct(loss_fn, classify: bool, out: torch.Tensor, y: tor
     count = len(out)
     if loss_fn is F.cross_entropy and classify:
         # cross-entropy takes the classes in dim 1: no transpose, and one call for all points
+        # (on rows of a few logits each, log_softmax ran about 10x slower)
         loss = F.cross_entropy(out, y.expand(count, -1), reduction="none").mean(dim=1)
     else:
         loss = vmap(loss_fn, in_dims=(0, None))(out.transpose(1, 2), y)
@@ -755,11 +761,86 @@ def _parameter_names(layers: list, plane: PlanePoints) -> list[str]:
 
 
 def _chain_points_batched(loss_fn, classify, plane, parts, rest, y, start, stop, state):
-    """Points start..stop-1 at once: the first layer's outputs combined by one matrix
-    product, the rest of the chain as batched products of stacked weights."""
-    h = plane.combine(parts, start, stop)  # (points, features, samples), ours
-    out = _chain_apply(rest, plane(start, stop, _parameter_names(rest, plane)), h, owned=True)
+    """Points start..stop-1 at once, into buffers made once per batch of samples (`state`).
+
+    As in `_chain_points_in_place`, everything linear in the plane's coordinates (the first
+    layer's outputs and the later layers' augmented weights) is one row per plane vector, so
+    the chunk's all of them are one product [1, c_i] @ rows. The activations are kept
+    samples-first, (points, samples, features): a layer is then one batched product h @ W^T,
+    which on the CPU ran about 3x faster than W @ h for the narrow layers this route serves
+    (bench/landscape.py, moons: 32 x 32 weights on 500 samples, 245 points, one thread).
+    """
+    if not state:
+        state["chain"] = _BatchedChain(plane, parts, rest, stop - start)
+    out = state["chain"].forward(start, stop)  # (points, outputs, samples)
     return _outputs_loss_and_correct(loss_fn, classify, out, y)
+
+
+class _BatchedChain:
+    """The buffers of `_chain_points_batched`: `rows` (1 + directions, N), `flat` (chunk, N)
+    the chunk's first-layer outputs and augmented weights, `hidden` each layer's outputs."""
+
+    def __init__(self, plane: PlanePoints, parts: torch.Tensor, rest: list, chunk: int):
+        self.samples, self.width = parts.shape[-1], parts.shape[1]
+        first = parts.transpose(1, 2).reshape(len(parts), -1)  # each (samples, features), flat
+        self.rows = _plane_rows(plane, rest, list(first), augmented=False)
+        self.coefficients = _with_ones(plane, parts)
+        self.flat = parts.new_empty(chunk, self.rows.shape[1])
+        self.layers, offset = [], self.samples * self.width
+        self.last = max((i for i, (_, m) in enumerate(rest) if type(m) in (nn.Linear, Dense)),
+                        default=-1)
+        for index, (prefix, module) in enumerate(rest):
+            if type(module) not in (nn.Linear, Dense):
+                self.layers.append((module, None, None))
+                continue
+            shape = (self.samples, module.out_features)  # the last layer's: features-first
+            hidden = parts.new_empty(chunk, *(shape[::-1] if index == self.last else shape))
+            has_bias = prefix + "bias" in plane.origin
+            self.layers.append((module, (offset, module.out_features, module.in_features, has_bias),
+                                hidden))
+            offset += module.out_features * (module.in_features + has_bias)
+
+    def forward(self, start: int, stop: int) -> torch.Tensor:
+        """The outputs of points start..stop-1, features-first: (points, outputs, samples)
+        (the layout the loss takes fastest)."""
+        count = stop - start
+        flat = torch.mm(self.coefficients[start:stop], self.rows, out=self.flat[:count])
+        h = flat[:, :self.samples * self.width].view(count, self.samples, self.width)
+        for index, (module, place, hidden) in enumerate(self.layers):
+            if place is None:
+                _activate_into(module, h)
+                continue
+            offset, n_out, n_in, has_bias = place
+            weight = flat[:, offset:offset + n_out * n_in].view(count, n_out, n_in)
+            bias = flat[:, offset + n_out * n_in:offset + n_out * (n_in + 1)]  # right after it
+            if index == self.last:  # W @ h^T: the outputs features-first
+                h = torch.bmm(weight, h.transpose(1, 2), out=hidden[:count])
+                bias = bias.unsqueeze(2)
+            else:
+                h = torch.bmm(h, weight.transpose(1, 2), out=hidden[:count])
+                bias = bias.unsqueeze(1)
+            if has_bias:
+                h.add_(bias)
+        return h if self.last >= 0 else h.transpose(1, 2)
+
+
+def _plane_rows(plane: PlanePoints, rest: list, leading: list, augmented: bool = True) -> torch.Tensor:
+    """(1 + directions, N): for the origin and each direction, `leading[k]` (a flat tensor)
+    followed by each linear layer's weights in `rest`: augmented, [multiplier * W | b] as one
+    matrix, or else multiplier * W and then b (when the layer has one)."""
+    layout = _augmented if augmented else _weight_then_bias
+    rows = []
+    for k, weights in enumerate([plane.origin] + plane.directions):
+        pieces = [leading[k]] + [layout(weights, prefix, module).reshape(-1)
+                                 for prefix, module in rest if type(module) in (nn.Linear, Dense)]
+        rows.append(torch.cat(pieces))
+    return torch.stack(rows)
+
+
+def _with_ones(plane: PlanePoints, like: torch.Tensor) -> torch.Tensor:
+    """[1, c_i] for every point i: the row that multiplies `_plane_rows`."""
+    c = torch.as_tensor(plane.coefficients, dtype=like.dtype, device=like.device)
+    return torch.cat([c.new_ones(len(c), 1), c], dim=1)
 
 
 def _chain_points_in_place(loss_fn, classify, plane, parts, rest, y, start, stop, state):
@@ -791,16 +872,10 @@ class _InPlaceChain:
     def __init__(self, plane: PlanePoints, parts: torch.Tensor, rest: list, chunk: int):
         samples, first_width = parts.shape[-1], parts.shape[1]
         ones = parts.new_ones(samples)
-        rows = []
-        for k, weights in enumerate([plane.origin] + plane.directions):
-            pieces = [parts[k].reshape(-1), ones if k == 0 else torch.zeros_like(ones)]
-            for prefix, module in rest:
-                if type(module) in (nn.Linear, Dense):
-                    pieces.append(_augmented(weights, prefix, module).reshape(-1))
-            rows.append(torch.cat(pieces))
-        self.rows = torch.stack(rows)
-        c = torch.as_tensor(plane.coefficients, dtype=parts.dtype, device=parts.device)
-        self.coefficients = torch.cat([c.new_ones(len(c), 1), c], dim=1)  # [1, c_i] per point
+        leading = [torch.cat([parts[k].reshape(-1), ones if k == 0 else torch.zeros_like(ones)])
+                   for k in range(len(parts))]  # each first-layer output, a row of ones below
+        self.rows = _plane_rows(plane, rest, leading)
+        self.coefficients = _with_ones(plane, parts)
         self.flat = parts.new_empty(1, self.rows.shape[1])
         self.first = self.flat[0, :(first_width + 1) * samples].view(first_width + 1, samples)
         self.layers, offset = [], (first_width + 1) * samples
@@ -843,6 +918,13 @@ def _augmented(weights: Params, prefix: str, module: nn.Module) -> torch.Tensor:
     bias = weights.get(prefix + "bias")
     bias = torch.zeros_like(weight[:, 0]) if bias is None else bias
     return torch.cat([weight, bias.unsqueeze(1)], dim=1)
+
+
+def _weight_then_bias(weights: Params, prefix: str, module: nn.Module) -> torch.Tensor:
+    """multiplier * W, flat, followed by b when the layer has a bias."""
+    weight = (weights[prefix + "weight"] * getattr(module, "multiplier", 1.0)).reshape(-1)
+    bias = weights.get(prefix + "bias")
+    return weight if bias is None else torch.cat([weight, bias])
 
 
 def _activate_into(module: nn.Module, h: torch.Tensor) -> None:

@@ -1,4 +1,10 @@
-"""How fast representation geometry is: UMAP's first use in a new process, CKA, the page.
+"""How fast representation geometry is: PCA, UMAP's first use in a new process, CKA, the page.
+
+PCA of float32 activations against `torch.pca_lowrank` (the same centring and number of
+components, its default two power iterations) in this process, the two interleaved
+--repeats times per shape, medians; with each one's error against numpy's float64 SVD: the
+largest principal angle between the score subspaces and the largest difference in
+explained-variance ratio (pca_lowrank is randomized, so approximate; ours is exact).
 
 UMAP of N x D activations (clustered random data shaped like a hidden layer's) is timed in
 fresh subprocesses: first with an empty numba cache (cold: everything compiles), then with
@@ -14,7 +20,7 @@ analysis costs beyond what any look at the representations must pay. Last, the p
 in Streamlit's AppTest: from opening until every chart is drawn (cold: the analyses run as
 jobs) and again with every analysis stored (warm: what a revisit costs).
 
-    python bench/geometry.py [--n 4000] [--features 256] [--warm-rounds 2] [--only umap|cka|page]
+    python bench/geometry.py [--n 4000] [--features 256] [--warm-rounds 2] [--only pca|umap|cka|page]
 
 Wall times depend on what else runs on the machine; the load average is printed first, and
 each UMAP child's CPU time is given beside its wall time.
@@ -111,6 +117,64 @@ def bench_umap(n: int, features: int, warm_rounds: int) -> None:
             show("warm", timings)
     print(f"warm median: process {statistics.median(t['process'] for t in warm):.2f} s, "
           f"import_umap + first fit {statistics.median(t['import_umap'] + t['first fit'] for t in warm):.2f} s")
+
+
+PCA_SHAPES = [(500, 128), (4000, 256), (2000, 1024), (256, 4000)]  # page, bench, wide layer, few samples
+PCA_DIM = 2
+
+
+def principal_angle_degrees(A: np.ndarray, B: np.ndarray) -> float:
+    """The largest principal angle between the column spaces of A and B (same rows), from its
+    sine (the norm of B's basis off A's span), which unlike the cosine resolves tiny angles."""
+    QA, QB = np.linalg.qr(A)[0], np.linalg.qr(B)[0]
+    sine = np.linalg.norm(QB - QA @ (QA.T @ QB), ord=2)
+    return float(np.degrees(np.arcsin(min(sine, 1.0))))
+
+
+def lowrank_pca(X, dim: int):
+    """torch.pca_lowrank's scores and singular values, centred by it, as its users call it."""
+    import torch
+
+    U, S, _ = torch.pca_lowrank(X, q=dim, center=True)
+    return (U * S).numpy(), S.numpy()
+
+
+def pca_errors(X: np.ndarray, scores: np.ndarray, singular_values: np.ndarray | None,
+               ratios: np.ndarray | None, dim: int) -> tuple[float, float]:
+    """(largest principal angle in degrees, largest explained-variance-ratio difference)
+    against numpy's float64 SVD of the centred data."""
+    Xc = X.astype(np.float64) - X.astype(np.float64).mean(axis=0)
+    U, S, _ = np.linalg.svd(Xc, full_matrices=False)
+    exact_ratios = S[:dim] ** 2 / (S**2).sum()
+    if ratios is None:
+        ratios = singular_values.astype(np.float64) ** 2 / (S**2).sum()
+    return principal_angle_degrees(scores, U[:, :dim]), float(np.abs(ratios - exact_ratios).max())
+
+
+def bench_pca(repeats: int) -> None:
+    import torch
+
+    from engine import geometry
+
+    print(f"PCA ({PCA_DIM} components) of float32 activations vs torch.pca_lowrank, "
+          f"{repeats} interleaved repeats, medians")
+    print(f"{'N x D':>12} {'ours ms':>9} {'lowrank ms':>11} {'ratio':>6}   ours error (angle, ratio)"
+          f"   lowrank error (angle, ratio)")
+    for n, d in PCA_SHAPES:
+        X = torch.from_numpy(activations_like(n, d))
+        ours, theirs = [], []
+        for _ in range(repeats + 1):  # the first round warms up both
+            for times, fn in ((ours, lambda: geometry.pca(X, PCA_DIM)), (theirs, lambda: lowrank_pca(X, PCA_DIM))):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+        ours_ms, theirs_ms = statistics.median(ours[1:]) * 1e3, statistics.median(theirs[1:]) * 1e3
+        scores, ratios = geometry.pca(X, PCA_DIM)
+        our_angle, our_ratio = pca_errors(X.numpy(), scores, None, ratios, PCA_DIM)
+        their_scores, their_s = lowrank_pca(X, PCA_DIM)
+        their_angle, their_ratio = pca_errors(X.numpy(), their_scores, their_s, None, PCA_DIM)
+        print(f"{n:>5} x {d:<5} {ours_ms:9.2f} {theirs_ms:11.2f} {theirs_ms / ours_ms:5.2f}x"
+              f"   {our_angle:8.1e} deg {our_ratio:8.1e}   {their_angle:8.1e} deg {their_ratio:8.1e}")
 
 
 def bench_cka(n: int, features: int) -> None:
@@ -256,9 +320,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=4000)
     parser.add_argument("--features", type=int, default=256)
     parser.add_argument("--warm-rounds", type=int, default=2)
-    parser.add_argument("--only", choices=["umap", "cka", "page"], help="run one part")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved PCA repeats per shape")
+    parser.add_argument("--only", choices=["pca", "umap", "cka", "page"], help="run one part")
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    if args.only in (None, "pca"):
+        bench_pca(args.repeats)
     if args.only in (None, "umap"):
         bench_umap(args.n, args.features, args.warm_rounds)
     if args.only in (None, "cka"):

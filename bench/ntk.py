@@ -15,6 +15,13 @@ tracemalloc sees neither). Kernels are checked against the
 structured path's (relative Frobenius error).
 
     python bench/ntk.py [--n 500] [--kinds trace pseudo full] [--nt-python /tmp/nt-venv/bin/python] [--no-nt]
+    python bench/ntk.py --conv [--n 200] [--kinds trace]
+
+--conv: the lab's ResNet-20 (engine.models kind "resnet", width 16, depth 3, BatchNorm in eval
+mode, about 270k parameters) on N = 200 digits (8 x 8) inputs: the hooked structured path
+against the Jacobian contraction (method="contraction") in one process, after a warm-up of each
+on 8 samples, in two interleaved rounds: the best time of each, their ratio, peak memory (the
+largest resident-set growth during a call, as above) and the kernels' agreement. It prints which route each layer took.
 
 neural-tangents imports only with jax==0.4.23 and numpy<2; it is never a requirement of the lab.
 Where --nt-python does not exist the benchmark makes that venv (pip, from the package index)
@@ -264,14 +271,67 @@ def relative_error(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a.astype(np.float64) - b) / np.linalg.norm(b.astype(np.float64)))
 
 
+# ---------------------------------------------------------------- conv: ResNet-20 on digits
+
+
+ROUNDS = 2  # of the conv section's interleaved timings
+
+
+def conv_section(n: int, kinds: list[str]) -> None:
+    """The hooked structured path against the Jacobian contraction on the lab's ResNet-20."""
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from engine import data, ntk
+    from engine.models import ModelSpec, build, count_parameters
+
+    torch.manual_seed(0)
+    dataset = data.load("digits")
+    model = build(ModelSpec(kind="resnet", width=16, depth=3, seed=0), dataset.input_shape, dataset.n_classes)
+    x = dataset.x_train[:n].float()
+    print(f"ResNet-20 (width 16), {count_parameters(model):,} parameters, N = {len(x)} digits 8x8 inputs, "
+          f"{dataset.n_classes} outputs, float32, CPU, {torch.get_num_threads()} threads")
+    for kind in kinds:
+        measured = {}
+        for method in ("structured", "contraction"):
+            ntk.empirical_ntk(model, x[:8], kind=kind, method=method)  # warm-up
+        for _ in range(ROUNDS):  # interleaved, the best of each: the shared machine's load varies
+            for method in ("structured", "contraction"):
+                baseline = reset_peak_memory()
+                start = time.perf_counter()
+                kernel = ntk.empirical_ntk(model, x, kind=kind, method=method)
+                seconds = time.perf_counter() - start
+                best = measured.get(method, (math.inf, 0.0))
+                measured[method] = (min(seconds, best[0]), max(peak_memory() - baseline, best[1]), kernel.double())
+        (s_time, s_peak, s_kernel), (c_time, c_peak, c_kernel) = measured["structured"], measured["contraction"]
+        error = float((s_kernel - c_kernel).norm() / c_kernel.norm())
+        print(f"{kind:7} structured  {s_time:8.2f} s {s_peak:8.0f} MB peak")
+        print(f"{kind:7} contraction {c_time:8.2f} s {c_peak:8.0f} MB peak")
+        print(f"{kind:7} contraction / structured time: {c_time / s_time:.2f}x; relative difference {error:.1e}",
+              flush=True)
+    print("routes:", _routes(model, x, kinds[0]))
+
+
+def _routes(model, x, kind: str) -> str:
+    """Which route each hooked layer took ("gram" or "derivatives")."""
+    from engine import ntk
+
+    with ntk.evaluating(model):
+        params, constants = ntk._split_state(model, None)
+        source = ntk._feature_source(model, params, constants, x, "structured", kind, ntk._checked_rates(None, params))
+        directions = ntk._directions(kind, 10)
+        return ", ".join(f"{name} {source._route(name, directions)}" for name in source.shapes)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=500)
-    parser.add_argument("--kinds", nargs="+", default=["trace", "pseudo", "full"])
+    parser.add_argument("--n", type=int, help="samples (default 500; 200 with --conv)")
+    parser.add_argument("--kinds", nargs="+", help="kernels (default trace, pseudo and full; trace with --conv)")
     parser.add_argument("--nt-python", default="/tmp/nt-venv/bin/python",
                         help="a Python with neural-tangents (made as a venv there if it does not exist)")
     parser.add_argument("--no-nt", action="store_true", help="leave neural-tangents out")
+    parser.add_argument("--conv", action="store_true", help="the ResNet-20 section (structured vs contraction)")
     parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--kind", help=argparse.SUPPRESS)
     parser.add_argument("--problem", help=argparse.SUPPRESS)
@@ -279,6 +339,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         return worker(args.worker, args.kind, args.problem, args.out)
+    if args.conv:
+        return conv_section(args.n or 200, args.kinds or ["trace"])
+    args.n, args.kinds = args.n or 500, args.kinds or ["trace", "pseudo", "full"]
 
     pythons = {"structured": sys.executable, "tutorial": sys.executable}
     nt_python = None if args.no_nt else neural_tangents_python(args.nt_python)

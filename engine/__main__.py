@@ -34,6 +34,10 @@ from engine import analysis, ntk, pruning, recipes, results, tables
 from engine.experiment import Experiment, parse, train_job
 from engine.store import RunStore
 
+__all__ = ["PrintingContext", "parse_settings", "train", "refuse", "device_error", "Allowed", "at_least", "above",
+           "between", "one_of", "each", "allowed", "Setting", "recipe_settings", "read_settings", "run_errors",
+           "out_error", "analyse", "sweep", "doctor", "import_model", "list_runs", "main", "LENSES", "FREE_TEXT"]
+
 # lens -> what it can compute -> the recipe (the first is the default)
 LENSES = {
     "landscape": {"surface": recipes.random_plane_surface, "trajectory-plane": recipes.trajectory_surface,

@@ -22,6 +22,8 @@ from typing import Callable, Optional
 from engine import results
 from engine.protocols import AnalysisStore, JobContext
 
+__all__ = ["recipe_version", "artifact_key", "load", "save", "cached"]
+
 
 def _engine_version() -> str:
     try:

@@ -34,6 +34,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+__all__ = ["Dataset", "names", "options", "load", "from_arrays", "from_npz", "from_csv"]
+
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
 TASKS = (CLASSIFICATION, REGRESSION)

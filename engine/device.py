@@ -1,6 +1,8 @@
 """Which device to compute on."""
 import torch
 
+__all__ = ["pick"]
+
 
 def pick() -> torch.device:
     """The best available device: CUDA, then Apple's MPS, then the CPU."""

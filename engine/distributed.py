@@ -26,6 +26,8 @@ import torch
 from engine.landscape import DEFAULT_COORDINATES
 from engine.results import Surface
 
+__all__ = ["surface", "kernel_over_checkpoints"]
+
 
 def _ray_session(address: Optional[str], workers: Optional[int]):
     """The Ray backend of `engine.sweep` (joins a running Ray, an address, RAY_ADDRESS, or starts

@@ -42,6 +42,11 @@ from engine.lazy import KernelTwin
 from engine.models import ModelSpec, build
 from engine.train import TrainConfig, Trainer
 
+__all__ = ["Size", "Setup", "reference_setup", "moved", "train_run", "landscape_surface", "hessian_top", "ntk_kernel",
+           "geometry_cka", "geometry_embedding", "levelset_traversal", "pruning_scores", "kernel_twin",
+           "ensemble_run", "Check", "Outcome", "Report", "difference", "synchronize", "timed", "warm_up", "describe",
+           "run", "notes", "table", "QUICK", "CHECKS"]
+
 Arrays = dict[str, np.ndarray]
 
 

@@ -30,6 +30,8 @@ from engine.results import History
 from engine.train import (FLUSH_EVERY, Minibatches, Outcome, TrainConfig, accuracy, evaluation_subset, make_loss,
                           make_optimizer)
 
+__all__ = ["EnsembleTrainer"]
+
 
 def _unwrap(models: Sequence[nn.Module]):
     """The networks inside the members, their output scales (None if not centred) and w0."""

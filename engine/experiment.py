@@ -29,6 +29,9 @@ from engine.status import TRAINING_OUTCOME
 from engine.train import Outcome, TrainConfig, Trainer
 from engine.views import prediction_view
 
+__all__ = ["Experiment", "as_text", "parse_typed", "parse", "build_experiment", "LiveReport", "train_job", "watched",
+           "load_watched", "dataset_arrays", "summary", "default_name", "load_model", "load_dataset", "STORE_STATUS"]
+
 REPORT_EVERY_S = 0.25  # progress reports at most this often (the page polls about as often)
 VIEW_EVERY_S = 1.0  # live curves and prediction views at most this often...
 VIEW_SHARE = 0.03  # ...and taking at most this share of the training time

@@ -53,8 +53,9 @@ from torch import nn
 from engine import data as datasets
 from engine.modes import evaluating
 
-__all__ = ["import_run", "import_uploaded", "offered_factories", "trusted_factories", "load_model",
-           "load_dataset", "is_imported", "build_model", "read_weights", "read_data", "Unflatten"]
+__all__ = ["import_run", "import_uploaded", "check_import", "save_import", "offered_factories", "trusted_factories",
+           "load_factory", "load_model", "load_dataset", "is_imported", "build_model", "read_weights", "read_data",
+           "Unflatten", "SETTINGS_KEY", "MODELS_VAR", "DATASET_ARTIFACT", "UPLOADED"]
 
 SETTINGS_KEY = "imported_model"  # in a run's settings: how to rebuild the model
 TRUSTED_FILE = ".trusted-factories.json"  # in the store's root, where no uploaded run can write

@@ -36,6 +36,13 @@ from torch import nn
 from engine.models import Square
 from engine.modes import evaluating
 
+__all__ = ["as_float64", "layer_names", "module_names", "activations", "activations_over_checkpoints", "pca",
+           "procrustes_rotation", "numba_cache_dir", "import_umap", "nearest_neighbors", "embed", "aligned_embed",
+           "linear_cka", "rbf_gram", "centre_gram", "rbf_cka", "MinibatchCKA", "minibatch_cka",
+           "input_target_alignment", "target_matrix", "rdm", "compare_rdms", "classification_margin",
+           "neural_collapse", "effective_rank", "participation_ratio", "unit_correlations", "match_units",
+           "ACTIVATION_TYPES"]
+
 Array = torch.Tensor | np.ndarray
 
 # Modules whose outputs are worth looking at: the linear maps and the non-linearities.

@@ -47,6 +47,9 @@ from engine.losses import LossArg, loss_function, loss_name
 from engine.modes import evaluating
 from engine.results import ConvexityMap, Sharpness
 
+__all__ = ["hvp_function", "top_eigenvalues", "lanczos", "quadrature_nodes", "min_eigenvalue", "trace", "density",
+           "ConvexitySettings", "convexity_map", "sharpness", "BACKWARD_FACTOR", "MAX_VECTORS_AT_ONCE"]
+
 Matvec = Callable[[torch.Tensor], torch.Tensor]
 Progress = Optional[Callable[[float], None]]  # called with the share of the work done
 BACKWARD_FACTOR = 4  # activation memory of a gradient of a gradient relative to a forward pass

@@ -34,6 +34,8 @@ from typing import Any, Callable
 
 from engine.status import JOB_ENDINGS, Status
 
+__all__ = ["Cancelled", "JobState", "JobContext", "JobManager"]
+
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = Status.QUEUED, Status.RUNNING, Status.DONE, Status.FAILED, Status.CANCELLED
 TERMINAL = JOB_ENDINGS
 KEEP_FINISHED = 50  # finished jobs kept per owner; older ones are forgotten

@@ -47,6 +47,13 @@ from engine.models import MLP, Dense, Square
 from engine.modes import evaluating
 from engine.results import LinearPath, Surface, Trajectory
 
+__all__ = ["parameters", "as_parameters", "flatten", "unflatten", "random_direction", "random_part",
+           "difference_direction", "Plane", "plane_through", "PCAPlane", "pca_directions", "steps_and_states",
+           "grid_around", "as_data", "probe", "plan_chunks", "Chain", "linear_chain", "choose_strategy",
+           "chain_flops", "evaluation_mode", "PlanePoints", "plane_points", "losses_at", "surface", "linear_path",
+           "trajectory_faithfulness", "Params", "Weights", "DEFAULT_COORDINATES", "CPU_MEMORY_BUDGET",
+           "PER_POINT_FLOPS"]
+
 Params = dict[str, torch.Tensor]
 Weights = Union[nn.Module, dict]  # a model, or a dict of tensors keyed like its parameters
 

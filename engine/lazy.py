@@ -51,6 +51,11 @@ from engine.ntk import (as_tensor, eigen, empirical_ntk, kernel_over_checkpoints
 from engine.results import KernelTrajectory, PhaseDiagram, WeightChange, from_arrays, to_arrays
 from engine.train import FLUSH_EVERY, Minibatches, TrainConfig, evaluation_subset, make_loss
 
+__all__ = ["relative_weight_change", "relative_kernel_change", "kernel_distance", "centred", "kernel_alignment",
+           "kernel_trajectory", "Linearized", "linearize", "kernel_twin_refusal", "KernelTwin", "check_grid",
+           "phase_diagram", "train_width", "width_cells", "read_width_cell", "width_key", "member_run_id",
+           "find_width", "width_errors", "compute_width", "width_kind", "sweep_key", "check_sweep", "sweep_job"]
+
 
 def _float64(K) -> torch.Tensor:
     return as_tensor(K).double()

@@ -40,6 +40,11 @@ from torch import nn
 from engine.modes import evaluating
 from engine.results import ConfidenceMap, LevelSetPath, TriangleConfidence, WidthProbe, is_image_shape
 
+__all__ = ["placement", "as_rows", "natural_shape", "RowModel", "row_model", "clip_to", "probabilities",
+           "class_confidence", "confidence_and_gradient", "orthogonal_component", "restoring_step", "proposal",
+           "traverse", "gaussian_window", "ssim", "barycentric_grid", "plane_coordinates", "triangle_confidence",
+           "orthogonal_directions", "width_probe", "confidence_map", "pgd_attack", "adversarial_loss"]
+
 Array = Union[np.ndarray, torch.Tensor]
 Bounds = Optional[tuple[float, float]]
 ClassArg = Union[None, int, Sequence[int], Array]

@@ -27,6 +27,10 @@ from torch.func import functional_call
 
 from engine.settings import Section, is_whole
 
+__all__ = ["Square", "ModelSpec", "Dense", "forward_multiplier", "init_std", "MLP", "ResidualBlock", "ResidualMLP",
+           "CNN", "BasicBlock", "ResNet", "VGG", "Centered", "build", "count_parameters", "lr_multipliers", "KINDS",
+           "PARAMETRIZATIONS", "ACTIVATIONS"]
+
 KINDS = ("mlp", "resmlp", "cnn", "resnet", "resnet-noskip", "vgg")
 PARAMETRIZATIONS = ("standard", "ntk", "mup", "meanfield")
 CONV_KINDS = {"cnn": "CNN", "resnet": "ResNet", "resnet-noskip": "ResNet", "vgg": "VGG"}  # kind -> name in sentences

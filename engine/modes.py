@@ -12,6 +12,8 @@ from typing import Iterator
 
 from torch import nn
 
+__all__ = ["evaluating"]
+
 
 @contextmanager
 def evaluating(model: nn.Module) -> Iterator[nn.Module]:

@@ -19,6 +19,8 @@ from typing import Optional
 
 from engine.experiment import Experiment
 
+__all__ = ["PresetRun", "Preset", "load", "lesson", "all_presets"]
+
 
 def _presets_folder() -> Path:
     """assets/presets in the repository; `pip install .` puts them in <prefix>/share/dynamics-lab."""

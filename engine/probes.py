@@ -30,6 +30,9 @@ from engine.results import LazyMeasures, Sharpness
 from engine.settings import Section, is_whole
 from engine.train import Trainer
 
+__all__ = ["WatchConfig", "Probe", "make_probes", "fixed_indices", "fixed_subset", "SharpnessProbe", "TwinTrainer",
+           "LazyProbe", "NAMES"]
+
 
 @dataclass
 class WatchConfig(Section):

@@ -70,6 +70,17 @@ from engine.modes import evaluating
 from engine.results import FlipGallery, LastLayerGeometry, LotteryTickets, PrunedRegions, PruningSweep
 from engine.train import TrainConfig, Trainer
 
+__all__ = ["Mask", "plain_name", "weights", "prunable", "current_masks", "apply", "remove", "plain_copy",
+           "sparsity_of", "masks", "Batch", "Method", "method_names", "init_only", "same_masks", "scores",
+           "hessian_diagonal", "synflow_iterative", "evaluate", "predicted_classes", "flips", "corrupt",
+           "default_corruptions", "corruption_name", "corrupted_inputs", "corrupted_accuracy", "mask_overlap",
+           "overlap_matrix", "layers_of", "cka_to_dense", "readout", "last_layer_geometry", "top_eigenvalue",
+           "structured_remove", "ChannelPath", "example_input", "channel_paths", "channel_scores", "channel_masks",
+           "mask_channels", "remove_channels", "Pruned", "score_batch", "masker", "finetune", "one_shot",
+           "load_weights", "iterative_magnitude", "PruneSettings", "SweepSettings", "GallerySettings", "sweep",
+           "flip_sparsity", "fragile_and_robust", "flip_gallery", "pruned_regions", "HUTCHINSON_SAMPLES",
+           "SHARPNESS_ITERS", "METHODS"]
+
 Scores = dict[str, torch.Tensor]
 Masks = dict[str, torch.Tensor]
 

@@ -28,6 +28,17 @@ from engine.losses import loss_for_task
 from engine.results import ExtremeSamples, FourierContent, LayerKernels, TargetPowerTrajectory
 from engine.train import TrainConfig, make_loss
 
+__all__ = ["RunData", "run_data", "random_plane_surface", "trajectory_surface", "interpolation", "three_run_plane",
+           "trajectory", "sharpness", "spectral_density", "ntk_spectrum", "ntk_view", "ntk_eigenfunctions",
+           "ntk_fourier", "ntk_extreme_samples", "ntk_layers", "ntk_power_over_training", "ntk_target_power",
+           "ntk_trajectory", "representation_layers", "readout_and_hidden", "layer_outputs", "last_hidden_layer",
+           "embedding", "frame_steps", "embedding_over_training", "layer_similarity",
+           "representational_dissimilarity", "geometry_over_training", "curve_layers", "levelset_pairs",
+           "levelset_gallery", "levelset_traversal", "levelset_triangle", "levelset_width", "levelset_map",
+           "pruning_sweep", "pruning_masks", "pruning_gallery", "pruning_regions", "channel_removal",
+           "pruned_geometry", "ntk_mode_curves", "lottery_tickets", "cross_run_similarity", "matched_units",
+           "convexity", "EIGENFUNCTION_GRID", "COLOURS", "ANIMATION_FRAMES"]
+
 
 Context = Optional[JobContext]  # None runs a recipe without progress or cancelling (tests, notebooks)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, fields
 
+__all__ = ["Section", "is_whole"]
+
 
 class Section:
     """A mixin for a settings dataclass: `to_dict` and a `from_dict` that ignores unknown keys

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from enum import Enum
 
+__all__ = ["Status", "JOB_ENDINGS", "RUN_ENDINGS", "STORED", "WITH_WEIGHTS", "TRAINING_OUTCOME"]
+
 
 class Status(str, Enum):
     QUEUED = "queued"            # a job waiting for a free worker

@@ -51,6 +51,8 @@ import torch
 
 from engine.status import RUN_ENDINGS, STORED, Status
 
+__all__ = ["default_root", "RunInfo", "RunStore", "ENV_VAR", "SWEEPS_FOLDER"]
+
 try:  # POSIX; elsewhere a writer's death goes unnoticed and its run stays "running"
     import fcntl
 except ImportError:  # pragma: no cover - Windows

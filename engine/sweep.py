@@ -47,6 +47,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+__all__ = ["cell_key", "cell_run_id", "Sweep", "experiment_errors", "grid", "CellResult", "QuietContext",
+           "train_cell", "once", "existing_result", "publish", "CellKind", "LocalBackend", "task_resources",
+           "RayBackend", "configured_backend", "where", "make_backend", "cell_device", "SweepRecord", "record_key",
+           "save_record", "open_sweep", "list_sweeps", "run_sweep", "sweep_job", "summary_line", "command",
+           "STAGING_FOLDER", "FINISHED"]
+
 try:
     import fcntl  # POSIX; elsewhere a cell's attempts are not locked against each other
 except ImportError:

@@ -57,6 +57,8 @@ from engine.results import (
     WidthProbe,
 )
 
+__all__ = ["to_csv", "Axis", "Column", "Table", "count", "grid", "line", "table_columns", "TABLES"]
+
 
 def to_csv(result) -> str | None:
     """A result as the table a user opens in a spreadsheet, where it is one (see `TABLES`):

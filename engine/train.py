@@ -26,6 +26,9 @@ from engine.modes import evaluating
 from engine.results import History
 from engine.settings import Section, is_whole
 
+__all__ = ["TrainConfig", "Outcome", "make_loss", "accuracy", "make_optimizer", "Minibatches", "evaluation_subset",
+           "Trainer", "OPTIMIZERS", "FLUSH_EVERY", "LOSSES"]
+
 OPTIMIZERS = ("sgd", "adam", "adamw", "gd")
 FLUSH_EVERY = 16  # steps between reading the per-step losses back from the device
 

@@ -18,6 +18,8 @@ from engine.data import Dataset
 from engine.modes import evaluating
 from engine.results import Confusion, DecisionRegions, FunctionFit, Parity
 
+__all__ = ["predict", "prediction_view", "decision_regions", "line_fit", "circle_fit", "confusion", "parity", "GRID"]
+
 GRID = 80  # grid points per axis for decision regions
 MAX_POINTS = 1000  # data points drawn on top
 

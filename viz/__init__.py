@@ -1,1 +1,3 @@
 """Plain results -> plotly figures. No torch, no streamlit."""
+
+__all__: list[str] = []

@@ -14,6 +14,8 @@ import numpy as np
 from engine import results
 from viz import geometry, landscape, lazy, levelset, ntk, predictions, pruning, training
 
+__all__ = ["load", "main", "FIGURES", "NOT_DRAWN"]
+
 
 def _line_or_plane(surface):
     return landscape.contour(surface) if surface.ys is not None else landscape.curves(surface)

@@ -26,6 +26,10 @@ from viz.style import (
     value_color_axis,
 )
 
+__all__ = ["sample_kind", "sample_picture", "embedding_scatter", "shared_bounds", "embedding_animation",
+           "selected_samples", "parse_sample_numbers", "sample_gallery", "similarity_heatmap", "rdm_panels",
+           "geometry_curves", "alignment_by_layer", "unit_match_figure", "BAR_LIMIT", "SHADES", "GALLERY_LIMIT"]
+
 POINT_SIZE = 6
 POINT_SIZE_3D = 3
 ANNOTATE_CELLS = 144  # heatmaps with at most this many cells print their values

@@ -25,6 +25,9 @@ from viz.style import (
     class_color,
 )
 
+__all__ = ["shown_values", "shared_range", "contour", "surface_3d", "compare", "curves", "sharpness",
+           "spectral_density", "convexity", "LOG_FLOOR"]
+
 N_LEVELS = 20  # contour levels
 SURFACE_HEIGHT = 480  # 3-D figures need more room than flat ones
 SURFACE_CAMERA = {"x": 0.5, "y": -1.7, "z": 1.3}  # from the contour's lower edge, a little to the right

@@ -14,6 +14,9 @@ from plotly.subplots import make_subplots
 from engine.results import LazyMeasures
 from viz.style import REFERENCE_COLOR, SEQUENTIAL_SCALE, axis_scale, base_layout, class_color, no_data, selected_customdata
 
+__all__ = ["measures_figure", "last_finite", "deciding_figure", "layer_change_figure", "twin_figure", "phase_heatmap",
+           "selected_cell", "regime_line", "MEASURES"]
+
 DECIDING_HEIGHT = 230  # pixels: a compact row, so that it sits right under the lesson's text
 
 # (field of LazyMeasures, panel title, formula shown on hover, log scale)

@@ -18,6 +18,10 @@ from engine.results import (ConfidenceMap, LevelSetPath, SampleGallery, Triangle
 from viz.style import (OUTLINE_COLOR, REFERENCE_COLOR, SEQUENTIAL_SCALE, base_layout, class_color,
                        equal_aspect, image_trace)
 
+__all__ = ["role_color", "chosen_positions", "path_on_map", "gallery_grid", "sample_gallery", "picked_samples",
+           "snapshot_indices", "snapshot_strip", "path_profile", "triangle_map", "width_profile", "compare_paths",
+           "SAMPLES", "ROLES"]
+
 LEVEL_STEP = 0.1  # confidence between the map's contour lines
 N_SNAPSHOTS = 8
 SNAPSHOT_HEIGHT = 220

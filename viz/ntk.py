@@ -32,6 +32,10 @@ from viz.style import (
     no_data,
 )
 
+__all__ = ["power_law_fit", "spectrum_figure", "eigenfunctions_figure", "extreme_samples_figure", "fourier_figure",
+           "layer_kernels_figure", "target_power_figure", "target_power_trajectory_figure", "mode_curves_figure",
+           "kernel_trajectory_figure"]
+
 PANEL_HEIGHT = 190  # pixels per row of small multiples
 SAMPLE_ROW_HEIGHT = 120  # pixels per eigenvector in the extreme samples
 NOISE_FLOOR = 1e-10  # eigenvalues below this share of the largest are rounding noise

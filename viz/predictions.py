@@ -22,6 +22,9 @@ from viz.style import (
     value_color_axis,
 )
 
+__all__ = ["grid_step", "confidence_tint", "region_image", "class_points", "value_points", "decision_regions",
+           "function_fit", "accuracy", "confusion_matrix", "r_squared", "parity", "prediction_figure"]
+
 # Background tint of a decision region: the share of the class colour (the rest is white)
 # at chance confidence and at full confidence. Below 1 so that points stay visible on top.
 TINT_AT_CHANCE = 0.08

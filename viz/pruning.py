@@ -44,6 +44,10 @@ from viz.style import (
 )
 from viz.training import format_accuracy_axis, has_finite
 
+__all__ = ["method_color", "accuracy_curves", "measure_curves", "layer_sparsity_bars", "channel_bars", "cka_bars",
+           "overlap_heatmap", "mask_images", "geometry_scatter", "lottery_curves", "regions_side_by_side",
+           "flip_gallery", "METHOD_COLORS", "MEASURES"]
+
 # A fixed colour per known method, so a method looks the same whatever else is compared.
 METHOD_COLORS = {
     "magnitude": CLASS_COLORS[0], "taylor": CLASS_COLORS[1], "grasp": CLASS_COLORS[2],

@@ -11,6 +11,8 @@ from typing import Mapping, Sequence
 
 import plotly.graph_objects as go
 
+__all__ = ["overview_html"]
+
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 1.6em; }

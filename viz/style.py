@@ -8,6 +8,11 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+__all__ = ["class_color", "class_rgb", "hex_to_rgb", "scatter_trace", "value_color_axis", "axis_scale",
+           "equal_aspect", "no_data", "base_layout", "image_trace", "selected_customdata", "CLASS_COLORS",
+           "SPLIT_COLORS", "DIVERGING_SCALE", "SEQUENTIAL_SCALE", "COUNT_SCALE", "OUTLINE_COLOR", "REFERENCE_COLOR",
+           "UIREVISION", "WEBGL_THRESHOLD", "DEFAULT_HEIGHT"]
+
 # Qualitative palette for classes (Tableau 10): class k is CLASS_COLORS[k % 10] everywhere.
 CLASS_COLORS = [
     "#4E79A7",  # blue

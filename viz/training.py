@@ -8,6 +8,9 @@ from plotly.subplots import make_subplots
 from engine.results import History
 from viz.style import SPLIT_COLORS, axis_scale, base_layout, class_color, no_data
 
+__all__ = ["series", "block_means", "has_finite", "format_accuracy_axis", "line", "training_curves", "compare_curves",
+           "MAX_LINE_POINTS"]
+
 # The minibatch loss is shown as at most this many points (block means, see `block_means`).
 MAX_LINE_POINTS = 2000
 

@@ -53,6 +53,7 @@ Routines on kernels take numpy arrays or torch tensors and give back the same ki
 """
 from __future__ import annotations
 
+import collections
 import copy
 import functools
 import math
@@ -409,13 +410,16 @@ def _hookable_layers(model: nn.Module, params: dict, constants: dict, x: torch.T
     """[(name, module)]: the Linear and Conv layers whose kernels `_HookedLayers` forms from
     their inputs and output deltas.
 
-    Exact types only (a subclass may compute something else), a trainable weight, convs with
-    one group and zero padding given as numbers, and one call per forward (a layer called
-    twice, as in a weight-tied model, has two inputs per sample; calls without autograd, such
-    as `Centered`'s frozen copy, do not count). The rest go through jacrev.
+    Exact types only (a subclass may compute something else), a trainable weight shared with
+    no other module (a tied weight's derivative has a term from each user), convs with one
+    group and zero padding given as numbers, and one call per forward (a layer called twice
+    has two inputs per sample; calls without autograd, such as `Centered`'s frozen copy, do
+    not count). The rest go through jacrev.
     """
+    owners = collections.Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
     candidates = {name: m for name, m in model.named_modules()
-                  if type(m) in HOOKED and _parameter_name(name, "weight") in params and _plain_conv(m)}
+                  if type(m) in HOOKED and _parameter_name(name, "weight") in params and _plain_conv(m)
+                  and all(owners[id(p)] == 1 for p in m.parameters(recurse=False))}
     calls = dict.fromkeys(candidates, 0)
 
     def counter(name):

@@ -195,6 +195,27 @@ def test_a_layer_called_twice_goes_through_jacrev_and_still_equals_the_reference
     assert relative_error(got, expected) < 1e-10
 
 
+class TiedAcross(nn.Module):
+    """Two Linear modules sharing one weight (named once by named_parameters)."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = nn.Linear(4, 4)
+        self.second = nn.Linear(4, 4)
+        self.second.weight = self.first.weight
+        self.head = nn.Linear(4, N_OUT)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.second(torch.tanh(self.first(x)))))
+
+
+def test_a_weight_shared_by_two_modules_counts_both_and_equals_the_reference():
+    torch.manual_seed(0)
+    model, x = TiedAcross().double(), torch.randn(4, 4, dtype=torch.float64)
+    expected, got = expected_and_structured(model, x, x, "full")
+    assert relative_error(got, expected) < 1e-10
+
+
 def test_centered_conv_net_is_alpha_squared_its_inner_kernel():
     """Centered's frozen copy runs without autograd, so the hooks see only the trainable call."""
     inner = resnet_like()

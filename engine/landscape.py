@@ -538,13 +538,17 @@ def _outputs_loss_and_correct(loss_fn, classify: bool, out: torch.Tensor, y: tor
 
 
 STRATEGIES = ("auto", "batched", "per point")
-# Above this many multiply-adds x 2 per weight point (one point's forward over one batch of
-# samples, a chain's first layer left out: it is computed once per grid), a chain is
+# Above this many FLOPs per weight point (one point's forward over one batch of samples, 2
+# per multiply-add, a chain's first layer left out: it is computed once per grid), a chain is
 # evaluated one point at a time as plain GEMMs with the weights written in place; below it,
-# many points at once as batched products. Measured with bench/landscape.py --crossover on
-# the 2-core CPU this was written on: see CROSSOVER_NOTE.
-PER_POINT_FLOPS = 2e7
-CROSSOVER_NOTE = "to be measured"
+# many points at once as batched products. Measured with `bench/landscape.py --parts 4`
+# (2-W-W-2 MLPs on 500 and 4000 samples) on the shared 2-core CPU this was written on: with
+# 2 threads at load 1.9 (the routes of commit bcc6ea1), batched was 1.1-3.8x faster up to
+# 8.7e6 FLOPs per point and per point 1.05-1.3x faster from 1.7e7 on. With 1 thread at load
+# 7.4 (commit 86a3a13) per point won from about 1e6 (1.1-2.4x); with 2 threads at load 7-9
+# nothing was repeatable. The crossover moves with the threads and the load; 1e7 is the
+# quieter machine's.
+PER_POINT_FLOPS = 1e7
 
 
 def choose_strategy(flops_per_point: float, device: torch.device) -> str:
@@ -761,12 +765,6 @@ def _first_layer_parts(chain: Chain, plane: PlanePoints, x: torch.Tensor):
     return torch.stack(parts), layers[first + 1:]
 
 
-def _parameter_names(layers: list, plane: PlanePoints) -> list[str]:
-    """The names of the linear layers' parameters among `layers`."""
-    return [prefix + kind for prefix, m in layers if type(m) in (nn.Linear, Dense)
-            for kind in ("weight", "bias") if prefix + kind in plane.origin]
-
-
 def _chain_points_batched(loss_fn, classify, plane, parts, rest, y, start, stop, state):
     """Points start..stop-1 at once, into buffers made once per batch of samples (`state`).
 
@@ -974,13 +972,11 @@ class PlanePoints:
     def __len__(self) -> int:
         return len(self.coefficients)
 
-    def __call__(self, start: int, stop: int, names: Optional[Iterable[str]] = None) -> Params:
-        """The weights of points start..stop-1 (of the parameters `names`, by default all)."""
+    def __call__(self, start: int, stop: int) -> Params:
         first = next(iter(self.origin.values()))
         c = torch.as_tensor(self.coefficients[start:stop], dtype=first.dtype, device=first.device)
         out = {}
-        for name in self.origin if names is None else names:
-            w = self.origin[name]
+        for name, w in self.origin.items():
             if name in self.still:  # zero in every direction: one tensor serves all points
                 out[name] = w
                 continue
@@ -991,12 +987,10 @@ class PlanePoints:
             out[name] = total
         return out
 
-    def buffers(self, names: Optional[Iterable[str]] = None) -> Params:
-        """Room for one point's weights (of the parameters `names`, by default all): a buffer
-        per moving parameter; the others are shared."""
-        names = self.origin if names is None else names
-        return {name: self.origin[name] if name in self.still else torch.empty_like(self.origin[name])
-                for name in names}
+    def buffers(self) -> Params:
+        """Room for one point's weights: a buffer per moving parameter, the others shared."""
+        return {name: w if name in self.still else torch.empty_like(w)
+                for name, w in self.origin.items()}
 
     def write_point(self, i: int, buffers: Params) -> Params:
         """Point i's weights written into `buffers` (from `buffers()`): no new tensors."""
@@ -1006,20 +1000,12 @@ class PlanePoints:
         return buffers
 
     def combine_into(self, out: torch.Tensor, parts: list, i: int) -> torch.Tensor:
-        """parts[0] + sum_k c[i, k] * parts[k + 1], written into `out`: for any quantity
-        linear in the weights (the weights themselves, or a first layer's outputs)."""
+        """parts[0] + sum_k c[i, k] * parts[k + 1], written into `out`."""
         c = self.coefficients[i]
         torch.add(parts[0], parts[1], alpha=float(c[0]), out=out)
         for k in range(1, len(c)):
             out.add_(parts[k + 1], alpha=float(c[k]))
         return out
-
-    def combine(self, parts: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        """parts[0] + sum_k c[i, k] * parts[k + 1] for points start..stop-1, stacked: one
-        matrix product of the coefficients [1, c_i] with the parts as rows."""
-        c = torch.as_tensor(self.coefficients[start:stop], dtype=parts.dtype, device=parts.device)
-        c = torch.cat([c.new_ones(len(c), 1), c], dim=1)
-        return (c @ parts.flatten(1)).reshape(stop - start, *parts.shape[1:])
 
 
 def plane_points(origin: Params, directions: list[Params], coefficients: np.ndarray) -> PlanePoints:

@@ -204,8 +204,6 @@ def test_plane_combines_parts_like_the_weights_it_stands_for():
     directions = [{"w": torch.randn(3, 4)}, {"w": torch.randn(3, 4)}]
     plane = landscape.PlanePoints(origin, directions, np.array([[0.5, -1.0], [2.0, 0.25]]))
     stacked = plane(0, 2)["w"]
-    parts = torch.stack([origin["w"], directions[0]["w"], directions[1]["w"]])
-    torch.testing.assert_close(plane.combine(parts, 0, 2), stacked)
     buffers = plane.buffers()
     torch.testing.assert_close(plane.write_point(1, buffers)["w"], stacked[1])
     expected = origin["w"] + 2.0 * directions[0]["w"] + 0.25 * directions[1]["w"]

@@ -19,6 +19,7 @@ on a machine compiles for a minute or more, a new process afterwards starts in s
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -311,8 +312,10 @@ def import_umap():
     3. replaces `numba` inside `umap.layouts` by `_numba_with_disk_cache()`, because that module
        jits its optimization epochs anew on every call (AlignedUMAP, custom metrics).
 
-    Functions compiled eagerly at import (those given a type signature) are not cached; they
-    are few and small. Safe to call from several threads; the work happens once.
+    Functions that umap compiles eagerly at import (given a type signature, e.g.
+    `umap.utils.tau_rand_int`) are cached too (`_eager_jits_disk_cached`): uncached, they
+    compiled in every new process (1.5 s of its start on a loaded machine). Safe to call from
+    several threads; the work happens once.
     """
     with _umap_lock:
         if "umap" in sys.modules and getattr(sys.modules["umap"], "_dynamics_lab_cached", False):
@@ -324,18 +327,64 @@ def import_umap():
         numba.core.config.reload_config()  # numba may have been imported before the variable was set
         import numba.typed.typeddict
         import numba.typed.typedlist
-        import umap
-        import umap.layouts
+        with _eager_jits_disk_cached():
+            import umap
+            import umap.layouts
         from numba.core.dispatcher import Dispatcher
 
         for name, module in list(sys.modules.items()):
-            if any(name == package or name.startswith(package + ".") for package in DISK_CACHED_PACKAGES):
+            if _in_cached_package(name):
                 for value in list(vars(module).values()):
                     if isinstance(value, Dispatcher):
                         _enable_disk_cache(value)
         umap.layouts.numba = _numba_with_disk_cache()
         umap._dynamics_lab_cached = True
         return umap
+
+
+@contextlib.contextmanager
+def _eager_jits_disk_cached():
+    """While importing: jitted functions of the DISK_CACHED_PACKAGES that carry a type
+    signature and no `cache=True` get a disk cache before they compile.
+
+    numba compiles such functions inside the decorator, so turning the cache on afterwards
+    (as `import_umap` does for the lazy ones) is too late. This wraps numba's decorator
+    factory: the dispatcher is made lazy, given `_enable_disk_cache`, and then compiled for
+    its signatures and closed to others exactly as numba does, loading from disk when it can.
+    """
+    from numba.core import decorators, typeinfer
+
+    numba_jit = decorators._jit
+
+    def jit(sigs, locals, target, cache, targetoptions, **dispatcher_args):
+        eager = numba_jit(sigs, locals, target, cache, targetoptions, **dispatcher_args)
+        if sigs is None or cache or target != "cpu":
+            return eager
+        lazy = numba_jit(None, locals, target, cache, targetoptions, **dispatcher_args)
+
+        def wrapper(function):
+            if not _in_cached_package(getattr(function, "__module__", "") or ""):
+                return eager(function)
+            dispatcher = lazy(function)
+            _enable_disk_cache(dispatcher)
+            with typeinfer.register_dispatcher(dispatcher):
+                for signature in sigs:
+                    dispatcher.compile(signature)
+                dispatcher.disable_compile()
+            return dispatcher
+
+        return wrapper
+
+    decorators._jit = jit
+    try:
+        yield
+    finally:
+        decorators._jit = numba_jit
+
+
+def _in_cached_package(module_name: str) -> bool:
+    return any(module_name == package or module_name.startswith(package + ".")
+               for package in DISK_CACHED_PACKAGES)
 
 
 def _option_aware_cache(py_func, options: dict):

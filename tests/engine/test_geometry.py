@@ -1,4 +1,7 @@
 """Tests for engine.geometry: each measure against an independent numpy/scipy reference."""
+import importlib
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -286,6 +289,25 @@ def test_umap_is_deterministic_with_a_seed():
     X = gaussian(200, 10)
     first = geometry.embed(X, "umap", seed=3, n_epochs=50)
     assert first.shape == (200, 2) and np.array_equal(first, geometry.embed(X, "umap", seed=3, n_epochs=50))
+
+
+EAGER_MODULE = 'import numba\n\n@numba.njit("i8(i8)")\ndef plus_one(x):\n    return x + 1\n'
+
+
+def test_functions_compiled_at_import_load_from_the_disk_cache_the_second_time(tmp_path, monkeypatch):
+    # umap.utils compiles such functions (signature given, no cache=True) in every new process.
+    (tmp_path / "eager_module.py").write_text(EAGER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(geometry, "DISK_CACHED_PACKAGES", ("eager_module",))
+
+    def import_afresh():
+        sys.modules.pop("eager_module", None)
+        with geometry._eager_jits_disk_cached():
+            return importlib.import_module("eager_module").plus_one
+
+    first, second = import_afresh(), import_afresh()
+    assert sum(first.stats.cache_misses.values()) == 1 and sum(second.stats.cache_hits.values()) == 1
+    assert second(41) == 42
 
 
 # ---------------------------------------------------------------- margins

@@ -35,6 +35,9 @@ def jobs() -> JobManager:
     # Leave a core to the server and the browser: on a small machine torch's worker threads
     # otherwise fight them for the CPU, and training slows to a crawl while a page watches.
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    from engine.geometry import warm_up_umap_in_background
+
+    warm_up_umap_in_background()  # started by `dynamics-lab`: the first UMAP then takes seconds
     return JobManager(max_workers=4)
 
 

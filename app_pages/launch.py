@@ -16,6 +16,7 @@ import subprocess
 import sys
 
 MODELS_VAR = "DYNAMICS_LAB_MODELS"  # as engine.external reads it (imported there with torch: not here)
+WARM_UP_VAR = "DYNAMICS_LAB_WARM_UP_UMAP"  # as engine.geometry reads it: the server warms UMAP up
 SAFE_DEFAULTS = ["--server.address=localhost", "--server.headless=true",
                  "--browser.gatherUsageStats=false", "--server.fileWatcherType=none"]
 
@@ -48,6 +49,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", help="FILE.py:factory,... the Runs page offers for importing a model")
     ours, streamlit_options = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     try:
-        return subprocess.call(command(streamlit_options), env=environment(ours.models))
+        return subprocess.call(command(streamlit_options), env={WARM_UP_VAR: "1"} | environment(ours.models))
     except KeyboardInterrupt:
         return 130

@@ -23,6 +23,7 @@ import contextlib
 import copy
 import math
 import os
+import subprocess
 import sys
 import threading
 import types
@@ -385,6 +386,43 @@ def _eager_jits_disk_cached():
 def _in_cached_package(module_name: str) -> bool:
     return any(module_name == package or module_name.startswith(package + ".")
                for package in DISK_CACHED_PACKAGES)
+
+
+# Set to "1" by the `dynamics-lab` launcher: the server warms UMAP up when it starts.
+WARM_UP_VAR = "DYNAMICS_LAB_WARM_UP_UMAP"
+_warm_up_started = threading.Event()
+
+
+def warm_up_umap() -> None:
+    """Import umap and fit 64 points once, so that its compiled code is on disk
+    (`numba_cache_dir`) and loaded in this process: a later first UMAP pays only its fit."""
+    points = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+    embed(points, "umap", seed=0, n_epochs=2)
+
+
+def warm_up_umap_in_background() -> threading.Thread | None:
+    """Start `warm_up_umap` off the caller's path, once per process, if $DYNAMICS_LAB_WARM_UP_UMAP
+    is "1" (the app's server; not tests, which would pay a minute of compiling each).
+
+    A child process fills the disk cache first (on a machine's first run that compiles for
+    a minute; in a child it does not hold this server's interpreter lock), then this process
+    loads from it, which takes seconds. Returns the thread, or None when it does nothing.
+    """
+    if os.environ.get(WARM_UP_VAR) != "1" or _warm_up_started.is_set():
+        return None
+    _warm_up_started.set()
+
+    def warm_up() -> None:
+        root = str(Path(__file__).resolve().parent.parent)
+        code = (f"import os, sys; sys.path.insert(0, {root!r}); hasattr(os, 'nice') and os.nice(10); "
+                "from engine.geometry import warm_up_umap; warm_up_umap()")  # niced: pages first
+        subprocess.run([sys.executable, "-c", code], env=os.environ | {"NUMBA_CACHE_DIR": str(numba_cache_dir())},
+                       capture_output=True, check=False)
+        warm_up_umap()
+
+    thread = threading.Thread(target=warm_up, name="umap warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def _option_aware_cache(py_func, options: dict):

@@ -1,6 +1,7 @@
 """Tests for engine.geometry: each measure against an independent numpy/scipy reference."""
 import importlib
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -308,6 +309,25 @@ def test_functions_compiled_at_import_load_from_the_disk_cache_the_second_time(t
     first, second = import_afresh(), import_afresh()
     assert sum(first.stats.cache_misses.values()) == 1 and sum(second.stats.cache_hits.values()) == 1
     assert second(41) == 42
+
+
+def test_umap_warm_up_does_nothing_unless_the_launcher_asks(monkeypatch):
+    monkeypatch.delenv(geometry.WARM_UP_VAR, raising=False)
+    monkeypatch.setattr(geometry, "_warm_up_started", threading.Event())
+    assert geometry.warm_up_umap_in_background() is None
+
+
+def test_umap_warm_up_fills_the_cache_in_a_child_then_loads_it_here_once(monkeypatch):
+    children, here = [], []
+    monkeypatch.setenv(geometry.WARM_UP_VAR, "1")
+    monkeypatch.setattr(geometry, "_warm_up_started", threading.Event())
+    monkeypatch.setattr(geometry.subprocess, "run", lambda command, env, **kw: children.append((command, env)))
+    monkeypatch.setattr(geometry, "warm_up_umap", lambda: here.append(len(children)))
+    geometry.warm_up_umap_in_background().join(timeout=60)
+    assert geometry.warm_up_umap_in_background() is None  # once per process
+    (command, env), = children
+    assert "warm_up_umap()" in command[-1] and env["NUMBA_CACHE_DIR"] == str(geometry.numba_cache_dir())
+    assert here == [1]  # after the child
 
 
 # ---------------------------------------------------------------- margins

@@ -248,14 +248,27 @@ def draw_panel(panel: Panel, run: dict, step: int, figures: list, wants: list) -
         if result is None:
             st.caption("Computing…" if not error else "")
         else:
-            figure = panel.figure(result)
-            figure.update_layout(height=HEIGHT)
+            figure = figure_of(panel, run["id"], shown, result)
             st.plotly_chart(figure, key=f"overview-{run['id']}-{panel.key}", width="stretch")
             figures.append((f"{panel.title} (step {shown:,})", figure))
             if shown != step:
                 st.caption(f"Step {shown:,}; step {step:,} is being computed.")
         st.page_link(panel.page, label="Open the lens", icon=":material/open_in_new:",
                      query_params={"run": run["id"], "step": str(step)})
+
+
+def figure_of(panel: Panel, run_id: str, step: int, result):
+    """The panel's figure of a result, built once per (run, panel, step): a rerun only redraws it,
+    so the grid's rerun stays short (Streamlit greys a fragment's elements while it reruns)."""
+    kept = st.session_state.setdefault("overview:figures-of", {})
+    key = (run_id, panel.key, step)
+    if key not in kept:
+        figure = panel.figure(result)
+        figure.update_layout(height=HEIGHT)
+        for old in [k for k in kept if k[:2] == key[:2]]:
+            del kept[old]  # one figure per panel is enough
+        kept[key] = figure
+    return kept[key]
 
 
 def training_panel(run: dict, step: int, figures: list) -> None:

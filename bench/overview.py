@@ -9,7 +9,16 @@
 2. Render time. The overview of the finished run, from a fresh session: until every panel
    has drawn, first with nothing cached (every analysis computed) and then again (all cached).
 
+3. In a real browser (--browser): a streamlit server of its own, Debian's chromium (Playwright).
+   One endless run is started on the Train page (as a user would, in the server's job runner);
+   then, in interleaved windows of --window seconds, the tab is away from the lab (about:blank)
+   or on the Overview following that run. Steps per second in a window come from the run's
+   checkpoint files (their steps and times), so the same process and the same run give both
+   figures; the ratio is watched / away. The page's own state is sampled too: how many panels
+   drew, whether the curves are live, and how often an element was seen greyed (stale).
+
     python bench/overview.py [--steps 3000] [--rounds 3]
+    python bench/overview.py --browser [--rounds 3] [--window 30]
 """
 from __future__ import annotations
 
@@ -79,11 +88,109 @@ def render(run_id: str) -> float:
     return time.perf_counter() - started
 
 
+# ---------------------------------------------------------------- in a real browser
+
+TRAIN_LINK = ("/train?data=moons&data.n=1000&model.width=64&model.depth=2&train.optimizer=adam"
+              "&train.steps=10000000&train.checkpoint_every=100&train.eval_every=100")
+STALE_PROBE = """() => {
+    const stale = document.querySelectorAll("[data-stale='true']").length;
+    const charts = document.querySelectorAll("[data-testid='stPlotlyChart']").length;
+    return {stale, charts};
+}"""
+
+
+def checkpoint_times(home: Path) -> list[tuple[int, float]]:
+    """(step, file time) of the newest run's checkpoints in the server's store."""
+    from engine.store import RunStore, _checkpoint_name
+
+    store = RunStore(home / "runs")
+    runs = store.list()
+    if not runs:
+        return []
+    folder = home / "runs" / runs[0].id / "checkpoints"
+    found = []
+    for step in store.checkpoint_steps(runs[0].id):
+        path = folder / _checkpoint_name(step)
+        if path.exists():
+            found.append((step, path.stat().st_mtime))
+    return found
+
+
+def rate_between(home: Path, start: float, end: float) -> float:
+    """Steps per second of the checkpoints written between two times."""
+    inside = [(s, t) for s, t in checkpoint_times(home) if start <= t <= end]
+    if len(inside) < 2:
+        return float("nan")
+    (s0, t0), (s1, t1) = inside[0], inside[-1]
+    return (s1 - s0) / (t1 - t0)
+
+
+def watch(page, seconds: float) -> dict:
+    """Sample the page every 0.25 s for `seconds`: the most charts drawn, the share of samples
+    in which some element was stale (Streamlit marks it at once, and fades it only when it stays
+    stale a while: from 0.5 s on, over 1 s), and the share in which one had been stale for three
+    samples running (at least 0.5 s: seen greying)."""
+    samples, stale, greyed, running, charts = 0, 0, 0, 0, 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        seen = page.evaluate(STALE_PROBE)
+        now = seen["stale"] > 0
+        running = running + 1 if now else 0
+        samples, stale, greyed = samples + 1, stale + now, greyed + (running >= 3)
+        charts = max(charts, seen["charts"])
+        page.wait_for_timeout(250)
+    return {"charts": charts, "stale": round(stale / max(samples, 1), 2), "greyed": round(greyed / max(samples, 1), 2)}
+
+
+def browser_main(rounds: int, window: float) -> None:
+    from playwright.sync_api import sync_playwright
+
+    sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+    from conftest import CHROMIUM_ARGS, serve
+
+    home = Path(tempfile.mkdtemp(prefix="bench-overview-browser-"))
+    with serve(home, home / "streamlit.log") as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 2400})
+        page.goto(url + TRAIN_LINK)
+        page.get_by_role("button", name="Start").click()
+        while len(checkpoint_times(home)) < 3:
+            time.sleep(0.5)
+        from engine.store import RunStore
+
+        run_id = RunStore(home / "runs").list()[0].id
+        ratios = []
+        for r in range(rounds):
+            rates = {}
+            for where in ("away", "overview"):
+                load = os.getloadavg()[0]
+                if where == "away":
+                    page.goto("about:blank")
+                    start = time.time()
+                    time.sleep(window)
+                    seen = {}
+                else:
+                    page.goto(f"{url}/overview?run={run_id}")
+                    start = time.time()
+                    seen = watch(page, window)
+                rates[where] = rate_between(home, start + 2, time.time())  # the page's start-up left out
+                print(f"round {r + 1} {where:8s}: {rates[where]:7.0f} steps/s (load {load:.2f}) {seen}", flush=True)
+            ratios.append(rates["overview"] / rates["away"])
+            print(f"round {r + 1}: overview / away {ratios[-1]:.2f}", flush=True)
+        print(f"overview open / away: median {statistics.median(ratios):.2f} "
+              f"(slowdown {1 - statistics.median(ratios):.0%}; goal at most 25%); load {os.getloadavg()}")
+        browser.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--browser", action="store_true", help="the page open in chromium (see 3. above)")
+    parser.add_argument("--window", type=float, default=30.0, help="seconds per window with --browser")
     args = parser.parse_args()
+    if args.browser:
+        return browser_main(args.rounds, args.window)
     st.cache_resource.clear()
     lab.jobs()  # the app's runner (and its thread count) before anything is timed
     train(500, watched=False)  # warm-up: imports and first-call costs stay out of the rounds

@@ -162,14 +162,30 @@ def panel_result(panel: Panel, run: dict, step: int, settings: dict, wants: list
         if found is None:
             wants.append((panel, run, step, settings))
         return found, step
+    last = _found(panel, run).get("last")  # (step, result): the newest found so far
     for earlier in reversed([s for s in store().checkpoint_steps(run["id"]) if s <= step]):
-        found = analysis.load(store(), run["id"], panel.key, settings | {"step": earlier}, panel.recipe)
+        found = last if last is not None and earlier == last[0] else _load_at(panel, run, settings, earlier)
         if found is not None:
-            if earlier != step:
+            if last is None or found[0] > last[0]:
+                _found(panel, run)["last"] = found
+            if found[0] != step:
                 wants.append((panel, run, step, settings))
-            return found, earlier
+            return found[1], found[0]
     wants.append((panel, run, step, settings))
     return None, None
+
+
+def _found(panel: Panel, run: dict) -> dict:
+    """The panel's newest result found so far (a result at a checkpoint never changes, so the
+    search for the newest stops there instead of probing every older checkpoint again)."""
+    return st.session_state.setdefault(f"overview:found:{run['id']}:{panel.key}", {})
+
+
+def _load_at(panel: Panel, run: dict, settings: dict, step: int):
+    from engine import analysis
+
+    result = analysis.load(store(), run["id"], panel.key, settings | {"step": step}, panel.recipe)
+    return (step, result) if result is not None else None
 
 
 def start_jobs(wants: list, live: bool) -> None:
@@ -288,15 +304,26 @@ def training_panel(run: dict, step: int, figures: list) -> None:
             figures.append(("Training curves", figure))
         else:
             st.caption("The curves appear with the run's first report.")
-        figure = prediction_figure(prediction_at(run["id"], step))
+        view, shown = prediction_of(run, step, state)
+        figure = prediction_figure(view)
         figure.update_layout(height=HEIGHT)
         st.plotly_chart(figure, key=f"overview-{run['id']}-view", width="stretch")
-        figures.append((f"Predictions (step {step:,})", figure))
+        figures.append((f"Predictions (step {shown:,})", figure))
         watched = load_watched(store(), run["id"]) or (state.partial.get("watch", {}) if state else {})
         if "lazy" in watched:
             figure = lazy_figures.measures_figure({run["name"]: watched["lazy"]}, columns=2)
             st.plotly_chart(figure, key=f"overview-{run['id']}-lazy", width="stretch")
             figures.append(("Lazy/rich measures", figure))
+
+
+def prediction_of(run: dict, step: int, state) -> tuple[object, int]:
+    """The predictions to draw at `step`, and the step they are of. Following a training this
+    page can see, its own live view (as new as the newest checkpoint, or newer) costs nothing;
+    otherwise the checkpoint's weights are loaded and evaluated."""
+    newest = run["running"] and step == store().checkpoint_steps(run["id"])[-1]
+    if newest and state is not None and state.partial.get("view_step", -1) >= step:
+        return state.partial["view"], state.partial["view_step"]
+    return prediction_at(run["id"], step), step
 
 
 def run_column(run_id: str, step_key: str, figures: list, wants: list) -> None:

@@ -224,7 +224,8 @@ class LiveReport:
         history = t.history.copy()
         if self.save_history is not None:
             self.save_history(history.to_dict())
-        self.report_progress(history=history, view=prediction_view(t.model, t.data), watch=watched(self.probes))
+        self.report_progress(history=history, view=prediction_view(t.model, t.data), view_step=t.step_count,
+                             watch=watched(self.probes))
 
 
 def train_job(ctx: JobContext, experiment: Experiment, store: Optional[RunWriter] = None, name: str = "", device=None,

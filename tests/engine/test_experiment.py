@@ -158,3 +158,10 @@ def test_a_training_run_saves_its_history_while_it_trains(tmp_path):
     train_job(ctx, small(steps=10_000_000), store=store, device="cpu")
     assert ctx.saved == ctx.reported.to_dict()
     assert store.settings(ctx.run_id)["status"] == "cancelled"
+
+
+def test_a_live_view_says_the_step_it_shows():
+    ctx = FakeContext()
+    train_job(ctx, small(), device="cpu")
+    views = [r for r in ctx.reports if "view" in r]
+    assert [r["view_step"] for r in views] == [r["step"] for r in views] and views[-1]["view_step"] == 40

@@ -153,13 +153,14 @@ def parent(args) -> None:
           f"{len(data.x_train):,} training samples of shape {data.input_shape}")
     with tempfile.TemporaryDirectory() as folder:
         torch.save(model.state_dict(), Path(folder) / "model.pt")
-        print(f"\n{'lens':<10}{'wall s':>9}{'cpu s':>9}{'peak MiB':>10}  result")
+        print(f"\n{'lens':<10}{'wall s':>9}{'cpu s':>9}{'base MiB':>10}{'peak MiB':>10}  result")
         for lens in args.lenses:
             r = run_child(lens, Path(folder), args)
             if "error" in r:
                 print(f"{lens:<10}  failed: {r['error']}")
                 continue
-            print(f"{lens:<10}{r['wall_s']:>9.2f}{r['cpu_s']:>9.2f}{r['peak_mib']:>10.1f}  {r['result']}")
+            print(f"{lens:<10}{r['wall_s']:>9.2f}{r['cpu_s']:>9.2f}{r['base_mib']:>10.1f}{r['peak_mib']:>10.1f}"
+                  f"  {r['result']}")
     print(f"\n{load_average()} after")
 
 
@@ -168,7 +169,9 @@ def peak_rss_mib() -> float:
 
 
 def child(args) -> None:
-    """Run one lens and print {lens, wall_s, cpu_s, peak_mib, result} as one JSON line."""
+    """Run one lens and print {lens, wall_s, cpu_s, base_mib, peak_mib, result} as one JSON line:
+    base_mib is what the child held before the lens (peak RSS, or CUDA memory allocated),
+    peak_mib the lens's rise above it (0 when the lens never needed more than the base)."""
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     data = bench_data(args.samples).to(device)
@@ -192,7 +195,9 @@ def child(args) -> None:
         peak = (torch.cuda.max_memory_allocated() - held) / 2**20
     else:
         peak = peak_rss_mib() - before
-    print(json.dumps({"lens": args.child, "wall_s": wall, "cpu_s": cpu, "peak_mib": peak, "result": result}))
+    base = held / 2**20 if device.type == "cuda" else before
+    print(json.dumps({"lens": args.child, "wall_s": wall, "cpu_s": cpu, "base_mib": base, "peak_mib": peak,
+                      "result": result}))
 
 
 def main() -> None:

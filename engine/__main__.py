@@ -2,7 +2,8 @@
 
     python -m engine train data=moons model.width=64 train.steps=2000 [--name NAME] [--no-save]
     python -m engine list
-    python -m engine import --model FILE.py:FACTORY [--model-args JSON] --weights PATH [--data DATA] [--task classification|regression] [--name NAME]
+    python -m engine import --model FILE.py:FACTORY [--model-args JSON] --weights PATH [--data DATA]
+                           [--task classification|regression] [--name NAME]
     python -m engine sweep model.width=16,32 train.lr=0.05,0.1 [--backend local|ray] [--address ADDRESS] [--out DIR] [--name NAME]
     python -m engine landscape RUN_ID [--what surface] [resolution=51 span=0.5 ...] [--out DIR]
     python -m engine ntk|geometry|levelset|prune RUN_ID [--what ...] [key=value ...] [--out DIR]

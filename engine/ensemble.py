@@ -27,8 +27,7 @@ from engine.data import Dataset
 from engine.device import pick
 from engine.models import Centered, lr_multipliers
 from engine.results import History
-from engine.train import (FLUSH_EVERY, Minibatches, Outcome, TrainConfig, accuracy, evaluation_subset, make_loss,
-                          make_optimizer)
+from engine.train import FLUSH_EVERY, Minibatches, Outcome, TrainConfig, accuracy, evaluation_subset, make_loss, make_optimizer
 
 __all__ = ["EnsembleTrainer"]
 

@@ -15,17 +15,45 @@ import torch
 
 from engine import geometry, hessian, landscape, lazy, levelset, ntk, pruning
 from engine.experiment import Experiment, load_dataset, load_model
+from engine.losses import loss_for_task
 from engine.models import Centered
 from engine.modes import evaluating
 from engine.protocols import JobContext, RunReader
-from engine.results import (ConfidenceMap, ConvexityMap, Eigenfunctions, Embedding, GeometryCurves, KernelSpectrum,
-                            EmbeddingFrames, KernelTrajectory, LastLayerGeometry, LevelSetPath, LinearPath, LotteryTickets,
-                            FlipGallery, ModeCurves, PrunedRegions, PruningMasks, PruningSweep, RDMSet, Sharpness, SimilarityMatrix, SpectralDensity,
-                            Surface, TargetPower, TriangleConfidence, Trajectory, UnitMatch)
-from engine.results import SampleGallery, WidthProbe
-from engine.results import ChannelRemoval
-from engine.losses import loss_for_task
-from engine.results import ExtremeSamples, FourierContent, LayerKernels, TargetPowerTrajectory
+from engine.results import (
+    ChannelRemoval,
+    ConfidenceMap,
+    ConvexityMap,
+    Eigenfunctions,
+    Embedding,
+    EmbeddingFrames,
+    ExtremeSamples,
+    FlipGallery,
+    FourierContent,
+    GeometryCurves,
+    KernelSpectrum,
+    KernelTrajectory,
+    LastLayerGeometry,
+    LayerKernels,
+    LevelSetPath,
+    LinearPath,
+    LotteryTickets,
+    ModeCurves,
+    PrunedRegions,
+    PruningMasks,
+    PruningSweep,
+    RDMSet,
+    SampleGallery,
+    Sharpness,
+    SimilarityMatrix,
+    SpectralDensity,
+    Surface,
+    TargetPower,
+    TargetPowerTrajectory,
+    Trajectory,
+    TriangleConfidence,
+    UnitMatch,
+    WidthProbe,
+)
 from engine.train import TrainConfig, make_loss
 
 __all__ = ["RunData", "run_data", "random_plane_surface", "trajectory_surface", "interpolation", "three_run_plane",

@@ -13,10 +13,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from engine.results import (ConfidenceMap, LevelSetPath, SampleGallery, TriangleConfidence, WidthProbe,
-                            is_image_shape)
-from viz.style import (OUTLINE_COLOR, REFERENCE_COLOR, SEQUENTIAL_SCALE, base_layout, class_color,
-                       equal_aspect, image_trace)
+from engine.results import ConfidenceMap, LevelSetPath, SampleGallery, TriangleConfidence, WidthProbe, is_image_shape
+from viz.style import OUTLINE_COLOR, REFERENCE_COLOR, SEQUENTIAL_SCALE, base_layout, class_color, equal_aspect, image_trace
 
 __all__ = ["role_color", "chosen_positions", "path_on_map", "gallery_grid", "sample_gallery", "picked_samples",
            "snapshot_indices", "snapshot_strip", "path_profile", "triangle_map", "width_profile", "compare_paths",

@@ -7,8 +7,8 @@ pytestmark = pytest.mark.e2e
 
 PAGES = {"home": "/", "train": "/train", "runs": "/runs", "overview": "/overview", "landscape": "/landscape", "ntk": "/ntk",
          "lazy": "/lazy", "geometry": "/geometry", "levelset": "/levelset", "pruning": "/pruning"}
-NAV = ["Home", "Train", "Runs", "Overview", "Loss landscape", "Neural tangent kernel", "Lazy versus rich", "Representation geometry", "Level sets",
-       "Pruning"]
+NAV = ["Home", "Train", "Runs", "Overview", "Loss landscape", "Neural tangent kernel", "Lazy versus rich",
+       "Representation geometry", "Level sets", "Pruning"]
 # lens page -> how many charts it draws for a small 2-D classification run
 LENS_CHARTS = {"landscape": 3, "ntk": 10, "geometry": 5, "levelset": 3, "pruning": 9}
 STEP = re.compile(r"step ([\d,]+)")

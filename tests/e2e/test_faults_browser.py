@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import HEALTH_TIMEOUT_S, ROOT, _free_port, _healthy, _stop
 from test_browser import LONG_RUN, open_page, progress_text, wait_for_progress
 

@@ -12,7 +12,7 @@ from engine.models import ModelSpec, build
 from engine.results import DecisionRegions, FunctionFit, History
 from engine.store import RunStore
 from engine.train import TrainConfig
-from engine.views import prediction_view, predict
+from engine.views import predict, prediction_view
 
 
 def small(data="moons", steps=40, **model):

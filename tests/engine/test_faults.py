@@ -115,7 +115,8 @@ def test_temporary_files_of_an_interrupted_run_are_never_checkpoints_and_are_rem
 def test_a_run_whose_writer_lives_stays_running_for_other_stores(tmp_path):
     writer = RunStore(tmp_path)
     run_id = writer.create("live", {})
-    assert RunStore(tmp_path).list()[0].status == Status.RUNNING
+    [listed] = RunStore(tmp_path).list()
+    assert (listed.id, listed.status) == (run_id, Status.RUNNING)
 
 
 def test_a_finished_run_is_never_called_interrupted(tmp_path):

@@ -9,7 +9,6 @@ from torch import nn
 from engine import levelset
 from engine.results import LevelSetPath, from_arrays, to_arrays
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

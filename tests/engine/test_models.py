@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from engine.models import (
-    ACTIVATIONS, Centered, Dense, ModelSpec, PARAMETRIZATIONS, build, count_parameters, lr_multipliers,
+    ACTIVATIONS,
+    PARAMETRIZATIONS,
+    Centered,
+    Dense,
+    ModelSpec,
+    build,
+    count_parameters,
+    lr_multipliers,
 )
 
 WIDTH = 512

@@ -10,11 +10,26 @@ from torch import nn
 from torch.func import functional_call
 
 from engine import data as datasets
-from engine.models import Centered, ModelSpec, PARAMETRIZATIONS, build
+from engine.models import PARAMETRIZATIONS, Centered, ModelSpec, build
 from engine.ntk import (
-    KINDS, eigen, eigenfunction_map, eigenfunctions, eigenvector_rotation, empirical_ntk, extreme_indices,
-    extreme_samples, fourier_content, kernel_over_checkpoints, kernel_regression, layer_kernels, mode_curves,
-    mode_learning_curves, nystrom, project_residual, residuals_over_checkpoints, target_power,
+    KINDS,
+    eigen,
+    eigenfunction_map,
+    eigenfunctions,
+    eigenvector_rotation,
+    empirical_ntk,
+    extreme_indices,
+    extreme_samples,
+    fourier_content,
+    kernel_over_checkpoints,
+    kernel_regression,
+    layer_kernels,
+    mode_curves,
+    mode_learning_curves,
+    nystrom,
+    project_residual,
+    residuals_over_checkpoints,
+    target_power,
     target_power_over_training,
 )
 from engine.results import Eigenfunctions

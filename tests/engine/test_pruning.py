@@ -16,7 +16,6 @@ from engine import pruning
 from engine.models import ModelSpec, build
 from engine.train import TrainConfig
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

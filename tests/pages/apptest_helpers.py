@@ -10,7 +10,8 @@ from streamlit.testing.v1 import AppTest
 import app_pages.lab as lab
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
-PAGES = {"home": "app_pages/home.py", "train": "app_pages/train.py", "runs": "app_pages/runs.py", "overview": "app_pages/overview.py",
+PAGES = {"home": "app_pages/home.py", "train": "app_pages/train.py", "runs": "app_pages/runs.py",
+         "overview": "app_pages/overview.py",
          "landscape": "app_pages/landscape.py", "ntk": "app_pages/ntk.py", "lazy": "app_pages/lazy.py",
          "geometry": "app_pages/geometry.py", "levelset": "app_pages/levelset.py",
          "pruning": "app_pages/pruning.py"}

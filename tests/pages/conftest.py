@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 import streamlit as st
+from apptest_helpers import APP, PAGES, small_run
 from streamlit.testing.v1 import AppTest
 
 import app_pages.lab as lab
-from apptest_helpers import APP, PAGES, small_run
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ import json
 import time
 
 import pytest
+from apptest_helpers import Quiet, plotly_specs, second_run
 
 import app_pages.lab as lab
-from apptest_helpers import Quiet, plotly_specs, second_run
 from engine.experiment import Experiment, train_job
 from engine.models import ModelSpec
 from engine.train import TrainConfig
@@ -172,9 +172,8 @@ def test_levelset_probes_the_width_of_the_level_set_around_the_walk(open_page, s
 
 
 def test_levelset_walks_the_pair_named_in_the_url(lab_home, stored_run):
-    from streamlit.testing.v1 import AppTest
-
     from apptest_helpers import APP, PAGES
+    from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(APP, default_timeout=60)
     at.query_params["pair"] = "7,8,9"
@@ -244,7 +243,8 @@ def test_landscape_compares_two_runs_and_the_path_between_them(open_page, stored
     at = open_page("landscape")
     at.toggle(key="ls:compare").set_value(True).run()
     at.multiselect(key="picker:runs").set_value([stored_run, other]).run()
-    specs = poll_until_charts(at, lambda specs: len(specs) >= 2 and any("barrier" in str(s["layout"].get("title")) for s in specs))
+    specs = poll_until_charts(
+        at, lambda specs: len(specs) >= 2 and any("barrier" in str(s["layout"].get("title")) for s in specs))
     assert {"train loss", "test loss", "train accuracy", "test accuracy"} <= trace_types(specs)
     assert any("for t between 0 and 1" in c.value for c in at.caption)  # how the barrier is read
 

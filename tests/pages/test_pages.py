@@ -2,10 +2,9 @@
 import time
 
 import pytest
+from apptest_helpers import PAGES, button, job_state, plotly_specs, poll, start_training
 
 import app_pages.lab as lab
-
-from apptest_helpers import PAGES, button, job_state, plotly_specs, poll, start_training
 
 
 @pytest.mark.parametrize("name", list(PAGES))

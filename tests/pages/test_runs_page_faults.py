@@ -1,8 +1,8 @@
 """The Runs page with damaged and interrupted runs in the store: it lists the good runs,
 names each bad one with its reason, and never raises."""
-import app_pages.lab as lab
-
 from apptest_helpers import small_run
+
+import app_pages.lab as lab
 
 
 def damage(run_id: str, how: str) -> None:
@@ -23,7 +23,7 @@ def warnings_text(at) -> str:
 
 
 def test_damaged_runs_are_named_with_their_reasons_and_the_rest_listed(open_page):
-    good = small_run(name="good run")
+    small_run(name="good run")
     bad = {how: small_run(seed=i + 1, steps=20, name=how)
            for i, how in enumerate(("truncated settings", "no checkpoints", "not safetensors"))}
     for how, run_id in bad.items():

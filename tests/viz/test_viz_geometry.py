@@ -5,18 +5,27 @@ from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
-
 import pytest
+from viz_samples import assert_valid
 
 from engine.results import Embedding, EmbeddingFrames, GeometryCurves, RDMSet, SimilarityMatrix, UnitMatch
 from viz.geometry import (
+    BAR_LIMIT,
+    SHADES,
     alignment_by_layer,
-    BAR_LIMIT, SHADES, embedding_animation, embedding_scatter, geometry_curves, parse_sample_numbers,
-    rdm_panels, sample_gallery, sample_picture, selected_samples, shared_bounds, similarity_heatmap,
+    embedding_animation,
+    embedding_scatter,
+    geometry_curves,
+    parse_sample_numbers,
+    rdm_panels,
+    sample_gallery,
+    sample_picture,
+    selected_samples,
+    shared_bounds,
+    similarity_heatmap,
     unit_match_figure,
 )
 from viz.style import WEBGL_THRESHOLD, class_color
-from viz_samples import assert_valid
 
 ROOT = Path(__file__).resolve().parents[2]
 rng = np.random.default_rng(0)

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from viz_samples import assert_valid
 
 from engine.results import ConvexityMap, LinearPath, Sharpness, Surface, Trajectory
 from viz import landscape as fig_landscape
 from viz.style import SPLIT_COLORS
-from viz_samples import assert_valid
 
 ROOT = Path(__file__).resolve().parents[2]
 

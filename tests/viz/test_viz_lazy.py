@@ -1,9 +1,9 @@
 """Lazy/rich figures, from synthetic numpy results."""
 import numpy as np
+from viz_samples import assert_valid
 
 from engine.results import LazyMeasures
 from viz import lazy as fig_lazy
-from viz_samples import assert_valid
 
 
 def make_measures(scale=1.0, twin=True, n=5):

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from viz_samples import assert_valid
 
 from engine.results import ConfidenceMap, LevelSetPath, SampleGallery, TriangleConfidence, WidthProbe
 from viz import levelset as fig_levelset
-from viz_samples import assert_valid
 
 ROOT = Path(__file__).resolve().parents[2]
 

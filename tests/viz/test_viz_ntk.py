@@ -5,15 +5,32 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from viz_samples import assert_valid
 
-from engine.results import (Eigenfunctions, ExtremeSamples, FourierContent, KernelSpectrum, KernelTrajectory,
-                            LayerKernels, ModeCurves, TargetPower, TargetPowerTrajectory)
+from engine.results import (
+    Eigenfunctions,
+    ExtremeSamples,
+    FourierContent,
+    KernelSpectrum,
+    KernelTrajectory,
+    LayerKernels,
+    ModeCurves,
+    TargetPower,
+    TargetPowerTrajectory,
+)
 from viz.ntk import (
-    eigenfunctions_figure, extreme_samples_figure, fourier_figure, kernel_trajectory_figure, layer_kernels_figure,
-    mode_curves_figure, power_law_fit, spectrum_figure, target_power_figure, target_power_trajectory_figure,
+    eigenfunctions_figure,
+    extreme_samples_figure,
+    fourier_figure,
+    kernel_trajectory_figure,
+    layer_kernels_figure,
+    mode_curves_figure,
+    power_law_fit,
+    spectrum_figure,
+    target_power_figure,
+    target_power_trajectory_figure,
 )
 from viz.style import UIREVISION
-from viz_samples import assert_valid
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,15 +3,24 @@
 import numpy as np
 import plotly.graph_objects as go
 import pytest
+from viz_samples import (
+    assert_valid,
+    make_confusion,
+    make_fit,
+    make_history,
+    make_parity,
+    make_regions,
+)
 
 from viz.predictions import (
-    confusion_matrix, decision_regions, function_fit, parity, prediction_figure, region_image,
+    confusion_matrix,
+    decision_regions,
+    function_fit,
+    parity,
+    prediction_figure,
+    region_image,
 )
 from viz.style import UIREVISION, class_color
-from viz_samples import (
-    assert_valid, make_confusion, make_fit, make_history, make_parity, make_regions,
-)
-
 
 # ---- decision regions
 

@@ -4,13 +4,24 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from viz_samples import assert_valid
 
 from engine.results import FlipGallery, LastLayerGeometry, LotteryTickets, PrunedRegions, PruningSweep
 from viz.pruning import (
-    METHOD_COLORS, accuracy_curves, channel_bars, cka_bars, flip_gallery, geometry_scatter, layer_sparsity_bars,
-    lottery_curves, mask_images, measure_curves, method_color, overlap_heatmap, regions_side_by_side,
+    METHOD_COLORS,
+    accuracy_curves,
+    channel_bars,
+    cka_bars,
+    flip_gallery,
+    geometry_scatter,
+    layer_sparsity_bars,
+    lottery_curves,
+    mask_images,
+    measure_curves,
+    method_color,
+    overlap_heatmap,
+    regions_side_by_side,
 )
-from viz_samples import assert_valid
 
 ROOT = Path(__file__).resolve().parents[2]
 rng = np.random.default_rng(0)

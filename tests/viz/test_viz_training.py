@@ -1,11 +1,11 @@
 """Training curves of one run and comparisons of several."""
 import numpy as np
 import pytest
+from viz_samples import assert_valid, make_history
 
 from engine.results import History
 from viz.style import SPLIT_COLORS, UIREVISION, class_color
 from viz.training import MAX_LINE_POINTS, block_means, compare_curves, training_curves
-from viz_samples import assert_valid, make_history
 
 
 def test_training_curves_is_valid_with_five_traces():

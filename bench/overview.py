@@ -35,10 +35,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "pages")]
 os.environ["DYNAMICS_LAB_HOME"] = tempfile.mkdtemp(prefix="bench-overview-")
 
 import streamlit as st  # noqa: E402
+from apptest_helpers import APP, PAGES, plotly_specs  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import app_pages.lab as lab  # noqa: E402
-from apptest_helpers import APP, PAGES, plotly_specs  # noqa: E402
 from app_pages.overview import LIVE_POLL_S  # noqa: E402
 from engine.experiment import Experiment, train_job  # noqa: E402
 from engine.models import ModelSpec  # noqa: E402

@@ -35,19 +35,27 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, jvp
 
 # Forward-mode AD loads (and TorchScript-compiles) its decompositions on first use; two
 # training threads doing that at once fail. Loading them here, once, at import avoids it.
 from torch._decomp import decompositions_for_jvp  # noqa: F401
+from torch.func import functional_call, jvp
 
 from engine import data as datasets
 from engine.device import pick
 from engine.ensemble import EnsembleTrainer
 from engine.models import Centered, ModelSpec, build, lr_multipliers
 from engine.modes import evaluating
-from engine.ntk import (as_tensor, eigen, empirical_ntk, kernel_over_checkpoints, layer_of, structured,
-                        subspace_overlap, target_matrix)
+from engine.ntk import (
+    as_tensor,
+    eigen,
+    empirical_ntk,
+    kernel_over_checkpoints,
+    layer_of,
+    structured,
+    subspace_overlap,
+    target_matrix,
+)
 from engine.results import KernelTrajectory, PhaseDiagram, WeightChange, from_arrays, to_arrays
 from engine.train import FLUSH_EVERY, Minibatches, TrainConfig, evaluation_subset, make_loss
 

@@ -290,8 +290,7 @@ def test_linear_path_barrier_counts_only_the_points_between_the_endpoints():
     assert path.barrier == pytest.approx(2.5, abs=1e-12)
 
 
-def test_plane_through_three_models_puts_them_at_their_coordinates(problem):
-    model = problem[0]
+def test_plane_through_three_models_puts_them_at_their_coordinates():
     w0, w1, w2 = ({k: v.detach() for k, v in build(ModelSpec(width=8, depth=2, seed=s), (2,), 3)
                    .named_parameters()} for s in (1, 2, 3))
     origin, d1, d2, coords = landscape.plane_through(w0, w1, w2)

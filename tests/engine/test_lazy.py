@@ -10,8 +10,16 @@ from engine import data as datasets
 from engine.experiment import Experiment, load_model
 from engine.jobs import Cancelled, JobContext
 from engine.lazy import (
-    KernelTwin, kernel_alignment, kernel_distance, kernel_trajectory, kernel_twin_refusal, linearize, phase_diagram,
-    relative_kernel_change, relative_weight_change, sweep_job,
+    KernelTwin,
+    kernel_alignment,
+    kernel_distance,
+    kernel_trajectory,
+    kernel_twin_refusal,
+    linearize,
+    phase_diagram,
+    relative_kernel_change,
+    relative_weight_change,
+    sweep_job,
 )
 from engine.models import Centered, ModelSpec, build, lr_multipliers
 from engine.ntk import empirical_ntk

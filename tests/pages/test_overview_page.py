@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import time
 
-import app_pages.lab as lab
 from apptest_helpers import plotly_specs, second_run
+
+import app_pages.lab as lab
 from engine.experiment import Experiment, train_job
 from engine.models import ModelSpec
 from engine.train import TrainConfig

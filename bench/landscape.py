@@ -17,6 +17,10 @@
 
 This machine's speed drifts with other work on it, so the timed methods are interleaved over
 several rounds, the median is reported, and the load average is printed with each figure.
+When the load is above the 2 cores, compare with --threads 1: torch's two threads then wait
+for each other's core at every operation, and the many small operations of a per-point loop
+slow down 10-20x (at load 6: the lean loop of part 1 took 12.8 s with 2 threads, 0.83 s with
+one), which makes the 2-thread ratios meaningless.
 The packages are optional, imported only here:
     .venv/bin/pip install loss-landscapes==3.0.6 pyhessian
 

@@ -542,13 +542,11 @@ STRATEGIES = ("auto", "batched", "per point")
 # per multiply-add, a chain's first layer left out: it is computed once per grid), a chain is
 # evaluated one point at a time as plain GEMMs with the weights written in place; below it,
 # many points at once as batched products. Measured with `bench/landscape.py --parts 4`
-# (2-W-W-2 MLPs on 500 and 4000 samples) on the shared 2-core CPU this was written on: with
-# 2 threads at load 1.9 (the routes of commit bcc6ea1), batched was 1.1-3.8x faster up to
-# 8.7e6 FLOPs per point and per point 1.05-1.3x faster from 1.7e7 on. With 1 thread at load
-# 7.4 (commit 86a3a13) per point won from about 1e6 (1.1-2.4x); with 2 threads at load 7-9
-# nothing was repeatable. The crossover moves with the threads and the load; 1e7 is the
-# quieter machine's.
-PER_POINT_FLOPS = 1e7
+# (2-W-W-2 MLPs on 500 and 4000 samples, 144 grid points) on the shared 2-core CPU this was
+# written on, 2 threads, load 1.0: batched was as fast or 1.05-1.4x faster up to 1.3e8 FLOPs
+# per point, per point 1.07x faster at 5.3e8; the crossover lies between. (At load 7.4 with
+# one thread per point won from about 1e6; at load 7-9 with two threads nothing repeated.)
+PER_POINT_FLOPS = 2.5e8
 
 
 def choose_strategy(flops_per_point: float, device: torch.device) -> str:

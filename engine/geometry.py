@@ -43,7 +43,7 @@ __all__ = ["as_float64", "layer_names", "module_names", "activations", "activati
            "linear_cka", "rbf_gram", "centre_gram", "rbf_cka", "MinibatchCKA", "minibatch_cka",
            "input_target_alignment", "target_matrix", "rdm", "compare_rdms", "classification_margin",
            "neural_collapse", "effective_rank", "participation_ratio", "unit_correlations", "match_units",
-           "ACTIVATION_TYPES"]
+           "ACTIVATION_TYPES", "WARM_UP_VAR", "warm_up_umap", "warm_up_umap_in_background"]
 
 Array = torch.Tensor | np.ndarray
 

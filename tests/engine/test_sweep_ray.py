@@ -54,6 +54,18 @@ def test_a_cell_gives_the_same_numbers_on_ray_as_on_this_machine(tmp_path, one_t
         (r.status, r.train_loss, r.test_loss) for r in here.results]
 
 
+def claim(pid_file) -> bool:
+    """Write this process' pid into `pid_file` if no process has yet; True for the one that did.
+    (Exclusive creation: both workers train at once, and only one of them may wait at the gate.)"""
+    try:
+        descriptor = os.open(pid_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    with os.fdopen(descriptor, "w") as file:
+        file.write(str(os.getpid()))
+    return True
+
+
 def test_a_worker_killed_mid_cell_is_retried_and_leaves_one_whole_run(tmp_path):
     """The first cell to start training writes its worker's pid and waits at a gate the test
     never opens; the test kills that worker with SIGKILL, and Ray runs the cell again."""
@@ -62,8 +74,7 @@ def test_a_worker_killed_mid_cell_is_retried_and_leaves_one_whole_run(tmp_path):
 
     class BlocksTheFirstAttempt(QuietContext):
         def report(self, progress=None, message=None, **partial):
-            if "step" in partial and not pid_file.exists():  # training has begun: a run is half made
-                pid_file.write_text(str(os.getpid()))
+            if "step" in partial and claim(pid_file):  # training has begun: a run is half made
                 while not gate.exists():
                     time.sleep(0.05)
 
@@ -74,7 +85,7 @@ def test_a_worker_killed_mid_cell_is_retried_and_leaves_one_whole_run(tmp_path):
     with ThreadPoolExecutor(1) as driver:
         running = driver.submit(run_sweep, sweep, store, backend="ray", device="cpu", cell_fn=cell)
         try:
-            wait_for(pid_file.exists, "a cell to start training")
+            wait_for(lambda: pid_file.exists() and pid_file.read_text(), "a cell to start training")
             assert any((store.root / STAGING_FOLDER).glob("*/*/checkpoints/*"))  # half a run, staged...
             assert all(r.status == "done" for r in store.list())  # ...and not listed
             os.kill(int(pid_file.read_text()), signal.SIGKILL)

@@ -54,18 +54,6 @@ def test_a_cell_gives_the_same_numbers_on_ray_as_on_this_machine(tmp_path, one_t
         (r.status, r.train_loss, r.test_loss) for r in here.results]
 
 
-def claim(pid_file) -> bool:
-    """Write this process' pid into `pid_file` if no process has yet; True for the one that did.
-    (Exclusive creation: both workers train at once, and only one of them may wait at the gate.)"""
-    try:
-        descriptor = os.open(pid_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return False
-    with os.fdopen(descriptor, "w") as file:
-        file.write(str(os.getpid()))
-    return True
-
-
 def test_a_worker_killed_mid_cell_is_retried_and_leaves_one_whole_run(tmp_path):
     """The first cell to start training writes its worker's pid and waits at a gate the test
     never opens; the test kills that worker with SIGKILL, and Ray runs the cell again."""
@@ -73,10 +61,23 @@ def test_a_worker_killed_mid_cell_is_retried_and_leaves_one_whole_run(tmp_path):
     pid_file, gate = tmp_path / "pid", tmp_path / "gate"
 
     class BlocksTheFirstAttempt(QuietContext):
+        # Defined in the test, not the module: Ray pickles it by value for its workers.
         def report(self, progress=None, message=None, **partial):
-            if "step" in partial and claim(pid_file):  # training has begun: a run is half made
+            if "step" in partial and self.claim():  # training has begun: a run is half made
                 while not gate.exists():
                     time.sleep(0.05)
+
+        @staticmethod
+        def claim() -> bool:
+            """Write this worker's pid if no worker has yet (an exclusive create: both workers
+            train at once, and only the one the test kills may wait at the gate)."""
+            try:
+                descriptor = os.open(pid_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return False
+            with os.fdopen(descriptor, "w") as file:
+                file.write(str(os.getpid()))
+            return True
 
     def cell(settings, root, device, ctx=None):
         return train_cell(settings, root, device, BlocksTheFirstAttempt())

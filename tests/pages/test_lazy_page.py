@@ -119,8 +119,9 @@ def test_a_link_to_a_lesson_step_shows_its_runs_to_another_session(open_page):
     at = open_page("lazy")
     button(at, "Train these runs together").click().run()
     deadline = time.monotonic() + 60
-    while "runs" not in at.query_params:  # named once each job has made its run
-        assert time.monotonic() < deadline, "the URL names no runs"
+    # Each run is named in the URL once its job has made it: wait until all of them are.
+    while len(at.query_params.get("runs", "").split(",")) < len(progress_texts(at)) or "runs" not in at.query_params:
+        assert time.monotonic() < deadline, f"the URL names {at.query_params.get('runs')!r}"
         time.sleep(0.2)
         at.run()
     other = open_link("lazy", {k: at.query_params[k] for k in ("mode", "step", "runs")})  # another session

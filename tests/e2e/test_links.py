@@ -1,5 +1,6 @@
 """A copied link carries settings and a run to watch, never the right to control another
 browser's job: two browser contexts (two people) on one server."""
+import contextlib
 import re
 
 import pytest
@@ -16,16 +17,31 @@ def wait_for_step_beyond(page, step: int, timeout=60_000) -> None:
         arg=step, timeout=timeout)
 
 
-def test_a_copied_link_shows_a_run_live_but_cannot_stop_it(browser, app_url, artifacts):
+@contextlib.contextmanager
+def two_browsers(browser):
+    """A tab in each of two browser contexts: two cookie jars, so two people."""
     contexts = [browser.new_context(viewport={"width": 1400, "height": 900}) for _ in range(2)]
     try:
-        a, b = (context.new_page() for context in contexts)
-        for tab in (a, b):
+        tabs = [context.new_page() for context in contexts]
+        for tab in tabs:
             tab.set_default_timeout(30_000)
-        open_page(a, app_url, f"/train?train.steps={LONG_RUN}")
-        a.get_by_role("button", name="Start").click()
-        wait_for_progress(a, r"running · step [1-9]")
-        a.wait_for_url(re.compile(r"[?&]run=\w+"))
+        yield tabs, contexts
+    finally:
+        for context in contexts:
+            context.close()
+
+
+def start_a_long_run(page, app_url) -> None:
+    """Start a run that cannot finish during the test, and wait until the URL names it."""
+    open_page(page, app_url, f"/train?train.steps={LONG_RUN}")
+    page.get_by_role("button", name="Start").click()
+    wait_for_progress(page, r"running · step [1-9]")
+    page.wait_for_url(re.compile(r"[?&]run=\w+"))
+
+
+def test_a_copied_link_shows_a_run_live_but_cannot_stop_it(browser, app_url, artifacts):
+    with two_browsers(browser) as ((a, b), _):
+        start_a_long_run(a, app_url)
         assert not re.search(r"[?&](session|job)=", a.url), a.url
 
         open_page(b, app_url, a.url.removeprefix(app_url))  # A's exact address, in B's browser
@@ -40,21 +56,11 @@ def test_a_copied_link_shows_a_run_live_but_cannot_stop_it(browser, app_url, art
         a.get_by_role("button", name="Stop").click()  # A stops its own run
         a.wait_for_selector("text=the run is saved", timeout=60_000)
         wait_for_progress(b, r"cancelled · step [1-9]")  # and B sees it end
-    finally:
-        for context in contexts:
-            context.close()
 
 
 def test_a_reloaded_tab_may_stop_its_run_and_a_copied_link_still_may_not(browser, app_url):
-    contexts = [browser.new_context(viewport={"width": 1400, "height": 900}) for _ in range(2)]
-    try:
-        a, b = (context.new_page() for context in contexts)
-        for tab in (a, b):
-            tab.set_default_timeout(30_000)
-        open_page(a, app_url, f"/train?train.steps={LONG_RUN}")
-        a.get_by_role("button", name="Start").click()
-        wait_for_progress(a, r"running · step [1-9]")
-        a.wait_for_url(re.compile(r"[?&]run=\w+"))
+    with two_browsers(browser) as ((a, b), contexts):
+        start_a_long_run(a, app_url)
         secret = {c["name"]: c["value"] for c in contexts[0].cookies()}["dynamics_lab_owner"]
         assert secret not in a.url, "the link carries the owner's secret"
 
@@ -70,9 +76,6 @@ def test_a_reloaded_tab_may_stop_its_run_and_a_copied_link_still_may_not(browser
         a.get_by_role("button", name="Stop").click()
         a.wait_for_selector("text=the run is saved", timeout=60_000)
         wait_for_progress(b, r"cancelled · step [1-9]")
-    finally:
-        for context in contexts:
-            context.close()
 
 
 def upload(page, name: str, text: str) -> None:

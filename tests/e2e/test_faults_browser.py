@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import HEALTH_TIMEOUT_S, ROOT, _free_port, _healthy, _stop
-from test_browser import LONG_RUN, open_page, progress_text, wait_for_progress
+from test_browser import LONG_RUN, open_page, wait_for_progress
 
 pytestmark = pytest.mark.e2e
 WAIT_S = 180  # a safety net only: waits end as soon as their state is reached
@@ -106,7 +106,6 @@ def test_two_people_training_at_once_each_see_their_own_run_and_both_are_stored(
             run_id = re.search(r"[?&]run=([\w.-]+)", tab_.url).group(1)
             stored = settings_of(tmp_path / "home" / "runs" / run_id)
             assert (stored["model"]["width"], stored["train"]["steps"], stored["status"]) == (width, n, "done")
-            assert f"step {n:,}" in progress_text(tab_)
         for run in runs_in(tmp_path / "home"):
             assert (run / "checkpoints" / f"step-{settings_of(run)['train']['steps']:08d}.safetensors").exists()
     finally:

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
+from test_sweep import wait_for
 
 from engine import distributed, landscape, ntk
 from engine.experiment import Experiment
@@ -34,15 +35,6 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
-
-
-def wait_for(condition, what: str, timeout: float = 120.0) -> None:
-    """Poll `condition` until it holds; the timeout is only a safety net."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"Gave up waiting for {what}.")
-        time.sleep(0.05)
 
 
 def test_a_cell_gives_the_same_numbers_on_ray_as_on_this_machine(tmp_path, one_thread):

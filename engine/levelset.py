@@ -37,10 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine import memory
+from engine.landscape import probe
 from engine.modes import evaluating
 from engine.results import ConfidenceMap, LevelSetPath, TriangleConfidence, WidthProbe, is_image_shape
 
-__all__ = ["placement", "as_rows", "natural_shape", "RowModel", "row_model", "clip_to", "probabilities",
+__all__ = ["placement", "as_rows", "natural_shape", "RowModel", "row_model", "clip_to", "rows_per_pass", "probabilities",
            "class_confidence", "confidence_and_gradient", "orthogonal_component", "restoring_step", "proposal",
            "traverse", "gaussian_window", "ssim", "barycentric_grid", "plane_coordinates", "triangle_confidence",
            "orthogonal_directions", "width_probe", "confidence_map", "pgd_attack", "adversarial_loss"]
@@ -49,7 +51,6 @@ Array = Union[np.ndarray, torch.Tensor]
 Bounds = Optional[tuple[float, float]]
 ClassArg = Union[None, int, Sequence[int], Array]
 
-CHUNK = 4096  # rows per forward pass when many points are evaluated without gradients
 DEFAULT_DROPS = (0.01, 0.05, 0.1, 0.2)
 DEFAULT_RADII = tuple(np.linspace(0.0, 2.0, 11))
 SSIM_SIGMA = 1.5  # the Gaussian window of Wang et al. 2004
@@ -148,16 +149,43 @@ def clip_to(x: torch.Tensor, bounds: Bounds) -> torch.Tensor:
     return x if bounds is None else x.clamp(float(bounds[0]), float(bounds[1]))
 
 
-def probabilities(model: nn.Module, x: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
-    """softmax(model(x)) for (N, D) rows, in chunks, without gradients."""
+def rows_per_pass(model: nn.Module, x: torch.Tensor, memory_limit: Optional[float] = None) -> int:
+    """Rows of x one forward pass without gradients may take, within the memory budget.
+
+    One row's activations are measured by running it through the model, so that a big
+    conv net on images takes few rows at a time and a small MLP many.
+
+    Args:
+        model: the model, as a function of the rows.
+        x: the (N, D) rows, on the model's device.
+        memory_limit: the bytes a pass may use; by default `engine.memory.budget` of the device.
+    """
+    if len(x) == 0:
+        return 1
+    _, activations = probe(model, x)
+    return memory.rows_per_chunk(activations * x.element_size(), len(x), x.device, memory_limit)
+
+
+def probabilities(model: nn.Module, x: torch.Tensor, chunk: Optional[int] = None,
+                  memory_limit: Optional[float] = None) -> torch.Tensor:
+    """softmax(model(x)) for (N, D) rows, in chunks, without gradients.
+
+    Args:
+        model: a classifier of the rows.
+        x: (N, D) rows on the model's device.
+        chunk: rows per forward pass; by default `rows_per_pass` within `memory_limit`.
+        memory_limit: the bytes a pass may use; by default `engine.memory.budget`.
+    """
+    chunk = chunk or rows_per_pass(model, x, memory_limit)
     with torch.no_grad():
         return torch.cat([F.softmax(model(part), dim=1) for part in x.split(chunk)])
 
 
 def class_confidence(model: nn.Module, x: torch.Tensor, classes: torch.Tensor,
-                     chunk: int = CHUNK) -> torch.Tensor:
-    """p(classes[i] | x[i]) for (N, D) rows; `classes` is (N,) or one class for all rows."""
-    p = probabilities(model, x, chunk)
+                     chunk: Optional[int] = None, memory_limit: Optional[float] = None) -> torch.Tensor:
+    """p(classes[i] | x[i]) for (N, D) rows; `classes` is (N,) or one class for all rows.
+    `chunk` and `memory_limit` as in `probabilities`."""
+    p = probabilities(model, x, chunk, memory_limit)
     return p.gather(1, classes.expand(len(x)).reshape(-1, 1)).squeeze(1)
 
 

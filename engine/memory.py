@@ -9,6 +9,8 @@ lab's and a user's ResNet on a GPU are planned the same way:
 - `budget(device, share)`: the part of it one computation may plan with;
 - `chunk_budget(device)`: the size of one chunk of a vectorised evaluation (many weight
   points at once): on the CPU a cache-sized chunk, which is faster than a big one;
+- `rows_per_chunk(row_bytes, n_rows, device)`: how many samples one pass over data may take,
+  from the memory one sample needs (its activations, measured by running it);
 - `check_fits(needed, device, what, advice)`: refuse, with the sizes and what to do, a
   computation that needs more than its budget, before it starts.
 """
@@ -20,7 +22,7 @@ from typing import Optional, Union
 import torch
 
 __all__ = ["CPU_CACHE_CHUNK_BYTES", "DEFAULT_SHARE", "FALLBACK_AVAILABLE_BYTES", "available_bytes", "budget",
-           "check_fits", "chunk_budget", "describe"]
+           "check_fits", "chunk_budget", "describe", "rows_per_chunk"]
 
 # The share of the free memory one computation may plan with: the estimates are rough, and
 # the app, other jobs and the allocator's slack need the rest.
@@ -75,6 +77,24 @@ def chunk_budget(device: Device, cpu_bytes: int = CPU_CACHE_CHUNK_BYTES) -> int:
     if device.type == "cuda":
         return budget(device)
     return min(int(cpu_bytes), budget(device))
+
+
+def rows_per_chunk(row_bytes: float, n_rows: int, device: Device, limit: Optional[float] = None) -> int:
+    """How many rows (samples) one chunk of a pass over data may hold.
+
+    Args:
+        row_bytes: the memory one row needs during the pass (its activations, and their
+            gradients when the pass goes backward).
+        n_rows: the rows there are; a chunk never holds more.
+        device: where the pass runs.
+        limit: the bytes a chunk may use; by default `budget(device)`.
+
+    Returns:
+        As many rows as fit in the limit, at least one (a pass needs one row at a time even
+        when the estimate says it does not fit: the estimate is generous) and at most n_rows.
+    """
+    limit = budget(device) if limit is None else limit
+    return int(max(1, min(n_rows, limit // max(row_bytes, 1))))
 
 
 def describe(n_bytes: float) -> str:

@@ -62,9 +62,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from engine import geometry, hessian, views
+from engine import geometry, hessian, memory, views
 from engine.data import Dataset
-from engine.landscape import as_data, flatten, unflatten
+from engine.landscape import as_data, flatten, probe, unflatten
 from engine.losses import LossArg, loss_for_task, loss_function, loss_name
 from engine.modes import evaluating
 from engine.results import FlipGallery, LastLayerGeometry, LotteryTickets, PrunedRegions, PruningSweep
@@ -75,8 +75,9 @@ __all__ = ["Mask", "plain_name", "weights", "prunable", "current_masks", "apply"
            "hessian_diagonal", "synflow_iterative", "evaluate", "predicted_classes", "flips", "corrupt",
            "default_corruptions", "corruption_name", "corrupted_inputs", "corrupted_accuracy", "mask_overlap",
            "overlap_matrix", "layers_of", "cka_to_dense", "readout", "last_layer_geometry", "top_eigenvalue",
-           "structured_remove", "ChannelPath", "example_input", "channel_paths", "channel_scores", "channel_masks",
-           "mask_channels", "remove_channels", "Pruned", "score_batch", "masker", "finetune", "one_shot",
+           "gradient_rows", "structured_remove", "ChannelPath", "example_input", "channel_paths",
+           "channel_scores", "channel_masks", "mask_channels", "remove_channels", "Pruned", "score_batch",
+           "masker", "finetune", "one_shot",
            "load_weights", "iterative_magnitude", "PruneSettings", "SweepSettings", "GallerySettings", "sweep",
            "flip_sparsity", "fragile_and_robust", "flip_gallery", "pruned_regions", "HUTCHINSON_SAMPLES",
            "SHARPNESS_ITERS", "METHODS"]
@@ -84,7 +85,8 @@ __all__ = ["Mask", "plain_name", "weights", "prunable", "current_masks", "apply"
 Scores = dict[str, torch.Tensor]
 Masks = dict[str, torch.Tensor]
 
-GRADIENT_CHUNK = 2048  # samples per forward/backward pass when summing a gradient
+# A backward pass keeps each activation of its forward pass and makes a gradient of each.
+BACKWARD_BYTES_PER_ACTIVATION = 2
 EXACT_DIAGONAL_LIMIT = 4096  # most coordinates whose Hessian diagonal `obd` computes exactly
 HUTCHINSON_SAMPLES = 100  # Rademacher vectors of the Hutchinson diagonal estimate
 HVP_BLOCK = hessian.MAX_VECTORS_AT_ONCE  # Hessian-vector products taken together
@@ -284,11 +286,13 @@ def _keep_highest(flat: torch.Tensor, sparsity: float) -> torch.Tensor:
 
 
 class Batch(NamedTuple):
-    """The data a score looks at (x or y may be None for data-free methods)."""
+    """The data a score looks at (x or y may be None for data-free methods), and the bytes
+    its passes over the data may plan with (None: `engine.memory.budget` of the device)."""
 
     x: Optional[torch.Tensor]
     y: Optional[torch.Tensor]
     loss: LossArg
+    memory_limit: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -337,7 +341,7 @@ def same_masks(methods: Iterable[str]) -> dict[tuple[str, ...], str]:
 
 
 def scores(model: nn.Module, method: str, x=None, y=None, loss: LossArg = "ce", *,
-           include_biases: bool = False, **options) -> Scores:
+           include_biases: bool = False, memory_limit: Optional[float] = None, **options) -> Scores:
     """Each prunable weight's score by `method`; higher means keep (see the module table).
 
     The model is not changed: scores are computed on a copy in eval mode whose masks are made
@@ -351,6 +355,8 @@ def scores(model: nn.Module, method: str, x=None, y=None, loss: LossArg = "ce", 
         x, y: inputs and targets (tensors or numpy arrays) for the methods that use data.
         loss: "ce", "mse" or a callable (output, target) -> scalar mean.
         include_biases: score 1-D parameters (biases) too.
+        memory_limit: the bytes a pass over the data may use (the gradient is summed over
+            chunks of samples that fit); by default `engine.memory.budget` of the device.
         **options: the method's own: `seed` (random), `normalize` (snip), `samples`, `exact`,
             `seed` (obd).
 
@@ -363,7 +369,8 @@ def scores(model: nn.Module, method: str, x=None, y=None, loss: LossArg = "ce", 
     if entry.needs_data and (x is None or y is None):
         raise ValueError(f"The '{method}' score needs data: give inputs x and targets y.")
     plain = plain_copy(model).eval()
-    result = entry.fn(plain, prunable(plain, include_biases), _batch(plain, x, y, loss), **options)
+    batch = _batch(plain, x, y, loss)._replace(memory_limit=memory_limit)
+    result = entry.fn(plain, prunable(plain, include_biases), batch, **options)
     return _mark_pruned(result, current_masks(model))
 
 
@@ -386,13 +393,30 @@ def _mark_pruned(result: Scores, pruned: Masks) -> Scores:
 # ---------------------------------------------------------------- gradients and curvature
 
 
+def gradient_rows(model: nn.Module, x: torch.Tensor, memory_limit: Optional[float] = None) -> int:
+    """Samples of x one forward and backward pass may take, within the memory budget.
+
+    One sample's activations are measured by running it through the model, so that a big
+    conv net on images takes few samples at a time and a small MLP all of them.
+
+    Args:
+        model: the model.
+        x: the inputs, on the model's device.
+        memory_limit: the bytes a pass may use; by default `engine.memory.budget` of the device.
+    """
+    _, activations = probe(model, x)
+    row_bytes = activations * x.element_size() * BACKWARD_BYTES_PER_ACTIVATION
+    return memory.rows_per_chunk(row_bytes, len(x), x.device, memory_limit)
+
+
 def _gradient(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
     """dL/dw of the mean loss over the batch, for every parameter, in chunks of samples."""
     loss_fn, params = loss_function(batch.loss), dict(model.named_parameters())
     total = {name: torch.zeros_like(p) for name, p in params.items()}
     n = len(batch.x)
-    for start in range(0, n, GRADIENT_CHUNK):
-        xb, yb = batch.x[start:start + GRADIENT_CHUNK], batch.y[start:start + GRADIENT_CHUNK]
+    chunk = gradient_rows(model, batch.x, batch.memory_limit)
+    for start in range(0, n, chunk):
+        xb, yb = batch.x[start:start + chunk], batch.y[start:start + chunk]
         part = loss_fn(model(xb), yb) * (len(xb) / n)  # chunk means, weighted to the full mean
         for name, g in zip(params, torch.autograd.grad(part, list(params.values()))):
             total[name] += g
@@ -404,7 +428,7 @@ def _hessian_times(model: nn.Module, batch: Batch) -> Callable[[Mapping], dict]:
 
     Entries missing from v count as zero; the product has an entry for every parameter.
     """
-    hvp, w = hessian.hvp_function(model, batch.loss, batch.x, batch.y)
+    hvp, w = hessian.hvp_function(model, batch.loss, batch.x, batch.y, memory_limit=batch.memory_limit)
 
     def times(v: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         full = {name: v[name] if name in v else torch.zeros_like(t) for name, t in w.items()}
@@ -422,7 +446,7 @@ def hessian_diagonal(model: nn.Module, batch: Batch, names: Sequence[str], exact
     vector (at most EXACT_DIAGONAL_LIMIT coordinates: for tiny models). Products are taken
     HVP_BLOCK vectors at a time, which bounds the memory.
     """
-    hvp, w = hessian.hvp_function(model, batch.loss, batch.x, batch.y)
+    hvp, w = hessian.hvp_function(model, batch.loss, batch.x, batch.y, memory_limit=batch.memory_limit)
     flat = flatten(w)
     where = _coordinates(w, names).to(flat.device)
     if exact and len(where) > EXACT_DIAGONAL_LIMIT:
@@ -1570,6 +1594,9 @@ def sweep(model: nn.Module, data: Dataset, methods: Sequence[str], sparsities: S
     top Hessian eigenvalue over the kept weights, on the scoring samples). Masks of the
     methods at each sparsity are compared by their Jaccard overlap.
 
+    All in this process; `engine.pruning_cells` runs the same cells (`sweep_setup`,
+    `prune_cell`, `finish_sweep`) as tasks of the sweep mechanism, here or on Ray.
+
     Args:
         model: the trained dense model; left unchanged.
         data: the dataset (scores use `settings.score_samples` training samples; measures
@@ -1584,43 +1611,93 @@ def sweep(model: nn.Module, data: Dataset, methods: Sequence[str], sparsities: S
             untrained `model`, the training budget as `finetune_steps`, and as reference a
             dense model trained from the same initialisation.
     """
-    s = _checked(settings, SweepSettings)
-    device = device or _device(model)
-    data, loss = data.to(device), loss_for_task(s.loss, data.task)
-    start_point = copy.deepcopy(model).to(device)
-    dense = copy.deepcopy(reference if reference is not None else model).to(device)
-    corruptions = default_corruptions(data.input_shape) if s.corruptions is None else s.corruptions
-    corrupted = corrupted_inputs(data, corruptions)
-    x_cka = data.x_test[:s.cka_samples]
-    layers, cka_layers = prunable(dense), layers_of(dense)
-    dense_activations = geometry.activations(dense, x_cka, cka_layers)
-    x, y = score_batch(data, s.score_samples)
-    shape = (len(methods), len(sparsities))
-    out = _empty_sweep(methods, sparsities, layers, cka_layers, list(corrupted))
+    setup = sweep_setup(model, data, settings, device=device, reference=reference)
+    out = setup.empty(methods, sparsities)
     all_masks = [[None] * len(methods) for _ in sparsities]
     for i, method in enumerate(methods):
         start = time.perf_counter()
-        make_masks = masker(start_point, method, x, y, loss, s.scope, **s.options_of(method))
+        make_masks = setup.masker(method)
         out.scoring_seconds[i, :] = (time.perf_counter() - start) / max(len(sparsities), 1)
         for j, sparsity in enumerate(sparsities):
             start = time.perf_counter()
             all_masks[j][i] = make_masks(sparsity)
             out.scoring_seconds[i, j] += time.perf_counter() - start
-            start = time.perf_counter()
-            pruned = finetune(apply(copy.deepcopy(start_point), all_masks[j][i]), data,
-                              s.finetune_steps, s.train_config, device)
-            out.finetune_seconds[i, j] = time.perf_counter() - start
-            _measure(out, (i, j), pruned, dense, data, loss, corrupted, x_cka, dense_activations)
-            _measure_training(out, (i, j), pruned, data, loss, (x, y), s.sharpness_iters)
+            prune_cell(setup, out, (i, j), all_masks[j][i])
             if progress is not None:
-                progress((i * len(sparsities) + j + 1) / (shape[0] * shape[1]))
-    out.overlap = np.stack([overlap_matrix(row) for row in all_masks]) if methods else out.overlap
-    _measure_dense(out, dense, data, loss, corrupted)
-    _measure_training(out, None, dense, data, loss, (x, y), s.sharpness_iters)
+                progress((i * len(sparsities) + j + 1) / (len(methods) * len(sparsities)))
+    return finish_sweep(setup, out, all_masks)
+
+
+@dataclass
+class SweepSetup:
+    """What every cell of a pruning sweep starts from and is measured against: the model to
+    prune, the dense reference and its activations, the data, the corrupted test inputs and
+    the scoring samples (each drawn the same way wherever a cell runs)."""
+
+    start_point: nn.Module
+    dense: nn.Module
+    data: Dataset
+    loss: LossArg
+    settings: SweepSettings
+    corruptions: list
+    corrupted: dict
+    x_cka: torch.Tensor
+    dense_activations: dict
+    batch: tuple
+    device: torch.device
+
+    def empty(self, methods: Sequence[str], sparsities: Sequence[float]) -> PruningSweep:
+        """A sweep of these methods and sparsities with nothing measured yet (NaN)."""
+        return _empty_sweep(methods, sparsities, prunable(self.dense), layers_of(self.dense), list(self.corrupted))
+
+    def masker(self, method: str) -> Callable[[float], Masks]:
+        """sparsity -> masks of `method` on the scoring samples (see `masker`)."""
+        s = self.settings
+        return masker(self.start_point, method, *self.batch, self.loss, s.scope, **s.options_of(method))
+
+
+def sweep_setup(model: nn.Module, data: Dataset, settings: SweepSettings = SweepSettings(), *, device=None,
+                reference: Optional[nn.Module] = None) -> SweepSetup:
+    """The `SweepSetup` of a pruning sweep of `model` (arguments as for `sweep`)."""
+    s = _checked(settings, SweepSettings)
+    device = torch.device(device) if device is not None else _device(model)
+    data, loss = data.to(device), loss_for_task(s.loss, data.task)
+    dense = copy.deepcopy(reference if reference is not None else model).to(device)
+    corruptions = default_corruptions(data.input_shape) if s.corruptions is None else s.corruptions
+    x_cka = data.x_test[:s.cka_samples]
+    return SweepSetup(copy.deepcopy(model).to(device), dense, data, loss, s, list(corruptions),
+                      corrupted_inputs(data, corruptions), x_cka,
+                      geometry.activations(dense, x_cka, layers_of(dense)), score_batch(data, s.score_samples),
+                      device)
+
+
+def prune_cell(setup: SweepSetup, out: PruningSweep, cell: tuple[int, int], kept: Masks,
+               should_stop: Callable[[], bool] = lambda: False) -> Optional[nn.Module]:
+    """Prune a fresh copy of the setup's model to the masks `kept`, fine-tune it, and fill the
+    cell (method index, sparsity index) of `out`; returns the pruned model (None when
+    `should_stop` ended the fine-tuning early, with the cell left unmeasured)."""
+    s, start = setup.settings, time.perf_counter()
+    pruned = apply(copy.deepcopy(setup.start_point), kept)
+    if not finetune(pruned, setup.data, s.finetune_steps, s.train_config, setup.device, should_stop):
+        return None
+    out.finetune_seconds[cell] = time.perf_counter() - start
+    _measure(out, cell, pruned, setup.dense, setup.data, setup.loss, setup.corrupted, setup.x_cka,
+             setup.dense_activations)
+    _measure_training(out, cell, pruned, setup.data, setup.loss, setup.batch, s.sharpness_iters)
+    return pruned
+
+
+def finish_sweep(setup: SweepSetup, out: PruningSweep, all_masks: Sequence[Sequence[Masks]]) -> PruningSweep:
+    """Measure what spans the cells: the overlap of the methods' masks at each sparsity
+    (`all_masks[j][i]`: method i at sparsity j), the dense model, and the settings."""
+    s, data, loss = setup.settings, setup.data, setup.loss
+    out.overlap = np.stack([overlap_matrix(row) for row in all_masks]) if len(out.methods) else out.overlap
+    _measure_dense(out, setup.dense, data, loss, setup.corrupted)
+    _measure_training(out, None, setup.dense, data, loss, setup.batch, s.sharpness_iters)
     out.settings = {"finetune_steps": s.finetune_steps, "scope": s.scope, "loss": loss_name(loss),
-                    "score_samples": s.score_samples, "cka_samples": len(x_cka),
-                    "train": dataclasses.asdict(s.train_config or FINETUNE), "device": str(device),
-                    "corruptions": [list(c) for c in corruptions], "options": dict(s.options),
+                    "score_samples": s.score_samples, "cka_samples": len(setup.x_cka),
+                    "train": dataclasses.asdict(s.train_config or FINETUNE), "device": str(setup.device),
+                    "corruptions": [list(c) for c in setup.corruptions], "options": dict(s.options),
                     "sharpness_iters": s.sharpness_iters}
     return out
 

@@ -78,7 +78,9 @@ __all__ = ["Mask", "plain_name", "weights", "prunable", "current_masks", "apply"
            "gradient_rows", "structured_remove", "ChannelPath", "example_input", "channel_paths",
            "channel_scores", "channel_masks", "mask_channels", "remove_channels", "Pruned", "score_batch",
            "masker", "finetune", "one_shot",
-           "load_weights", "iterative_magnitude", "PruneSettings", "SweepSettings", "GallerySettings", "sweep",
+           "load_weights", "iterative_magnitude", "ticket_masks", "train_ticket", "train_control", "PruneSettings",
+           "SweepSettings", "GallerySettings", "sweep",
+           "SweepSetup", "sweep_setup", "prune_cell", "finish_sweep",
            "flip_sparsity", "fragile_and_robust", "flip_gallery", "pruned_regions", "HUTCHINSON_SAMPLES",
            "SHARPNESS_ITERS", "METHODS"]
 
@@ -1354,12 +1356,15 @@ def masker(model: nn.Module, method: str, x, y, loss: LossArg, scope: str = "glo
 
 
 def finetune(model: nn.Module, data: Dataset, steps: int, config: Optional[TrainConfig] = None,
-             device=None) -> nn.Module:
-    """Train the model `steps` more steps in place (nothing for 0); masks stay in force."""
+             device=None, should_stop: Callable[[], bool] = lambda: False) -> Optional[nn.Module]:
+    """Train the model `steps` more steps in place (nothing for 0); masks stay in force.
+    Returns the model, or None when `should_stop` (polled every step) ended it early."""
     if steps > 0:
         config = dataclasses.replace(config or FINETUNE, steps=steps, eval_every=steps,
                                      checkpoint_every=steps)
-        Trainer(model, data, config, device=device or _device(model), keep_checkpoints=False).run()
+        trainer = Trainer(model, data, config, device=device or _device(model), keep_checkpoints=False)
+        if trainer.run(should_stop=should_stop).status == "stopped":
+            return None
     return model
 
 
@@ -1449,23 +1454,20 @@ def iterative_magnitude(model: nn.Module, data: Dataset, rounds: int, rate: floa
         raise ValueError("The rewind step must be at least 0 and below the training steps.")
     device = device or _device(model)
     data, loss = data.to(device), loss_for_task(config.loss, data.task)
-    ticket = copy.deepcopy(model).to(device)
-    init = {n: w.clone() for n, w in weights(ticket).items()}
+    model = copy.deepcopy(model).to(device)
+    ticket = copy.deepcopy(model)
     rewind = _train(ticket, data, config, rewind_step)
     accuracy, loss_value = evaluate(ticket, data.x_test, data.y_test, loss)
     curves = {"density": [1.0], "ticket_accuracy": [accuracy], "ticket_loss": [loss_value],
               "control_accuracy": [accuracy], "control_loss": [loss_value]}
     trainings = rounds * (2 if control else 1)
     for r in range(1, rounds + 1):
-        kept = masks(scores(ticket, "magnitude"), 1 - (1 - rate) ** r, scope)
-        load_weights(apply(ticket, kept), rewind)
-        _train(ticket, data, config, steps=config.steps - rewind_step)
+        kept = ticket_masks(ticket, rate, r, scope)
+        train_ticket(ticket, kept, rewind, data, config, rewind_step)
         _append(curves, "ticket", evaluate(ticket, data.x_test, data.y_test, loss))
         curves["density"].append(1 - sparsity_of(ticket)["total"])
         if control:
-            fresh = load_weights(copy.deepcopy(model).to(device), _shuffled(init, seed + r))
-            reinit = apply(fresh, kept)
-            _train(reinit, data, config, steps=config.steps - rewind_step)
+            reinit = train_control(model, kept, data, config, rewind_step, seed + r)
             _append(curves, "control", evaluate(reinit, data.x_test, data.y_test, loss))
         else:
             _append(curves, "control", (math.nan, math.nan))
@@ -1482,16 +1484,45 @@ def _append(curves: dict, who: str, measured: tuple[float, float]) -> None:
     curves[f"{who}_loss"].append(measured[1])
 
 
+def ticket_masks(ticket: nn.Module, rate: float, r: int, scope: str = "layer") -> Masks:
+    """The masks of lottery round r: the survivors of the trained `ticket` (pruned by the
+    rounds before) with the smallest magnitude pruned, to a density of (1 - rate)^r."""
+    return masks(scores(ticket, "magnitude"), 1 - (1 - rate) ** r, scope)
+
+
+def train_ticket(ticket: nn.Module, kept: Masks, rewind: Mapping[str, torch.Tensor], data: Dataset,
+                 config: TrainConfig, rewind_step: int = 0,
+                 should_stop: Callable[[], bool] = lambda: False) -> Optional[nn.Module]:
+    """One lottery round, in place: mask the ticket to `kept`, rewind its weights to `rewind`
+    (their values at `rewind_step`), and train it the rest of `config`'s steps. Returns the
+    ticket, or None when `should_stop` ended the training early."""
+    load_weights(apply(ticket, kept), rewind)
+    stopped = _train(ticket, data, config, steps=config.steps - rewind_step, should_stop=should_stop) is None
+    return None if stopped else ticket
+
+
+def train_control(model: nn.Module, kept: Masks, data: Dataset, config: TrainConfig, rewind_step: int = 0,
+                  seed: int = 0, should_stop: Callable[[], bool] = lambda: False) -> Optional[nn.Module]:
+    """A lottery round's control: the untrained `model` with each tensor's initial values
+    shuffled (`seed`), masked to `kept` and trained as long as the ticket (None when
+    `should_stop` ended the training early)."""
+    fresh = load_weights(copy.deepcopy(model), _shuffled(weights(model), seed))
+    reinit = apply(fresh, kept)
+    stopped = _train(reinit, data, config, steps=config.steps - rewind_step, should_stop=should_stop) is None
+    return None if stopped else reinit
+
+
 def _train(model: nn.Module, data: Dataset, config: TrainConfig, rewind_step: int = 0,
-           steps: Optional[int] = None) -> dict[str, torch.Tensor]:
-    """Train `steps` steps (all of config's by default); return the weights at `rewind_step`."""
+           steps: Optional[int] = None, should_stop: Callable[[], bool] = lambda: False
+           ) -> Optional[dict[str, torch.Tensor]]:
+    """Train `steps` steps (all of config's by default); return the weights at `rewind_step`
+    (None when `should_stop`, polled every step, ended the training early)."""
     config = dataclasses.replace(config, steps=steps or config.steps)
     trainer = Trainer(model, data, config, device=_device(model), keep_checkpoints=False)
-    if rewind_step > 0:
-        trainer.run(steps=rewind_step)
+    if rewind_step > 0 and trainer.run(steps=rewind_step, should_stop=should_stop).status == "stopped":
+        return None
     snapshot = {n: w.clone() for n, w in weights(model).items()}
-    trainer.run()
-    return snapshot
+    return None if trainer.run(should_stop=should_stop).status == "stopped" else snapshot
 
 
 @dataclass(frozen=True)
@@ -1678,7 +1709,7 @@ def prune_cell(setup: SweepSetup, out: PruningSweep, cell: tuple[int, int], kept
     `should_stop` ended the fine-tuning early, with the cell left unmeasured)."""
     s, start = setup.settings, time.perf_counter()
     pruned = apply(copy.deepcopy(setup.start_point), kept)
-    if not finetune(pruned, setup.data, s.finetune_steps, s.train_config, setup.device, should_stop):
+    if finetune(pruned, setup.data, s.finetune_steps, s.train_config, setup.device, should_stop) is None:
         return None
     out.finetune_seconds[cell] = time.perf_counter() - start
     _measure(out, cell, pruned, setup.dense, setup.data, setup.loss, setup.corrupted, setup.x_cka,

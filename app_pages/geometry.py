@@ -26,11 +26,21 @@ def introduction() -> None:
 
 @st.cache_data(max_entries=32)
 def modules_of(run_id: str) -> tuple[dict[str, str], str]:
-    """Every module of the run's model, {name: class}, and the one to show first (the last
-    hidden representation)."""
-    model = load_model(store(), run_id)
-    layers = recipes.representation_layers(model)
-    return geometry.module_names(model), layers[max(len(layers) - 2, 0)]
+    """Every module of the run's model, {name: class}, then "input of READOUT" (what the final
+    Linear reads, found by running two samples: with a pooling by `.mean()` or an `F.relu`
+    before it, no module's output), and the layer to show first (the last hidden
+    representation). Without data (a run imported without it) only the modules."""
+    try:
+        run = recipes.run_data(store(), run_id, samples=2)
+    except ValueError:
+        model = load_model(store(), run_id)
+        layers = recipes.representation_layers(model)
+        return geometry.module_names(model), layers[max(len(layers) - 2, 0)]
+    modules = geometry.module_names(run.model)
+    readout, _ = recipes.readout_and_hidden(run.model, run.x)
+    if readout is not None:
+        modules[recipes.INPUT_OF + readout] = "what the readout reads"
+    return modules, recipes.last_hidden_layer(run.model, run.x)
 
 
 def settings(run_id: str) -> dict:
@@ -41,7 +51,9 @@ def settings(run_id: str) -> dict:
         layer = st.selectbox("Layer", names, index=names.index(first), key="geo:layer",
                              format_func=lambda name: f"{name} · {modules[name]}",
                              help="Any module of the model: a layer, a normalization, a residual block. "
-                                  "Its output for each sample, flattened, is the representation.")
+                                  "Its output for each sample, flattened, is the representation. "
+                                  "'input of' the readout is what the final Linear layer reads, "
+                                  "whichever module (or none) computed it.")
         method = st.radio("Embedding", ["pca", "umap"], horizontal=True, key="geo:method",
                           help="UMAP's first use on a machine compiles code (about a minute); later uses take seconds.")
         samples = st.select_slider("Samples", [200, 500, 1000, 2000], value=500, key="geo:samples")
@@ -141,7 +153,8 @@ def alignment_panel(run_id: str, curves, s: dict) -> None:
 
 def _activation_label(run_id: str) -> str:
     settings = store().settings(run_id)
-    return f"{settings['model'].get('activation', '?')} · {settings['name']} · {run_id[-6:]}"
+    activation = settings.get("model", {}).get("activation", "imported")  # an imported model names none
+    return f"{activation} · {settings['name']} · {run_id[-6:]}"
 
 
 def compare_runs(run_id: str, s: dict) -> None:

@@ -849,10 +849,11 @@ def matched_units(ctx: Context, store: RunReader, run_id: str, *, other: str, la
     Li et al. 2015), with each match's correlation."""
     run = run_data(store, run_id, None, "train", samples)
     second = load_model(store, other)
-    if layer not in geometry.module_names(second):
-        raise ValueError(f"The other run has no module '{layer}'.")
-    mine = geometry.activations(run.model, run.x, [layer])[layer]
-    theirs = geometry.activations(second, run.x, [layer])[layer]
+    module = layer[len(INPUT_OF):] if layer.startswith(INPUT_OF) else layer
+    if module not in geometry.module_names(second):
+        raise ValueError(f"The other run has no module '{module}'.")
+    mine = layer_outputs(run.model, run.x, [layer])[layer]
+    theirs = layer_outputs(second, run.x, [layer])[layer]
     permutation, correlations = geometry.match_units(mine, theirs)
     return UnitMatch(correlations, permutation, f"{layer}: this run against the other")
 

@@ -180,6 +180,12 @@ def test_units_of_any_module_are_matched_across_imported_runs(two_runs):
     assert len(result.correlations) == 4 * 8 * 8
 
 
+def test_units_of_what_the_readout_reads_are_matched_across_imported_runs(two_runs):
+    store, (first, second) = two_runs
+    result = recipes.matched_units(None, store, first, other=second, layer="input of fc", samples=30)
+    assert len(result.correlations) == 8  # the pooled features of the last block's 2 x 4 channels
+
+
 def test_channels_of_an_imported_resnet_go_inside_its_blocks_and_the_stem_is_said_unsafe(two_runs):
     store, (first, _) = two_runs
     result = recipes.channel_removal(None, store, first, sparsity=0.5)

@@ -51,7 +51,7 @@ import torch
 
 from engine.status import RUN_ENDINGS, STORED, Status
 
-__all__ = ["default_root", "RunInfo", "RunStore", "ENV_VAR", "SWEEPS_FOLDER"]
+__all__ = ["default_root", "RunInfo", "RunStore", "ENV_VAR", "SWEEPS_FOLDER", "RESERVED_KEYS"]
 
 try:  # POSIX; elsewhere a writer's death goes unnoticed and its run stays "running"
     import fcntl

@@ -49,7 +49,8 @@ from typing import Callable, Optional
 
 __all__ = ["cell_key", "cell_run_id", "Sweep", "experiment_errors", "grid", "CellResult", "QuietContext",
            "train_cell", "once", "existing_result", "publish", "CellKind", "LocalBackend", "task_resources",
-           "RayBackend", "configured_backend", "where", "make_backend", "cell_device", "SweepRecord", "record_key",
+           "RayBackend", "authenticate_with_token_if_any", "configured_backend", "where", "make_backend",
+           "cell_device", "SweepRecord", "record_key",
            "save_record", "open_sweep", "list_sweeps", "run_sweep", "sweep_job", "summary_line", "command",
            "STAGING_FOLDER", "FINISHED"]
 
@@ -426,17 +427,21 @@ class RayBackend:
     """
 
     def __init__(self, address: Optional[str] = None, workers: Optional[int] = None):
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        if address:
+            authenticate_with_token_if_any()
         import ray  # only a Ray sweep needs Ray
 
         self.ray = ray
         self.started_here = not ray.is_initialized()
-        address = address or os.environ.get("RAY_ADDRESS") or None
         if self.started_here:
             if address:
                 _check_reachable(address)
                 ray.init(address=address, log_to_driver=False)
             else:
-                ray.init(num_cpus=workers or os.cpu_count() or 2, include_dashboard=False,
+                # "local" always starts a Ray of our own: with no address Ray would join a
+                # cluster that `ray start` left running on this machine, which nobody named.
+                ray.init(address="local", num_cpus=workers or os.cpu_count() or 2, include_dashboard=False,
                          log_to_driver=False, configure_logging=False)
         self.name = f"Ray at {address}" if address else "Ray on this machine"
         self.remote = {}
@@ -460,6 +465,23 @@ class RayBackend:
     def close(self) -> None:
         if self.started_here:
             self.ray.shutdown()
+
+
+def authenticate_with_token_if_any() -> None:
+    """Join a cluster with Ray's token when this machine has one and RAY_AUTH_MODE is unset.
+
+    Since Ray 2.59 `ray start --head` turns token authentication on when a token exists
+    (~/.ray/auth_token), but a process that joins by address sends the token only with
+    RAY_AUTH_MODE=token, and is refused otherwise. A server without authentication ignores the
+    token, so sending it is always safe. Ray reads the mode once, when it is imported: this
+    runs before that.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return  # the user's choice
+    has_token = (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                 or (Path.home() / ".ray" / "auth_token").is_file())
+    if has_token:
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -506,7 +528,10 @@ def make_backend(backend: str = "local", address: Optional[str] = None, workers:
         except ImportError:
             raise ValueError("The Ray backend needs Ray: pip install ray.") from None
         except ConnectionError as exc:
-            raise ValueError(f"Could not join the Ray cluster at {address or os.environ.get('RAY_ADDRESS')}: {exc}") from None
+            raise ValueError(f"Could not join the Ray cluster at {address or os.environ.get('RAY_ADDRESS')}: {exc}. "
+                             "If the cluster uses token authentication (Ray's default since 2.59), give this "
+                             "machine the cluster's token (~/.ray/auth_token or RAY_AUTH_TOKEN) and set "
+                             "RAY_AUTH_MODE=token.") from None
     raise ValueError(f"The backend is one of {', '.join(BACKENDS)}, not '{backend}'.")
 
 

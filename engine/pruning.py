@@ -78,7 +78,7 @@ __all__ = ["Mask", "plain_name", "weights", "prunable", "current_masks", "apply"
            "gradient_rows", "structured_remove", "ChannelPath", "example_input", "channel_paths",
            "channel_scores", "channel_masks", "mask_channels", "remove_channels", "Pruned", "score_batch",
            "masker", "finetune", "one_shot",
-           "load_weights", "iterative_magnitude", "ticket_masks", "train_ticket", "train_control", "PruneSettings",
+           "load_weights", "iterative_magnitude", "train_dense", "ticket_masks", "train_ticket", "train_control", "PruneSettings",
            "SweepSettings", "GallerySettings", "sweep",
            "SweepSetup", "sweep_setup", "prune_cell", "finish_sweep",
            "flip_sparsity", "fragile_and_robust", "flip_gallery", "pruned_regions", "HUTCHINSON_SAMPLES",
@@ -1456,7 +1456,7 @@ def iterative_magnitude(model: nn.Module, data: Dataset, rounds: int, rate: floa
     data, loss = data.to(device), loss_for_task(config.loss, data.task)
     model = copy.deepcopy(model).to(device)
     ticket = copy.deepcopy(model)
-    rewind = _train(ticket, data, config, rewind_step)
+    rewind = train_dense(ticket, data, config, rewind_step)
     accuracy, loss_value = evaluate(ticket, data.x_test, data.y_test, loss)
     curves = {"density": [1.0], "ticket_accuracy": [accuracy], "ticket_loss": [loss_value],
               "control_accuracy": [accuracy], "control_loss": [loss_value]}
@@ -1482,6 +1482,14 @@ def iterative_magnitude(model: nn.Module, data: Dataset, rounds: int, rate: floa
 def _append(curves: dict, who: str, measured: tuple[float, float]) -> None:
     curves[f"{who}_accuracy"].append(measured[0])
     curves[f"{who}_loss"].append(measured[1])
+
+
+def train_dense(model: nn.Module, data: Dataset, config: TrainConfig, rewind_step: int = 0,
+                should_stop: Callable[[], bool] = lambda: False) -> Optional[dict[str, torch.Tensor]]:
+    """Lottery round 0, in place: train the dense model all of `config`'s steps. Returns its
+    weights at `rewind_step`, which every later round rewinds to (None when `should_stop`
+    ended the training early)."""
+    return _train(model, data, config, rewind_step, should_stop=should_stop)
 
 
 def ticket_masks(ticket: nn.Module, rate: float, r: int, scope: str = "layer") -> Masks:

@@ -723,14 +723,25 @@ def pruning_sweep(ctx: Context, store: RunReader, run_id: str, *, methods: tuple
 
     With `at_init` the run's initial weights are pruned instead (pruning at initialisation:
     SNIP, GraSP, SynFlow) and then trained `finetune_steps` steps with the run's optimizer;
-    they are measured against the run's final, dense model."""
-    model, reference, data = _to_prune(store, run_id, at_init, finetune_steps)
-    settings = pruning.SweepSettings(finetune_steps=finetune_steps, scope=scope,
-                                     train_config=_finetune_config(store, run_id, finetune_steps))
-    result = pruning.sweep(model, data, list(methods), list(sparsities), settings, device="cpu",
-                           progress=_progress(ctx), reference=reference)
-    result.settings["at_init"] = at_init
-    return result
+    they are measured against the run's final, dense model.
+
+    Runs on the sweep mechanism (`engine.pruning_cells`), one cell per (method, sparsity),
+    where the lab runs its sweeps (`engine.sweep.configured_backend`: this machine, or a Ray
+    cluster); each pruned model is kept as a run, so a cancelled sweep resumes. The numbers
+    are those of `pruning.sweep` in one process."""
+    from engine import pruning_cells
+    from engine.sweep import configured_backend
+
+    backend, address = configured_backend()
+    return pruning_cells.pruning_sweep_job(ctx, store, run_id, list(methods), list(sparsities),
+                                           finetune_steps=finetune_steps, scope=scope, at_init=at_init,
+                                           backend=backend, address=address, device=_sweep_device(backend))
+
+
+def _sweep_device(backend: str) -> Optional[str]:
+    """Where a recipe's sweep cells run: the CPU on this machine, as every recipe; on Ray, CUDA
+    where the cluster has GPUs."""
+    return "cpu" if backend == "local" else None
 
 
 def pruning_masks(ctx: Context, store: RunReader, run_id: str, *, method: str = "magnitude", sparsity: float = 0.9,
@@ -819,14 +830,19 @@ def lottery_tickets(ctx: Context, store: RunReader, run_id: str, *, rounds: int 
                     steps: Optional[int] = None,
                     rewind_step: int = 0) -> LotteryTickets:
     """Lottery tickets from the run's initial weights (Frankle & Carbin 2019): train, prune the
-    smallest `rate` of the survivors, rewind, repeat; against the same masks re-initialised."""
-    model, data = load_model(store, run_id, step=0), load_dataset(store, run_id)
-    config = Experiment.from_dict(store.settings(run_id)).train
-    steps = steps or config.steps
-    config = dataclasses.replace(config, steps=steps, eval_every=steps, checkpoint_every=steps)
-    tickets, _ = pruning.iterative_magnitude(model, data, rounds, rate, rewind_step, config, device="cpu",
-                                             progress=_progress(ctx))
-    return tickets
+    smallest `rate` of the survivors, rewind, repeat; against the same masks re-initialised.
+
+    Runs on the sweep mechanism (`engine.pruning_cells`): each round's ticket, and its control
+    beside it, is a cell that starts when the round before has finished, where the lab runs
+    its sweeps (this machine, or a Ray cluster); every network is kept as a run, so a
+    cancelled chain resumes from its last finished round. The numbers are those of
+    `pruning.iterative_magnitude` in one process."""
+    from engine import pruning_cells
+    from engine.sweep import configured_backend
+
+    backend, address = configured_backend()
+    return pruning_cells.lottery_job(ctx, store, run_id, rounds, rate, steps, rewind_step, backend=backend,
+                                     address=address, device=_sweep_device(backend))
 
 
 def cross_run_similarity(ctx: Context, store: RunReader, run_id: str, *, other: str, step: Optional[int] = None,

@@ -366,12 +366,16 @@ class CellKind:
         find: (store, settings, key) -> the cell's `CellResult` when it is finished in the
             store, else None.
         errors: the cells -> a sentence for each thing wrong with them (before any work).
+        needs: settings -> the keys of the cells of the same sweep that must be finished
+            before this one starts (a chain, such as lottery rounds: each round prunes what
+            the round before trained); None when every cell can start at once.
     """
 
     compute: Callable[..., dict]
     key: Callable[[dict], str]
     find: Callable[[RunStore, dict, str], Optional[CellResult]]
     errors: Callable[[list[dict]], list[str]]
+    needs: Optional[Callable[[dict], list[str]]] = None
 
 
 def _find_run(store: RunStore, settings: dict, key: str) -> Optional[CellResult]:
@@ -636,13 +640,15 @@ def run_sweep(sweep: Sweep, store: RunStore, *, backend: str = "local", address:
             experiments; tests wrap it to play a fault).
 
     Returns the `SweepRecord`, also saved in the store as cells end (at most every
-    RECORD_EVERY_S seconds) and at the end. Raises ValueError with sentences for invalid
-    cells, before any work.
+    RECORD_EVERY_S seconds) and at the end. A cell whose kind says it needs others starts
+    when they are finished, and fails (with a sentence) when one of them does not finish.
+    Raises ValueError with sentences for invalid cells, before any work.
     """
     errors = sweep.errors()
     if errors:
         raise ValueError(" ".join(errors))
     keys, kind = sweep.keys, sweep.cell_kind
+    needs = _needs(sweep, keys)
     cell_fn = cell_fn or kind.compute
     results = [kind.find(store, cell, key) or CellResult(key) for cell, key in zip(sweep.cells, keys)]
     chosen = make_backend(backend, address, workers)
@@ -664,25 +670,73 @@ def run_sweep(sweep: Sweep, store: RunStore, *, backend: str = "local", address:
     if ctx is not None:  # every cell's state from the start, so a page can list them all
         ctx.report(progress=0.0, message=f"{len(keys)} cells on {chosen.name}", cells=[r.to_dict() for r in results])
     try:
-        todo = [i for i, r in enumerate(results) if r.status not in FINISHED]
-        for i in sorted(set(range(len(keys))) - set(todo)):
+        waiting = {i for i, r in enumerate(results) if r.status not in FINISHED}
+        for i in sorted(set(range(len(keys))) - waiting):
             ended(i, results[i])
-        where = cell_device(device, chosen)
-        pending = {chosen.submit(cell_fn, sweep.cells[i], str(store.root), where): i for i in todo}
+        where, pending, lost = cell_device(device, chosen), {}, set()
+
+        def release() -> None:
+            """Submit the waiting cells whose needs are finished; fail those whose needs will not
+            be (one needed ended unfinished, or nothing runs that could finish it)."""
+            for i in sorted(waiting):
+                if all(results[j].status in FINISHED for j in needs[i]):
+                    waiting.discard(i)
+                    pending[chosen.submit(cell_fn, sweep.cells[i], str(store.root), where)] = i
+            stuck, changed = not pending, True
+            while changed:
+                changed = False
+                for i in sorted(waiting):
+                    if stuck or lost & needs[i]:
+                        waiting.discard(i)
+                        lost.add(i)
+                        ended(i, CellResult(keys[i], status="failed", message=_unmet(needs[i], results)))
+                        changed = True
+
+        release()
         while pending:
             if ctx is not None and ctx.cancelled:
                 chosen.cancel(list(pending))
-                for i in pending.values():
+                for i in [*pending.values(), *waiting]:
                     results[i] = CellResult(keys[i], status="cancelled", message="The sweep was cancelled.")
                 save_record(store, record)
                 break
             for handle in chosen.wait(list(pending), timeout=0.5):
                 i = pending.pop(handle)
                 ended(i, _result_of(chosen, handle, keys[i]))
+                if results[i].status not in FINISHED:
+                    lost.add(i)
+            release()
     finally:
         chosen.close()
     save_record(store, record)
     return record
+
+
+def _needs(sweep: Sweep, keys: list[str]) -> list[set[int]]:
+    """For each cell, the indices of the cells it needs finished first; ValueError with a
+    sentence when a cell needs one the sweep does not have."""
+    if sweep.cell_kind.needs is None:
+        return [set() for _ in keys]
+    index = {key: i for i, key in enumerate(keys)}
+    needs = []
+    for cell in sweep.cells:
+        wanted = sweep.cell_kind.needs(cell)
+        missing = [key for key in wanted if key not in index]
+        if missing:
+            raise ValueError(f"A cell needs the cell {missing[0]}, which is not in this sweep.")
+        needs.append({index[key] for key in wanted})
+    return needs
+
+
+def _unmet(needs: set[int], results: list[CellResult]) -> str:
+    """Why a cell could not start: the first cell it needs that did not finish."""
+    for j in sorted(needs):
+        if results[j].status == "pending":
+            return "A cell it needs could not start (the cells' needs go round in a loop)."
+        if results[j].status not in FINISHED:
+            why = f": {results[j].message}" if results[j].message else "."
+            return f"A cell it needs ended {results[j].status}{why}"
+    return "A cell it needs did not finish."
 
 
 def _result_of(backend, handle, key: str) -> CellResult:

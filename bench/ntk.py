@@ -6,15 +6,22 @@ MLP 40-256-256-256-10 (ModelSpec(width=256, depth=3), standard parametrization, 
 N = 500 MNIST-1D training inputs; kernels "trace", "pseudo" and "full" of x with itself.
 All methods see the same inputs and weights (exported once to an .npz file).
 
-Each measurement runs in a fresh subprocess. Time: one call after a warm-up call on 16
-samples (for JAX the first full-size call compiles; the second is timed and the first is
-reported too). Peak memory: after the setup and the warm-up the resident-set high-water mark
-is reset (/proc/self/clear_refs); the peak is its growth over the resident set then, so it
-counts everything the computation held at once, on the CPU (torch and XLA allocations alike;
-tracemalloc sees neither). Kernels are checked against the
-structured path's (relative Frobenius error).
+Each measurement runs in a fresh subprocess: a warm-up call on 16 samples and, for JAX, one
+full-size call that compiles (reported as the first call), then --repeats timed calls. The
+subprocesses of the methods are interleaved over --rounds rounds (this machine's load drifts),
+and the median of all timed calls of a method is reported with its ratio to the structured
+path's median (above 1: the structured path is faster). --threads T pins every worker to the
+same T CPUs (sched_setaffinity, before torch or JAX start; torch.set_num_threads(T); XLA sizes
+its thread pool from the affinity mask), so the methods compare at equal thread counts; the
+default is all CPUs. Peak memory: after the set-up and the warm-up the resident-set
+high-water mark is reset (/proc/self/clear_refs); the peak is its largest growth over the
+resident set then, so it counts everything the computation held at once, on the CPU (torch and
+XLA allocations alike; tracemalloc sees neither). Kernels are checked against the structured
+path's (relative Frobenius error). The load average is printed before and after.
 
-    python bench/ntk.py [--n 500] [--kinds trace pseudo full] [--nt-python /tmp/nt-venv/bin/python] [--no-nt]
+    python bench/ntk.py [--n 500] [--kinds trace pseudo full] [--methods structured neural-tangents]
+                        [--rounds 3] [--repeats 3] [--threads T]
+                        [--nt-python /tmp/nt-venv/bin/python] [--no-nt]
     python bench/ntk.py --conv [--n 200] [--kinds trace]
 
 --conv: the lab's ResNet-20 (engine.models kind "resnet", width 16, depth 3, BatchNorm in eval
@@ -38,7 +45,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -211,30 +220,45 @@ def _engine_layout(kernel: np.ndarray, kind: str) -> np.ndarray:
 # ---------------------------------------------------------------- one measurement (subprocess)
 
 
-def worker(method: str, kind: str, problem: str, out: str) -> None:
+def pin_threads(threads: int | None) -> None:
+    """Run this process (and the libraries it starts) on the first `threads` CPUs."""
+    if threads:
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
+
+
+def worker(method: str, kind: str, problem: str, out: str, repeats: int, threads: int | None) -> None:
+    pin_threads(threads)  # before torch or JAX size their thread pools
     arrays = dict(np.load(problem))
     x = arrays["x"].reshape(len(arrays["x"]), -1).astype(np.float32)
     methods = {"structured": structured, "tutorial": tutorial, "neural-tangents": neural_tangents}
     compute = methods[method](arrays, kind)
+    if method != "neural-tangents":
+        import torch
+
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
     compute(x[:16])  # warm-up: lazy imports, first-call set-up
     baseline = reset_peak_memory()
     start = time.perf_counter()
-    kernel = compute(x)
+    kernel = compute(x)  # for JAX, the full-size call that compiles
     first = time.perf_counter() - start
-    seconds = first
-    if method == "neural-tangents":  # the first full-size call compiled; time a second
+    seconds = [first] if method != "neural-tangents" else []
+    while len(seconds) < repeats:
         start = time.perf_counter()
         kernel = compute(x)
-        seconds = time.perf_counter() - start
+        seconds.append(time.perf_counter() - start)
     peak = peak_memory() - baseline
     np.save(out, kernel)
-    print(json.dumps({"seconds": seconds, "first_seconds": first, "peak_mb": peak, "baseline_mb": baseline}))
+    print(json.dumps({"seconds": seconds, "first_seconds": first, "peak_mb": peak, "baseline_mb": baseline,
+                      "cpus": len(os.sched_getaffinity(0))}))
 
 
-def measure(python: str, method: str, kind: str, problem: Path, folder: Path) -> dict | None:
+def measure(python: str, method: str, kind: str, problem: Path, folder: Path, repeats: int,
+            threads: int | None) -> dict | None:
     out = folder / f"{method}-{kind}.npy"
     command = [python, str(Path(__file__).resolve()), "--worker", method, "--kind", kind,
-               "--problem", str(problem), "--out", str(out)]
+               "--problem", str(problem), "--out", str(out), "--repeats", str(repeats)]
+    if threads:
+        command += ["--threads", str(threads)]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if done.returncode != 0:
         print(f"  {method} {kind} failed:\n{done.stderr[-2000:]}")
@@ -265,6 +289,10 @@ def neural_tangents_python(python: str) -> str | None:
             print(f"neural-tangents skipped: '{' '.join(command[:3])}' failed ({last}).")
             return None
     return python
+
+
+def load() -> str:
+    return "load average " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def relative_error(a: np.ndarray, b: np.ndarray) -> float:
@@ -331,6 +359,11 @@ def main() -> None:
     parser.add_argument("--nt-python", default="/tmp/nt-venv/bin/python",
                         help="a Python with neural-tangents (made as a venv there if it does not exist)")
     parser.add_argument("--no-nt", action="store_true", help="leave neural-tangents out")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                        help="which methods (default all three; the tutorial's Jacobians are large)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of subprocesses")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per subprocess")
+    parser.add_argument("--threads", type=int, help="pin every method to this many CPUs (default all)")
     parser.add_argument("--conv", action="store_true", help="the ResNet-20 section (structured vs contraction)")
     parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--kind", help=argparse.SUPPRESS)
@@ -338,35 +371,57 @@ def main() -> None:
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        return worker(args.worker, args.kind, args.problem, args.out)
+        return worker(args.worker, args.kind, args.problem, args.out, args.repeats, args.threads)
     if args.conv:
         return conv_section(args.n or 200, args.kinds or ["trace"])
     args.n, args.kinds = args.n or 500, args.kinds or ["trace", "pseudo", "full"]
 
-    pythons = {"structured": sys.executable, "tutorial": sys.executable}
-    nt_python = None if args.no_nt else neural_tangents_python(args.nt_python)
+    methods = ["structured"] + [m for m in args.methods if m != "structured"]  # the reference, first
+    pythons = {method: sys.executable for method in methods if method != "neural-tangents"}
+    nt_python = None if args.no_nt or "neural-tangents" not in methods else neural_tangents_python(args.nt_python)
     if nt_python is not None:
         pythons["neural-tangents"] = nt_python
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         sizes = export_problem(args.n, folder / "problem.npz")
         n, p = sizes["n"], sizes["parameters"]
-        print(f"MLP 40-{WIDTH}x{DEPTH}-{N_OUTPUTS}, {p:,} parameters, N = {n} MNIST-1D inputs, float32, CPU")
+        print(f"MLP 40-{WIDTH}x{DEPTH}-{N_OUTPUTS}, {p:,} parameters, N = {n} MNIST-1D inputs, float32, CPU, "
+              f"{args.threads or len(os.sched_getaffinity(0))} threads (CPUs) per method")
         print(f"one Jacobian J(x): N*O*P*4 bytes = {n * N_OUTPUTS * p * 4 / 1e9:.2f} GB; "
               f"full kernel (N*O)^2*4 bytes = {(n * N_OUTPUTS) ** 2 * 4 / 1e9:.2f} GB")
-        print(f"{'kind':7} {'method':16} {'time s':>9} {'1st call s':>10} {'peak MB':>9} {'rel. err':>9}")
+        print(f"median of {args.rounds} interleaved rounds x {args.repeats} calls; {load()}", flush=True)
         for kind in args.kinds:
-            reference = None
-            for method, python in pythons.items():
-                result = measure(python, method, kind, folder / "problem.npz", folder)
-                if result is None:
-                    continue
-                kernel = np.load(result["kernel"])
-                reference = kernel if reference is None else reference
-                error = relative_error(kernel, reference)
-                flag = "" if error <= AGREEMENT else "  DISAGREES with the structured path: not a fair comparison"
-                print(f"{kind:7} {method:16} {result['seconds']:9.3f} {result['first_seconds']:10.3f} "
-                      f"{result['peak_mb']:9.0f} {error:9.1e}{flag}", flush=True)
+            bench_kind(kind, pythons, folder, args)
+        print(f"done; {load()}")
+
+
+def bench_kind(kind: str, pythons: dict, folder: Path, args) -> None:
+    """The methods' subprocesses interleaved over the rounds; medians, ratios and agreement."""
+    results: dict[str, list] = {method: [] for method in pythons}
+    for _ in range(args.rounds):
+        for method, python in pythons.items():
+            result = measure(python, method, kind, folder / "problem.npz", folder, args.repeats, args.threads)
+            if result is not None:
+                result["kernel"] = np.load(result["kernel"])
+                results[method].append(result)
+    print(f"{'kind':7} {'method':16} {'median s':>9} {'min s':>8} {'1st call s':>10} {'peak MB':>9} "
+          f"{'CPUs':>4} {'rel. err':>9} {'/ structured':>12}")
+    if not results["structured"]:
+        print(f"{kind:7} the structured path failed: no reference")
+        return
+    reference = results["structured"][0]["kernel"]
+    ours = statistics.median(t for r in results["structured"] for t in r["seconds"])
+    for method, runs in results.items():
+        if not runs:
+            continue
+        times = [t for r in runs for t in r["seconds"]]
+        median = statistics.median(times)
+        error = relative_error(runs[0]["kernel"], reference)
+        flag = "" if error <= AGREEMENT else "  DISAGREES with the structured path: not a fair comparison"
+        ratio = f"{median / ours:12.2f}"
+        print(f"{kind:7} {method:16} {median:9.3f} {min(times):8.3f} {statistics.median(r['first_seconds'] for r in runs):10.3f} "
+              f"{max(r['peak_mb'] for r in runs):9.0f} {runs[0]['cpus']:4d} {error:9.1e}{ratio}{flag}", flush=True)
+    print(f"        {load()}", flush=True)
 
 
 if __name__ == "__main__":

@@ -325,12 +325,16 @@ class BasicBlock(nn.Module):
         self.bn2 = norm(channels)
         self.act2 = act()
         self.skip, self.stride, self.extra = skip, stride, channels - channels_in
+        # The spatial axes (1 for signals, 2 for images), known here rather than read from
+        # the input's rank in `shortcut`: torch.fx traces a forward whose slicing and padding
+        # are fixed, which channel removal (engine.pruning) needs to see into the block.
+        self.spatial_axes = self.conv1.weight.dim() - 2
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
-            x = x[(..., *[slice(None, None, self.stride)] * (x.dim() - 2))]
+            x = x[(..., *[slice(None, None, self.stride)] * self.spatial_axes)]
         if self.extra:  # zero channels, half before and half after (as the CIFAR ResNets)
-            x = F.pad(x, (0, 0) * (x.dim() - 2) + (self.extra // 2, self.extra - self.extra // 2))
+            x = F.pad(x, (0, 0) * self.spatial_axes + (self.extra // 2, self.extra - self.extra // 2))
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

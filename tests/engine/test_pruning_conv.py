@@ -220,7 +220,106 @@ def test_channels_inside_a_residual_block_can_go_but_not_those_on_the_shortcut()
     assert_removal_matches_the_masked_model(model, {"blocks.0.conv1": torch.tensor([True, False, True, True])})
 
 
-@pytest.mark.parametrize("conv", ["stem", "blocks.0.conv2", "blocks.2.conv1"])  # blocks.2 halves the size: untraceable
+def resnet_inner_convs(model):
+    """The first conv of each residual block: its channels reach only the block's second conv."""
+    return [name for name, m in model.named_modules() if name.endswith(".conv1") and isinstance(m, nn.Conv2d)]
+
+
+def test_every_block_of_the_lab_resnet_can_lose_inner_channels_the_downsampling_ones_too():
+    model = lab_model("resnet")  # width 4, depth 2: blocks 2 and 4 halve the size and pad the shortcut
+    scores = pruning.channel_scores(model)
+    assert sorted(scores) == [f"blocks.{i}.conv1" for i in range(6)]
+    keep = pruning.channel_masks(scores, 0.5)
+    small, counts = assert_removal_matches_the_masked_model(model, keep)
+    assert counts["channels"]["blocks.2.conv1"] == [8, 4] and counts["channels"]["blocks.4.conv1"] == [16, 8]
+    block = small.blocks[2]
+    assert (block.conv1.out_channels, block.bn1.num_features, block.conv2.in_channels) == (4, 4, 4)
+    assert block.conv2.out_channels == 8  # what the addition receives keeps its size
+
+
+def test_a_downsampling_block_of_the_lab_resnet_on_signals_can_lose_inner_channels():
+    torch.manual_seed(0)
+    model = build(ModelSpec(kind="resnet", width=4, depth=1), (1, 40), 3).double().eval()
+    x = torch.rand(16, 1, 40, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    keep = {"blocks.1.conv1": torch.tensor([True, False] * 4)}
+    small, _ = pruning.remove_channels(model, keep)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), pruning.mask_channels(model, keep)(x), atol=1e-5, rtol=0)
+    assert small.blocks[1].conv2.in_channels == 4
+
+
+def test_a_resnet_without_skips_can_lose_channels_of_every_conv():
+    model = lab_model("resnet-noskip")
+    scores = pruning.channel_scores(model)
+    assert len(scores) == 13  # the stem and two convs in each of six blocks
+    assert_removal_matches_the_masked_model(model, pruning.channel_masks(scores, 0.5))
+
+
+class UserBlock(nn.Module):
+    """torchvision's BasicBlock: a 1x1 conv and BatchNorm on the shortcut when the block
+    halves the size or changes the channels."""
+
+    def __init__(self, channels_in, channels, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels_in, channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.downsample = None
+        if stride != 1 or channels_in != channels:
+            self.downsample = nn.Sequential(nn.Conv2d(channels_in, channels, 1, stride=stride, bias=False),
+                                            nn.BatchNorm2d(channels))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu(out + identity)
+
+
+class UserResNet(nn.Module):
+    """A user's torchvision-style ResNet: stem, two stages of two blocks, pooling, readout."""
+
+    def __init__(self, width=4, classes=3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, width, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = nn.Sequential(UserBlock(width, width), UserBlock(width, width))
+        self.layer2 = nn.Sequential(UserBlock(width, 2 * width, stride=2), UserBlock(2 * width, 2 * width))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2 * width, classes)
+
+    def forward(self, x):
+        h = self.layer2(self.layer1(self.relu(self.bn1(self.conv1(x)))))
+        return self.fc(torch.flatten(self.avgpool(h), 1))
+
+
+def user_resnet():
+    torch.manual_seed(0)
+    model = UserResNet().double()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.5, 0.5)
+        model.train()(images(32, seed=9) * 2)
+    return model.eval()
+
+
+def test_a_user_resnet_can_lose_the_inner_channels_of_every_block_and_nothing_on_a_shortcut():
+    model, x = user_resnet(), images(2)
+    paths = pruning.channel_paths(model, x)
+    removable = sorted(name for name, path in paths.items() if isinstance(path, pruning.ChannelPath))
+    assert removable == resnet_inner_convs(model) == ["layer1.0.conv1", "layer1.1.conv1", "layer2.0.conv1",
+                                                      "layer2.1.conv1"]
+    assert "goes to" in paths["conv1"] and "add" in paths["layer2.0.downsample.0"]
+    keep = pruning.channel_masks(pruning.channel_scores(model, x), 0.5)
+    small, counts = assert_removal_matches_the_masked_model(model, keep, x)
+    assert counts["channels"]["layer2.0.conv1"] == [8, 4] and small.layer2[0].conv2.in_channels == 4
+
+
+@pytest.mark.parametrize("conv", ["stem", "blocks.0.conv2", "blocks.2.conv2"])  # blocks.2 halves the size
 def test_removing_channels_where_a_residual_connection_reads_them_is_refused_with_a_sentence(conv):
     model = lab_model("resnet")
     channels = model.get_submodule(conv).out_channels

@@ -39,3 +39,23 @@ def test_the_pruning_page_shows_a_vgg_with_half_its_channels_removed(open_page, 
     assert masked.value == smaller.value and parameters.delta.startswith("-")
     bars = next(spec for spec in plotly_specs(at) if "channels removed" in str(spec["layout"].get("title")))
     assert [trace["name"] for trace in bars["data"]] == ["before", "after"]
+
+
+def test_the_pruning_page_removes_the_inner_channels_of_every_resnet_block(open_page, lab_home):
+    experiment = Experiment("digits", {}, ModelSpec(kind="resnet", width=4, depth=1),
+                            TrainConfig(steps=10, eval_every=10, checkpoint_every=10))
+    train_job(Quiet(), experiment, store=lab.store(), device="cpu")
+    at = open_page("pruning")
+    at.multiselect(key="pr:methods").set_value(["magnitude"]).run()
+    at.multiselect(key="pr:sparsities").set_value([0.5]).run()
+    at.select_slider(key="pr:finetune").set_value(0).run()
+    rerun_until(at, lambda: any(t.key == "pr:channels" for t in at.toggle))
+    at.toggle(key="pr:channels").set_value(True).run()
+    rerun_until(at, lambda: len(at.metric) >= 3)
+    masked = next(m for m in at.metric if m.label == "Test accuracy, masked")
+    smaller = next(m for m in at.metric if m.label == "Test accuracy, smaller model")
+    assert masked.value == smaller.value
+    bars = next(spec for spec in plotly_specs(at) if "channels removed" in str(spec["layout"].get("title")))
+    assert bars["data"][0]["x"] == ["blocks.0.conv1", "blocks.1.conv1", "blocks.2.conv1"]  # blocks 1, 2 downsample
+    kept_whole = [c.value for c in at.caption if "kept whole" in c.value]
+    assert any(c.startswith("stem:") for c in kept_whole) and any(c.startswith("blocks.2.conv2:") for c in kept_whole)

@@ -6,11 +6,15 @@ components, its default two power iterations) in this process, the two interleav
 largest principal angle between the score subspaces and the largest difference in
 explained-variance ratio (pca_lowrank is randomized, so approximate; ours is exact).
 
-UMAP of N x D activations (clustered random data shaped like a hidden layer's) is timed in
-fresh subprocesses: first with an empty numba cache (cold: everything compiles), then with
-the cache that run filled (warm: what every later process of the app sees), and last
-after the warm-up the app's server does at its start (server: what a page waits for). Each child
-reports how long importing the engine (torch), `import_umap` and the first fit took. Then
+UMAP's first use in a fresh process: UMAP of N x D activations (clustered random data
+shaped like a hidden layer's) for each N of --umap-sizes (500: the page's samples; 4000: the
+largest that takes exact neighbours) in new interpreters: first with an empty numba cache
+(cold: everything compiles, what a machine's very first start pays), then --rounds times with
+the cache that run filled (warm: what every later process sees; medians), and last after the
+warm-up the app's server does at its start (server: what a page waits for). Each child
+reports how long importing the engine (torch), `import_umap` and the first fit took. With
+--baseline REV the same is run, interleaved, for the lab at git revision REV (its own cache),
+and the medians are given as ratios baseline / this tree. Then
 linear, debiased, minibatch and RBF CKA of two N x D matrices are timed in this process.
 
 The page: a digits MLP is trained with 20 checkpoints into a temporary run store, and each
@@ -21,7 +25,8 @@ analysis costs beyond what any look at the representations must pay. Last, the p
 in Streamlit's AppTest: from opening until every chart is drawn (cold: the analyses run as
 jobs) and again with every analysis stored (warm: what a revisit costs).
 
-    python bench/geometry.py [--n 4000] [--features 256] [--warm-rounds 2] [--only pca|umap|cka|page]
+    python bench/geometry.py [--n 4000] [--features 256] [--only pca|umap|cka|page]
+                             [--umap-sizes 500,4000] [--rounds 3] [--baseline REV]
 
 Wall times depend on what else runs on the machine; the load average is printed first, and
 each UMAP child's CPU time is given beside its wall time.
@@ -44,21 +49,22 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# What the child process runs: make the data, then time each stage of the first UMAP.
+# What the child process runs: make the data, then time each stage of the first UMAP. The
+# data comes from this tree's bench; the engine from `root` (this tree or a baseline's).
 CHILD = """
 import json, sys, time
+sys.path.insert(0, {bench_root!r})
+from bench.geometry import activations_like
+X = activations_like({n}, {features})
 start = time.perf_counter()
 sys.path.insert(0, {root!r})
-from bench.geometry import activations_like
 from engine import geometry
 engine_loaded = time.perf_counter()
-X = activations_like({n}, {features})
-data_made = time.perf_counter()
 geometry.warm_up_umap() if {server} else geometry.import_umap()
 umap_loaded = time.perf_counter()
 points = geometry.embed(X, "umap", seed=0)
 done = time.perf_counter()
-print(json.dumps({{"import engine": engine_loaded - start, "import_umap": umap_loaded - data_made,
+print(json.dumps({{"import engine": engine_loaded - start, "import_umap": umap_loaded - engine_loaded,
                   "first fit": done - umap_loaded, "shape": list(points.shape)}}))
 """
 
@@ -72,19 +78,20 @@ def activations_like(n: int, features: int, n_classes: int = 10, seed: int = 0) 
     return np.tanh(latent @ rng.normal(size=(16, features)) / 4).astype(np.float32)
 
 
-def first_umap(cache_dir: str, n: int, features: int, server: bool = False) -> dict:
-    """Run CHILD in a new interpreter with NUMBA_CACHE_DIR=cache_dir; its timings plus the
-    wall time of the whole process (interpreter start included). With `server`, the child
-    first does what the app's server does at start (`warm_up_umap`, timed as import_umap),
-    so its first fit is what a page waits for."""
+def first_umap(cache_dir: str, n: int, features: int, server: bool = False, root: Path = ROOT) -> dict:
+    """Run CHILD in a new interpreter with NUMBA_CACHE_DIR=cache_dir and the lab at `root`;
+    its timings plus the wall time of the whole process (interpreter start included). With
+    `server`, the child first does what the app's server does at start (`warm_up_umap`, timed
+    as import_umap), so its first fit is what a page waits for."""
     env = os.environ | {"NUMBA_CACHE_DIR": cache_dir, "PYTHONWARNINGS": "ignore"}
-    code = CHILD.format(root=str(ROOT), n=n, features=features, server=server)
+    code = CHILD.format(bench_root=str(ROOT), root=str(root), n=n, features=features, server=server)
     cpu_before = _children_cpu()
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     timings = json.loads(result.stdout.strip().splitlines()[-1])
     timings["process"] = time.perf_counter() - start
     timings["cpu"] = _children_cpu() - cpu_before
+    timings["import_umap + first fit"] = timings["import_umap"] + timings["first fit"]
     return timings
 
 
@@ -106,25 +113,56 @@ def best_time(fn, repeats: int = 5) -> float:
     return min(times)
 
 
+STAGES = ("import engine", "import_umap", "first fit")
+
+
 def show(label: str, timings: dict) -> None:
-    parts = ", ".join(f"{k} {timings[k]:.2f} s" for k in ("import engine", "import_umap", "first fit"))
-    print(f"{label:<6} process {timings['process']:6.2f} s, cpu {timings['cpu']:6.2f} s  ({parts})")
+    parts = ", ".join(f"{k} {timings[k]:.2f} s" for k in STAGES)
+    print(f"{label:<16} process {timings['process']:6.2f} s, cpu {timings['cpu']:6.2f} s  ({parts})")
 
 
-def bench_umap(n: int, features: int, warm_rounds: int) -> None:
-    print(f"UMAP of {n} x {features}, first use in a new process")
-    with tempfile.TemporaryDirectory(prefix="dl-numba-") as cache_dir:
-        show("cold", first_umap(cache_dir, n, features))
-        warm = [first_umap(cache_dir, n, features) for _ in range(warm_rounds)]
-        for timings in warm:
-            show("warm", timings)
-        server = [first_umap(cache_dir, n, features, server=True) for _ in range(warm_rounds)]
-        for timings in server:
-            show("server", timings)
-    print(f"warm median: process {statistics.median(t['process'] for t in warm):.2f} s, "
-          f"import_umap + first fit {statistics.median(t['import_umap'] + t['first fit'] for t in warm):.2f} s; "
-          f"after the server's warm-up ({statistics.median(t['import_umap'] for t in server):.2f} s at its start) "
-          f"the first fit {statistics.median(t['first fit'] for t in server):.2f} s")
+def medians(runs: list[dict]) -> dict:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0] if key != "shape"}
+
+
+def baseline_tree(revision: str, folder: str) -> Path:
+    """The lab's files at git `revision`, unpacked into `folder` (git archive: reads only)."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", folder], input=archive.stdout, check=True)
+    return Path(folder)
+
+
+def bench_umap(sizes: list[int], features: int, rounds: int, baseline: str | None = None) -> None:
+    """First UMAP in fresh processes: cold once, then warm and after the server's warm-up,
+    `rounds` times per size (this tree and the baseline interleaved), medians."""
+    with tempfile.TemporaryDirectory(prefix="dl-umap-") as scratch:
+        trees = {"this tree": ROOT}
+        if baseline:
+            trees[f"baseline {baseline}"] = baseline_tree(baseline, tempfile.mkdtemp(dir=scratch))
+        caches = {name: tempfile.mkdtemp(dir=scratch) for name in trees}
+        print(f"UMAP of N x {features}, first use in a new process; cold: an empty numba cache (N = {sizes[0]})")
+        for name, root in trees.items():
+            show(f"cold {name}", first_umap(caches[name], sizes[0], features, root=root))
+        for n in sizes:
+            warm, server = {name: [] for name in trees}, {name: [] for name in trees}
+            for _ in range(rounds):
+                for name, root in trees.items():
+                    warm[name].append(first_umap(caches[name], n, features, root=root))
+                    server[name].append(first_umap(caches[name], n, features, server=True, root=root))
+            print(f"N = {n}, medians of {rounds} fresh processes each (warm cache)")
+            for name in trees:
+                show(f"warm {name}", medians(warm[name]))
+                after = medians(server[name])
+                print(f"{'':<16} after the server's warm-up ({after['import_umap']:.2f} s at its start): "
+                      f"first fit {after['first fit']:.2f} s")
+            if baseline:
+                this, base = medians(warm["this tree"]), medians(warm[f"baseline {baseline}"])
+                ratios = ", ".join(f"{key} {base[key] / this[key]:.2f}x"
+                                   for key in ("process", "import_umap + first fit", *STAGES))
+                print(f"{'':<16} baseline / this tree: {ratios}")
+            this = medians(warm["this tree"])
+            print(f"{'':<16} this tree: import_umap + first fit {this['import_umap + first fit']:.2f} s, "
+                  f"whole process {this['process']:.2f} s")
 
 
 PCA_SHAPES = [(500, 128), (4000, 256), (2000, 1024), (256, 4000)]  # page, bench, wide layer, few samples
@@ -327,7 +365,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=4000)
     parser.add_argument("--features", type=int, default=256)
-    parser.add_argument("--warm-rounds", type=int, default=2)
+    parser.add_argument("--umap-sizes", default="500,4000", help="sample counts for the UMAP part, comma-separated")
+    parser.add_argument("--rounds", type=int, default=3, help="fresh processes per UMAP size (medians)")
+    parser.add_argument("--baseline", help="a git revision of the lab to compare UMAP's first use with")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved PCA repeats per shape")
     parser.add_argument("--only", choices=["pca", "umap", "cka", "page"], help="run one part")
     args = parser.parse_args()
@@ -335,11 +375,12 @@ def main() -> None:
     if args.only in (None, "pca"):
         bench_pca(args.repeats)
     if args.only in (None, "umap"):
-        bench_umap(args.n, args.features, args.warm_rounds)
+        bench_umap([int(n) for n in args.umap_sizes.split(",")], args.features, args.rounds, args.baseline)
     if args.only in (None, "cka"):
         bench_cka(args.n, args.features)
     if args.only in (None, "page"):
         bench_page()
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":

@@ -313,10 +313,10 @@ def import_umap():
     3. replaces `numba` inside `umap.layouts` by `_numba_with_disk_cache()`, because that module
        jits its optimization epochs anew on every call (AlignedUMAP, custom metrics).
 
-    Functions that umap compiles eagerly at import (given a type signature, e.g.
-    `umap.utils.tau_rand_int`) are cached too (`_eager_jits_disk_cached`): uncached, they
-    compiled in every new process (1.5 s of its start on a loaded machine). Safe to call from
-    several threads; the work happens once.
+    Functions that numba would compile at import (given a type signature, e.g.
+    `umap.utils.tau_rand_int` and most of pynndescent) compile on first use instead, and are
+    disk-cached too (`_eager_jits_disk_cached`). Safe to call from several threads; the work
+    happens once.
     """
     with _umap_lock:
         if "umap" in sys.modules and getattr(sys.modules["umap"], "_dynamics_lab_cached", False):
@@ -346,33 +346,38 @@ def import_umap():
 @contextlib.contextmanager
 def _eager_jits_disk_cached():
     """While importing: jitted functions of the DISK_CACHED_PACKAGES that carry a type
-    signature and no `cache=True` get a disk cache before they compile.
+    signature compile on first use, from the disk cache when they can.
 
-    numba compiles such functions inside the decorator, so turning the cache on afterwards
-    (as `import_umap` does for the lazy ones) is too late. This wraps numba's decorator
-    factory: the dispatcher is made lazy, given `_enable_disk_cache`, and then compiled for
-    its signatures and closed to others exactly as numba does, loading from disk when it can.
+    numba compiles such functions inside the decorator, so importing umap compiled (or
+    loaded) about fifty of them, most of them pynndescent's, which `embed` below
+    EXACT_KNN_LIMIT never calls. This wraps numba's decorator factory: such a function becomes
+    a `DeferredDispatcher` that compiles exactly its signatures when numba first needs it and
+    then closes itself to other types, as numba's eager decorator does; those without
+    `cache=True` (e.g. `umap.utils.tau_rand_int`) get a disk cache (`_enable_disk_cache`).
     """
-    from numba.core import decorators, typeinfer
+    import inspect
+
+    from numba.core import config, decorators
+
+    from engine.deferred_jit import DeferredDispatcher
 
     numba_jit = decorators._jit
 
     def jit(sigs, locals, target, cache, targetoptions, **dispatcher_args):
         eager = numba_jit(sigs, locals, target, cache, targetoptions, **dispatcher_args)
-        if sigs is None or cache or target != "cpu":
+        if sigs is None or target != "cpu" or config.DISABLE_JIT:
             return eager
-        lazy = numba_jit(None, locals, target, cache, targetoptions, **dispatcher_args)
 
         def wrapper(function):
-            if not _in_cached_package(getattr(function, "__module__", "") or ""):
+            if not (inspect.isfunction(function) and _in_cached_package(getattr(function, "__module__", "") or "")):
                 return eager(function)
-            dispatcher = lazy(function)
-            _enable_disk_cache(dispatcher)
-            with typeinfer.register_dispatcher(dispatcher):
-                for signature in sigs:
-                    dispatcher.compile(signature)
-                dispatcher.disable_compile()
-            return dispatcher
+            dispatcher = DeferredDispatcher(py_func=function, locals=locals, targetoptions=targetoptions,
+                                            **dispatcher_args)
+            if cache:
+                dispatcher.enable_caching()
+            else:
+                _enable_disk_cache(dispatcher)
+            return dispatcher.defer(sigs)
 
         return wrapper
 

@@ -295,8 +295,9 @@ def test_umap_is_deterministic_with_a_seed():
 EAGER_MODULE = 'import numba\n\n@numba.njit("i8(i8)")\ndef plus_one(x):\n    return x + 1\n'
 
 
-def test_functions_compiled_at_import_load_from_the_disk_cache_the_second_time(tmp_path, monkeypatch):
-    # umap.utils compiles such functions (signature given, no cache=True) in every new process.
+def test_functions_with_a_signature_compile_on_first_use_then_load_from_the_disk_cache(tmp_path, monkeypatch):
+    # numba compiles such functions at import; umap.utils's have no cache=True, and most of
+    # pynndescent's are never called by embed.
     (tmp_path / "eager_module.py").write_text(EAGER_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(geometry, "DISK_CACHED_PACKAGES", ("eager_module",))
@@ -306,9 +307,20 @@ def test_functions_compiled_at_import_load_from_the_disk_cache_the_second_time(t
         with geometry._eager_jits_disk_cached():
             return importlib.import_module("eager_module").plus_one
 
-    first, second = import_afresh(), import_afresh()
-    assert sum(first.stats.cache_misses.values()) == 1 and sum(second.stats.cache_hits.values()) == 1
-    assert second(41) == 42
+    first = import_afresh()
+    assert first.signatures == []  # importing compiled nothing
+    assert first(41) == 42 and sum(first.stats.cache_misses.values()) == 1
+    second = import_afresh()
+    assert second(41) == 42 and sum(second.stats.cache_hits.values()) == 1
+
+
+def test_importing_umap_leaves_pynndescents_declared_functions_for_first_use():
+    geometry.import_umap()
+    import pynndescent.rp_trees
+
+    from engine.deferred_jit import DeferredDispatcher
+
+    assert isinstance(pynndescent.rp_trees.euclidean_random_projection_split, DeferredDispatcher)
 
 
 def test_umap_warm_up_does_nothing_unless_the_launcher_asks(monkeypatch):

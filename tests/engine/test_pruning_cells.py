@@ -32,7 +32,7 @@ METHODS, SPARSITIES = ["magnitude", "random", "taylor"], [0.5, 0.8]
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory):
+def trained_run(tmp_path_factory):
     """A trained classifier's run, in a store of its own for the module."""
     store = RunStore(tmp_path_factory.mktemp("source"))
     experiment = Experiment("moons", {"n": 200}, ModelSpec(width=8),
@@ -41,11 +41,11 @@ def source(tmp_path_factory):
 
 
 @pytest.fixture
-def store(source, tmp_path):
+def run_store(trained_run, tmp_path):
     """A fresh copy of the source run's store."""
     import shutil
 
-    root, _ = source
+    root, _ = trained_run
     shutil.copytree(root, tmp_path / "runs")
     return RunStore(tmp_path / "runs")
 
@@ -76,24 +76,24 @@ def assert_same_sweep(got, expected):
 
 
 @pytest.mark.parametrize("at_init", [False, True])
-def test_a_pruning_sweep_in_cells_equals_the_sweep_in_one_process(store, source, one_thread, at_init):
-    run_id = source[1]
-    got = pruning_sweep_job(None, store, run_id, METHODS, SPARSITIES, finetune_steps=5, at_init=at_init,
+def test_a_pruning_sweep_in_cells_equals_the_sweep_in_one_process(run_store, trained_run, one_thread, at_init):
+    run_id = trained_run[1]
+    got = pruning_sweep_job(None, run_store, run_id, METHODS, SPARSITIES, finetune_steps=5, at_init=at_init,
                             device="cpu")
-    assert_same_sweep(got, in_process_sweep(store, run_id, 5, at_init))
+    assert_same_sweep(got, in_process_sweep(run_store, run_id, 5, at_init))
     assert got.settings["at_init"] is at_init
 
 
-def test_each_cell_is_a_run_holding_the_pruned_model(store, source, one_thread):
-    run_id = source[1]
+def test_each_cell_is_a_run_holding_the_pruned_model(run_store, trained_run, one_thread):
+    run_id = trained_run[1]
     cells = pruning_cells(run_id, ["magnitude"], [0.8], finetune_steps=5)
-    sweep = pruning_sweep_job(None, store, run_id, ["magnitude"], [0.8], finetune_steps=5, device="cpu")
+    sweep = pruning_sweep_job(None, run_store, run_id, ["magnitude"], [0.8], finetune_steps=5, device="cpu")
     cell_run = cell_run_id(pruning_key(cells[0]))
-    pruned = load_model(store, cell_run)  # opens like any run: the pruned weights are zeros
+    pruned = load_model(run_store, cell_run)  # opens like any run: the pruned weights are zeros
     assert pruning.sparsity_of(pruned)["total"] == pytest.approx(0.8, abs=0.01)
-    data = load_dataset(store, cell_run)
+    data = load_dataset(run_store, cell_run)
     assert pruning.evaluate(pruned, data.x_test, data.y_test, "ce")[0] == sweep.accuracy[0, 0]
-    assert {r.id for r in store.list()} == {run_id, cell_run} and store.settings(cell_run)["status"] == "done"
+    assert {r.id for r in run_store.list()} == {run_id, cell_run} and run_store.settings(cell_run)["status"] == "done"
 
 
 class CancelOnceACellIsStored(QuietContext):
@@ -108,11 +108,11 @@ class CancelOnceACellIsStored(QuietContext):
         return self.first.exists()
 
 
-def test_a_cancelled_pruning_sweep_keeps_its_finished_cells_and_a_rerun_computes_only_the_rest(store, source,
+def test_a_cancelled_pruning_sweep_keeps_its_finished_cells_and_a_rerun_computes_only_the_rest(run_store, trained_run,
                                                                                                 one_thread):
     """The second cell waits until the sweep is cancelled, then starts fine-tuning, which stops
     at once: it is cancelled, not half-stored; the rerun finds the first and computes the others."""
-    run_id = source[1]
+    run_id = trained_run[1]
     sweep = Sweep(pruning_cells(run_id, METHODS[:1], SPARSITIES, finetune_steps=5), kind=pruning_kind())
     first = cell_run_id(sweep.keys[0])
 
@@ -121,20 +121,20 @@ def test_a_cancelled_pruning_sweep_keeps_its_finished_cells_and_a_rerun_computes
             assert ctx.stop.wait(timeout=120)  # the cancel
         return pruning_kind().compute(settings, root, device, ctx)
 
-    record = run_sweep(sweep, store, device="cpu", ctx=CancelOnceACellIsStored(store, first), cell_fn=cell)
+    record = run_sweep(sweep, run_store, device="cpu", ctx=CancelOnceACellIsStored(run_store, first), cell_fn=cell)
     assert [r.status for r in record.results] == ["done", "cancelled"]
-    assert {r.id for r in store.list()} == {run_id, first}
-    assert [p for p in (store.root / STAGING_FOLDER).iterdir() if p.is_dir()] == []
-    again = run_sweep(sweep, store, device="cpu")
+    assert {r.id for r in run_store.list()} == {run_id, first}
+    assert [p for p in (run_store.root / STAGING_FOLDER).iterdir() if p.is_dir()] == []
+    again = run_sweep(sweep, run_store, device="cpu")
     assert [(r.status, r.trained) for r in again.results] == [("done", False), ("done", True)]
 
 
-def test_bad_cells_are_refused_with_a_sentence_before_any_work(store, source):
+def test_bad_cells_are_refused_with_a_sentence_before_any_work(run_store, trained_run):
     with pytest.raises(ValueError, match="pruned at initialisation must be trained"):
-        pruning_sweep_job(None, store, source[1], ["magnitude"], [0.5], finetune_steps=0, at_init=True)
+        pruning_sweep_job(None, run_store, trained_run[1], ["magnitude"], [0.5], finetune_steps=0, at_init=True)
     with pytest.raises(ValueError, match="Unknown pruning method 'nope'"):
-        pruning_sweep_job(None, store, source[1], ["nope"], [0.5])
-    assert len(store.list()) == 1
+        pruning_sweep_job(None, run_store, trained_run[1], ["nope"], [0.5])
+    assert len(run_store.list()) == 1
 
 
 # ---------------------------------------------------------------- lottery rounds
@@ -142,17 +142,17 @@ def test_bad_cells_are_refused_with_a_sentence_before_any_work(store, source):
 ROUNDS = dict(rounds=2, rate=0.3, steps=20, rewind_step=5)
 
 
-def test_lottery_rounds_in_cells_equal_iterative_magnitude_in_one_process(store, source, one_thread):
-    run_id = source[1]
-    config = Experiment.from_dict(store.settings(run_id)).train
+def test_lottery_rounds_in_cells_equal_iterative_magnitude_in_one_process(run_store, trained_run, one_thread):
+    run_id = trained_run[1]
+    config = Experiment.from_dict(run_store.settings(run_id)).train
     config = dataclasses.replace(config, steps=20, eval_every=20, checkpoint_every=20)
-    alone, _ = pruning.iterative_magnitude(load_model(store, run_id, step=0), load_dataset(store, run_id), 2, 0.3, 5,
-                                           config, device="cpu")
-    got = lottery_job(None, store, run_id, **ROUNDS, device="cpu")
+    model, data = load_model(run_store, run_id, step=0), load_dataset(run_store, run_id)
+    alone, _ = pruning.iterative_magnitude(model, data, 2, 0.3, 5, config, device="cpu")
+    got = lottery_job(None, run_store, run_id, **ROUNDS, device="cpu")
     for name in ("density", "ticket_accuracy", "ticket_loss", "control_accuracy", "control_loss"):
         np.testing.assert_array_equal(getattr(got, name), getattr(alone, name), err_msg=name)
     assert got.settings == alone.settings
-    assert len(store.list()) == 1 + 5  # round 0, and each round's ticket and control
+    assert len(run_store.list()) == 1 + 5  # round 0, and each round's ticket and control
 
 
 def test_a_round_needs_the_ticket_before_it_and_its_control_only_that():
@@ -167,16 +167,16 @@ def test_round_zero_is_the_same_cell_whatever_the_rate_and_a_ticket_whatever_the
     assert lottery_key(one[1]) == lottery_key(lottery_cells("run", 1, rate=0.2, seed=3)[1])
 
 
-def test_more_rounds_resume_from_the_finished_ones(store, source, one_thread):
-    run_id = source[1]
+def test_more_rounds_resume_from_the_finished_ones(run_store, trained_run, one_thread):
+    run_id = trained_run[1]
     short = Sweep(lottery_cells(run_id, 1, 0.3, 20), kind=lottery_kind())
-    run_sweep(short, store, device="cpu")
-    longer = run_sweep(Sweep(lottery_cells(run_id, 2, 0.3, 20), kind=lottery_kind()), store, device="cpu")
+    run_sweep(short, run_store, device="cpu")
+    longer = run_sweep(Sweep(lottery_cells(run_id, 2, 0.3, 20), kind=lottery_kind()), run_store, device="cpu")
     assert [r.trained for r in longer.results] == [False, False, False, True, True]
 
 
-def test_a_failed_round_fails_the_rounds_after_it_with_a_sentence(store, source, one_thread):
-    run_id = source[1]
+def test_a_failed_round_fails_the_rounds_after_it_with_a_sentence(run_store, trained_run, one_thread):
+    run_id = trained_run[1]
     sweep = Sweep(lottery_cells(run_id, 2, 0.3, 20), kind=lottery_kind())
 
     def round_one_fails(settings, root, device, ctx=None):
@@ -184,7 +184,7 @@ def test_a_failed_round_fails_the_rounds_after_it_with_a_sentence(store, source,
             raise RuntimeError("the worker ran out of memory")
         return compute_round(settings, root, device, ctx)
 
-    record = run_sweep(sweep, store, device="cpu", cell_fn=round_one_fails)
+    record = run_sweep(sweep, run_store, device="cpu", cell_fn=round_one_fails)
     assert [r.status for r in record.results] == ["done", "failed", "done", "failed", "failed"]
     assert record.results[3].message == record.results[4].message == (
         "A cell it needs ended failed: The cell's worker failed: the worker ran out of memory")

@@ -1,9 +1,10 @@
 """Sweeps on Ray: the same numbers as the local backend, and a worker killed mid-cell; a phase
-diagram's widths, a surface's blocks of rows and the kernel at each checkpoint as Ray tasks,
-equal to what this machine computes.
+diagram's widths, a run's pruning sweep and lottery rounds, a surface's blocks of rows and the
+kernel at each checkpoint as Ray tasks, equal to what this machine computes.
 
 One local Ray (2 CPUs) serves the whole module; the sweep joins it rather than starting its own.
 """
+import dataclasses
 import os
 import signal
 import time
@@ -12,14 +13,24 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
+from test_pruning_cells import (  # noqa: F401 (run_store and trained_run are fixtures)
+    METHODS,
+    ROUNDS,
+    SPARSITIES,
+    assert_same_sweep,
+    in_process_sweep,
+    run_store,
+    trained_run,
+)
 from test_sweep import wait_for
 
-from engine import distributed, landscape, ntk
-from engine.experiment import Experiment
+from engine import distributed, landscape, ntk, pruning
+from engine.experiment import Experiment, load_dataset, load_model
 from engine.jobs import JobContext
 from engine.landscape import random_direction
 from engine.lazy import sweep_job
 from engine.models import ModelSpec
+from engine.pruning_cells import lottery_job, pruning_sweep_job
 from engine.store import RunStore
 from engine.sweep import STAGING_FOLDER, QuietContext, cell_key, cell_run_id, grid, run_sweep, train_cell
 from engine.train import TrainConfig
@@ -119,6 +130,26 @@ def test_a_phase_diagram_on_ray_equals_the_one_trained_here(tmp_path, one_thread
     for name in ("weight_change", "kernel_distance", "alignment", "test_loss"):
         np.testing.assert_allclose(getattr(there, name), getattr(here, name), rtol=1e-6, err_msg=name)
     assert np.array_equal(there.run_ids, here.run_ids)  # the same cells, so the same run ids
+
+
+# ---------------------------------------------------------------- a run's pruning sweep and lottery rounds on Ray
+
+
+def test_a_pruning_sweep_on_ray_equals_the_sweep_in_one_process(run_store, trained_run, one_thread):  # noqa: F811
+    run_id = trained_run[1]
+    got = pruning_sweep_job(None, run_store, run_id, METHODS, SPARSITIES, finetune_steps=5, backend="ray", device="cpu")
+    assert_same_sweep(got, in_process_sweep(run_store, run_id, 5))
+
+
+def test_lottery_rounds_on_ray_equal_iterative_magnitude_in_one_process(run_store, trained_run, one_thread):  # noqa: F811
+    run_id = trained_run[1]
+    config = Experiment.from_dict(run_store.settings(run_id)).train
+    config = dataclasses.replace(config, steps=20, eval_every=20, checkpoint_every=20)
+    model, data = load_model(run_store, run_id, step=0), load_dataset(run_store, run_id)
+    alone, _ = pruning.iterative_magnitude(model, data, 2, 0.3, 5, config, device="cpu")
+    got = lottery_job(None, run_store, run_id, **ROUNDS, backend="ray", device="cpu")
+    for name in ("density", "ticket_accuracy", "ticket_loss", "control_accuracy", "control_loss"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(alone, name), err_msg=name)
 
 
 # ---------------------------------------------------------------- big grids in blocks

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from engine.device import to_float64
 from engine.models import Square
 from engine.modes import evaluating
 
@@ -67,17 +68,9 @@ EXACT_KNN_LIMIT = 4096
 
 
 def as_float64(X: Array) -> torch.Tensor:
-    """X as a float64 torch tensor of shape (N, features), on X's device.
-
-    Apple's MPS has no float64, so tensors there are moved to the CPU.
-    """
-    if isinstance(X, torch.Tensor):
-        X = X.detach()
-        if X.device.type == "mps":
-            X = X.cpu()
-    else:
-        X = torch.from_numpy(np.asarray(X))
-    X = X.to(torch.float64)
+    """X as a float64 torch tensor of shape (N, features), on X's device, or on the CPU when
+    that device has no float64 (Apple's MPS; see `engine.device.to_float64`)."""
+    X = to_float64(X.detach() if isinstance(X, torch.Tensor) else torch.from_numpy(np.asarray(X)))
     return X.reshape(len(X), -1) if X.ndim != 2 else X
 
 

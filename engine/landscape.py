@@ -42,6 +42,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from engine import memory
+from engine.device import float64_device, to_float64
 from engine.losses import LossArg, loss_function, loss_name
 from engine.models import MLP, Dense, Square
 from engine.modes import evaluating
@@ -117,8 +118,8 @@ def unflatten(vector: torch.Tensor, like: Params) -> Params:
 
 
 def _dot(u: Params, v: Params) -> float:
-    """<u, v> over all entries, accumulated in float64."""
-    return sum(float((u[k].double() * v[k].double()).sum()) for k in u)
+    """<u, v> over all entries, accumulated in float64 (on the CPU for a device without it)."""
+    return sum(float((to_float64(u[k]) * to_float64(v[k])).sum()) for k in u)
 
 
 def _floating(weights: Weights) -> Params:
@@ -203,8 +204,8 @@ def _normalize_tensor(d: torch.Tensor, w: torch.Tensor, norm: Optional[str]) -> 
 
 def _normalize_whole(direction: Params, weights: Params, random: list[str]) -> None:
     """Rescale the random tensors together to the norm of the weights they cover."""
-    d_norm = math.sqrt(sum(float(direction[n].double().pow(2).sum()) for n in random))
-    w_norm = math.sqrt(sum(float(weights[n].double().pow(2).sum()) for n in random))
+    d_norm = math.sqrt(sum(float(to_float64(direction[n]).pow(2).sum()) for n in random))
+    w_norm = math.sqrt(sum(float(to_float64(weights[n]).pow(2).sum()) for n in random))
     for name in random:
         direction[name].mul_(w_norm / max(d_norm, 1e-12))
 
@@ -309,8 +310,8 @@ def pca_directions(checkpoints: Union[list, dict], final: Weights,
         names = list(parameters(final)) if isinstance(final, nn.Module) else list(_floating(final))
     final_weights = _floating(final)
     origin = {n: final_weights[n] for n in names}
-    base = flatten(origin).double().cpu()
-    deltas = torch.stack([flatten({n: torch.as_tensor(s[n]) for n in names}).double().cpu() - base
+    base = flatten(origin).cpu().double()  # to the CPU first: a device may have no float64
+    deltas = torch.stack([flatten({n: torch.as_tensor(s[n]) for n in names}).cpu().double() - base
                           for s in states])  # (T, P), in float64 for an exact projection
     _, singular, vh = torch.linalg.svd(deltas, full_matrices=False)
     components = vh[:2]
@@ -654,13 +655,13 @@ def _evaluate(model: nn.Module, loss: LossArg, x, y, weights_of: Callable[[int, 
         for start in range(0, n_points, chunk):
             stop = min(start + chunk, n_points)
             weights = None if in_place else weights_of(start, stop)
-            total_loss = torch.zeros(stop - start, dtype=torch.float64, device=p.device)
-            total_correct = torch.zeros(stop - start, dtype=torch.float64, device=p.device)
+            total_loss = torch.zeros(stop - start, dtype=torch.float64, device=float64_device(p.device))
+            total_correct = torch.zeros_like(total_loss)
             for s in range(0, n, batch):
                 xb, yb = x[s:s + batch], y[s:s + batch]
                 batch_loss, correct = evaluate_chunk(weights, start, stop - start, xb, yb)
-                total_loss += batch_loss.double() * len(xb)  # the mean of means, weighted by size
-                total_correct += correct.double()
+                total_loss += to_float64(batch_loss) * len(xb)  # the mean of means, weighted by size
+                total_correct += to_float64(correct)
             losses.append(total_loss / n)
             corrects.append(total_correct / n)
             if progress is not None:
@@ -684,8 +685,8 @@ def _chain_plane(loss_fn, chain: Chain, classify: bool, plane: PlanePoints, x: t
     the chain runs either batched over many points or one point at a time (`choose_strategy`).
     """
     n, n_points = len(x), len(plane)
-    losses = torch.zeros(n_points, dtype=torch.float64, device=x.device)
-    corrects = torch.zeros(n_points, dtype=torch.float64, device=x.device)
+    losses = torch.zeros(n_points, dtype=torch.float64, device=float64_device(x.device))
+    corrects = torch.zeros_like(losses)
     batches = range(0, n, batch)
     done, routes = 0, []
     for s in batches:
@@ -701,8 +702,8 @@ def _chain_plane(loss_fn, chain: Chain, classify: bool, plane: PlanePoints, x: t
         for start in range(0, n_points, per_chunk):
             stop = min(start + per_chunk, n_points)
             loss, correct = evaluate(loss_fn, classify, plane, parts, rest, yb, start, stop, state)
-            losses[start:stop] += loss.double() * len(xb)  # the mean of means, weighted by size
-            corrects[start:stop] += correct.double()
+            losses[start:stop] += to_float64(loss) * len(xb)  # the mean of means, weighted by size
+            corrects[start:stop] += to_float64(correct)
             done += stop - start
             if progress is not None:
                 progress(done / (n_points * len(batches)))

@@ -42,7 +42,7 @@ from torch._decomp import decompositions_for_jvp  # noqa: F401
 from torch.func import functional_call, jvp
 
 from engine import data as datasets
-from engine.device import pick
+from engine.device import pick, to_float64
 from engine.ensemble import EnsembleTrainer
 from engine.models import Centered, ModelSpec, build, lr_multipliers
 from engine.modes import evaluating
@@ -66,7 +66,7 @@ __all__ = ["relative_weight_change", "relative_kernel_change", "kernel_distance"
 
 
 def _float64(K) -> torch.Tensor:
-    return as_tensor(K).double()
+    return to_float64(as_tensor(K))  # on the CPU for a device without float64
 
 
 # ---------------------------------------------------------------- weights
@@ -106,8 +106,8 @@ def relative_weight_change(model0, model, names: Optional[Iterable[str]] = None)
     moved: dict[str, float] = {}
     size: dict[str, float] = {}
     for name in names:
-        start = as_tensor(w0[name]).double()
-        now = as_tensor(w[name]).to(start)
+        start = to_float64(as_tensor(w0[name]))
+        now = to_float64(as_tensor(w[name]))
         layer = layer_of(name)
         moved[layer] = moved.get(layer, 0.0) + float(((now - start) ** 2).sum())
         size[layer] = size.get(layer, 0.0) + float((start**2).sum())
@@ -127,13 +127,13 @@ def _ratio(squared_change: float, squared_size: float) -> float:
 def relative_kernel_change(K0, K) -> float:
     """||K - K0||_F / ||K0||_F."""
     K0 = _float64(K0)
-    return float(torch.linalg.norm(as_tensor(K, like=K0) - K0) / torch.linalg.norm(K0))
+    return float(torch.linalg.norm(_float64(K).to(K0.device) - K0) / torch.linalg.norm(K0))
 
 
 def kernel_distance(K0, K) -> float:
     """1 - <K0, K>_F / (||K0||_F ||K||_F) (Fort et al. 2020): 0 for kernels equal up to scale."""
     K0 = _float64(K0)
-    K = as_tensor(K, like=K0)
+    K = _float64(K).to(K0.device)
     return float(1.0 - (K0 * K).sum() / (torch.linalg.norm(K0) * torch.linalg.norm(K)))
 
 
@@ -158,7 +158,7 @@ def kernel_alignment(K, y) -> float:
     """
     K = _float64(K)
     Kc = centred(K)
-    Y = target_matrix(y, like=K, rows=K.shape[0])
+    Y = target_matrix(as_tensor(y).to(K.device), like=K, rows=K.shape[0])  # made where K's float64 is
     Yc = Y - Y.mean(0, keepdim=True)  # HY, so that H YY^T H = Yc Yc^T
     inner = (Yc * (Kc @ Yc)).sum()  # tr(Yc^T HKH Yc) = <HKH, Yc Yc^T>_F
     return float(inner / (torch.linalg.norm(Kc) * torch.linalg.norm(Yc.T @ Yc)))

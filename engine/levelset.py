@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine import memory
+from engine.device import to_float64
 from engine.landscape import probe
 from engine.modes import evaluating
 from engine.results import ConfidenceMap, LevelSetPath, TriangleConfidence, WidthProbe, is_image_shape
@@ -377,8 +378,8 @@ def ssim(a: Array, b: Array, shape: tuple, *, data_range: float = 1.0,
         raise ValueError(f"SSIM compares images of one shape, not {tuple(a.shape)} and {tuple(b.shape)}.")
     unflattened = tuple(a.shape[-len(shape):]) == tuple(shape)
     lead = a.shape[:-len(shape)] if unflattened else a.shape[:-1]  # the images' own axes
-    a = a.to(torch.float64).reshape(-1, channels, height, width)
-    b = b.to(device=a.device, dtype=torch.float64).reshape(-1, channels, height, width)
+    a = to_float64(a).reshape(-1, channels, height, width)  # on the CPU for a device without float64
+    b = to_float64(b).to(a.device).reshape(-1, channels, height, width)
     size = min(SSIM_WINDOW, height, width)
     size -= 1 - size % 2  # odd, so the window has a centre
     w = gaussian_window(size, sigma).to(a.device)
@@ -411,7 +412,7 @@ def plane_coordinates(source: torch.Tensor, end_a: torch.Tensor, end_b: torch.Te
     Gram-Schmidt on A - source and B - source keeps the triangle's true side lengths and
     angles. A degenerate (flat) triangle lies on the first axis.
     """
-    da, db = (end_a - source).double(), (end_b - source).double()
+    da, db = to_float64(end_a - source), to_float64(end_b - source)
     length_a = da.norm()
     e1 = da / length_a if length_a > 0 else torch.zeros_like(da)
     along = (db @ e1)
@@ -498,7 +499,7 @@ def width_probe(model: nn.Module, path_point: Array, tangent: Optional[Array] = 
     model, input_shape = row_model(model, path_point, input_shape)
     x = as_rows(path_point, model, input_shape)[0][0]
     t = None if tangent is None else as_rows(tangent, model, input_shape)[0][0].cpu()
-    u = orthogonal_directions(t, len(x), directions, seed).to(device=x.device, dtype=x.dtype)
+    u = orthogonal_directions(t, len(x), directions, seed).to(x.dtype).to(x.device)  # cast where float64 is
     r = torch.as_tensor(np.asarray(radii, dtype=float), device=x.device, dtype=x.dtype)
     points = clip_to(x + r[None, :, None] * u[:, None, :], bounds)  # (K, R, D)
     with evaluating(model):

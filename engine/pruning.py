@@ -64,6 +64,7 @@ from torch.nn.utils import parametrize
 
 from engine import geometry, hessian, memory, views
 from engine.data import Dataset
+from engine.device import float64_device, to_float64
 from engine.landscape import as_data, flatten, probe, unflatten
 from engine.losses import LossArg, loss_for_task, loss_function, loss_name
 from engine.modes import evaluating
@@ -270,15 +271,15 @@ def masks(scores: Mapping[str, torch.Tensor], sparsity: float, scope: str = "glo
                 for name, s in scores.items()}
     if scope != "global":
         raise ValueError(f"Scope must be 'global' or 'layer', not {scope!r}.")
-    flat = torch.cat([s.reshape(-1).double() for s in scores.values()])
+    flat = torch.cat([to_float64(s.reshape(-1)) for s in scores.values()])  # one dtype for all layers
     kept = _keep_highest(flat, sparsity).split([s.numel() for s in scores.values()])
-    return {name: k.reshape(s.shape) for (name, s), k in zip(scores.items(), kept)}
+    return {name: k.reshape(s.shape).to(s.device) for (name, s), k in zip(scores.items(), kept)}
 
 
 def _keep_highest(flat: torch.Tensor, sparsity: float) -> torch.Tensor:
     """A bool vector that is False at the round(sparsity * n) lowest entries."""
     n_prune = math.floor(sparsity * flat.numel() + 0.5)
-    order = torch.sort(flat.double(), stable=True).indices  # stable: ties stay in index order
+    order = torch.sort(flat, stable=True).indices  # stable: ties stay in index order
     keep = torch.ones(flat.numel(), dtype=torch.bool, device=flat.device)
     keep[order[:n_prune]] = False
     return keep
@@ -500,7 +501,7 @@ def _params(model: nn.Module, names: Sequence[str]) -> dict[str, torch.Tensor]:
 @_register("random", needs_data=False, summary="uniform random: the baseline to beat")
 def _random(model, names, batch, seed: int = 0) -> Scores:
     g = torch.Generator().manual_seed(seed)  # drawn on the CPU: the same on every device
-    return {n: torch.rand(w.shape, generator=g, dtype=torch.float64).to(w.device)
+    return {n: torch.rand(w.shape, generator=g, dtype=torch.float64).to(float64_device(w.device))
             for n, w in _params(model, names).items()}
 
 
@@ -567,7 +568,8 @@ def _grasp(model, names, batch) -> Scores:
 def _synflow(model, names, batch) -> Scores:
     """Tanaka et al. 2020: R = 1^T |W_L| ... |W_1| 1, the output of the network with every
     weight replaced by its absolute value, biases at zero and activations linearised, on an
-    all-ones input; the score is |w * dR/dw|. Computed in float64 (R grows with depth)."""
+    all-ones input; the score is |w * dR/dw|. Computed in float64 (R grows with depth), on
+    the CPU for a device without float64."""
     return _flow(_linearised(model), names, _input_shape(model, batch))
 
 
@@ -586,7 +588,8 @@ def _linearised(model: nn.Module) -> nn.Module:
     A batch norm (in eval mode) becomes the positive per-channel scale |gamma| / sqrt(var + eps):
     its running mean is set to zero like a bias, so that R stays a product of positive maps
     (with the mean left in, R would gain an offset no weight carries)."""
-    linear = copy.deepcopy(model).double().eval()
+    device = next(model.parameters()).device
+    linear = copy.deepcopy(model).to(float64_device(device)).double().eval()
     with torch.no_grad():
         for name, p in linear.named_parameters():
             p.copy_(torch.zeros_like(p) if name.endswith("bias") else p.abs())
@@ -657,7 +660,8 @@ def synflow_iterative(model: nn.Module, sparsity: float, rounds: int = SYNFLOW_R
     params = dict(linear.named_parameters())
     start = {n: params[n].detach().clone() for n in names}
     pruned_before = current_masks(model)
-    kept = {n: pruned_before.get(n, torch.ones_like(start[n], dtype=torch.bool)) for n in names}
+    kept = {n: pruned_before.get(n, torch.ones_like(start[n], dtype=torch.bool)).to(start[n].device)
+            for n in names}
     for k in range(1, rounds + 1):
         with torch.no_grad():
             for n in names:
@@ -680,7 +684,7 @@ def evaluate(model: nn.Module, x, y, loss: LossArg = "ce") -> tuple[float, float
     """(accuracy, mean loss) on (x, y); accuracy is NaN for real-valued targets."""
     x, y = as_data(model, x, y)
     output = _outputs(model, x)
-    accuracy = (output.argmax(1) == y).double().mean().item() if not y.is_floating_point() \
+    accuracy = (output.argmax(1) == y).sum().item() / len(y) if not y.is_floating_point() \
         else float("nan")
     return accuracy, loss_function(loss)(output, y).item()
 
@@ -848,11 +852,12 @@ def last_layer_geometry(model: nn.Module, x, y) -> LastLayerGeometry:
         predictions = _outputs(model, x).argmax(1)
     finally:
         hook.remove()
-    f, W = torch.cat(captured).double(), layer.weight.detach().double()
+    f, W = to_float64(torch.cat(captured)), to_float64(layer.weight.detach())
+    classes = y.to(f.device)  # f is on the CPU when the model's device has no float64
     cosine = (f @ W.T) / (f.norm(dim=1, keepdim=True) * W.norm(dim=1)).clamp_min(1e-30)
     angles = torch.rad2deg(torch.arccos(cosine.clamp(-1, 1)))
-    true = angles.gather(1, y[:, None]).squeeze(1)
-    others = angles.scatter(1, y[:, None], math.inf).min(1).values
+    true = angles.gather(1, classes[:, None]).squeeze(1)
+    others = angles.scatter(1, classes[:, None], math.inf).min(1).values
     return LastLayerGeometry(feature_norm=f.norm(dim=1).cpu().numpy(), angle=true.cpu().numpy(),
                              margin=(others - true).cpu().numpy(),
                              correct=(predictions == y).cpu().numpy(), labels=y.cpu().numpy())
@@ -1152,7 +1157,7 @@ def _keeps_zero(module: nn.Module, shape: tuple[int, ...]) -> bool:
     if not shape:
         return False
     zeros = torch.zeros(1, *shape[1:], dtype=torch.float64)
-    return bool((copy.deepcopy(module).double().eval()(zeros) == 0).all())
+    return bool((copy.deepcopy(module).cpu().double().eval()(zeros) == 0).all())
 
 
 def channel_scores(model: nn.Module, x=None, order: int = 1) -> dict[str, torch.Tensor]:

@@ -66,7 +66,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
-from engine import memory
+from engine import device, memory
 from engine.models import MLP, Centered, Dense
 from engine.modes import evaluating
 from engine.results import (
@@ -196,6 +196,7 @@ def empirical_ntk(model: nn.Module, x1, x2=None, kind: str = "trace", layerwise:
     """
     _check_choice("kind", kind, KINDS)
     _check_choice("method", method, METHODS)
+    _check_dtype(model, dtype)
     with evaluating(model):  # fixed dropout and batch-norm statistics
         params, constants = _split_state(model, dtype)
         rates = _checked_rates(rates, params)
@@ -215,6 +216,14 @@ def empirical_ntk(model: nn.Module, x1, x2=None, kind: str = "trace", layerwise:
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"The NTK {what} must be one of {', '.join(choices)}, not '{value}'.")
+
+
+def _check_dtype(model: nn.Module, dtype: Optional[torch.dtype]) -> None:
+    """Refuse float64 on a device that has none (Apple's MPS), with what to do instead."""
+    where = next((t.device for t in model.parameters()), torch.device("cpu"))
+    if dtype == torch.float64 and not device.supports_float64(where):
+        raise ValueError(f"The model's device ({where.type}) has no float64: compute the NTK in float32 "
+                         f"(leave dtype unset), or move the model to the CPU for float64.")
 
 
 def _checked_rates(rates: Optional[dict], params: dict) -> dict[str, float]:
@@ -380,11 +389,15 @@ class _LinearStack:
         return weight, bias
 
     def blocks(self, fa: list, fb: list, kind: str) -> dict[str, torch.Tensor]:
-        """layer -> (weight factor * input Gram + bias factor) times the delta kernel."""
+        """layer -> (weight factor * input Gram + bias factor) times the delta kernel.
+
+        The factors go into the (n, m) Gram matrix, which then multiplies the delta kernel
+        (up to O^2 times larger) in place: one pass over the block.
+        """
         out = {}
         for (name, ha, da, weight, bias), (_, hb, db, _, _) in zip(fa, fb):
-            gram = weight * (ha @ hb.T) + bias
-            out[name] = self.scale**2 * _times_gram(_contract(da, db, kind), gram, kind)
+            gram = self.scale**2 * (weight * (ha @ hb.T) + bias)
+            out[name] = _times_gram(_contract(da, db, kind), gram, kind)
         return out
 
     def floats_per_sample(self, directions: int) -> int:
@@ -733,12 +746,21 @@ def _contract(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 def _times_gram(block: torch.Tensor, gram: torch.Tensor, kind: str) -> torch.Tensor:
-    """Multiply a kernel block by an (n, m) Gram matrix, sample pair by sample pair."""
+    """Multiply a fresh kernel block in place by an (n, m) Gram matrix, sample pair by sample pair."""
     if kind == "full":
-        return block * gram[:, None, :, None]
+        return block.mul_(gram[:, None, :, None])
     if kind == "diagonal":
-        return block * gram[:, :, None]
-    return block * gram
+        return block.mul_(gram[:, :, None])
+    return block.mul_(gram)
+
+
+def _summed(blocks: list[torch.Tensor]) -> torch.Tensor:
+    """The sum of fresh blocks, accumulated in place into the first (none is used again):
+    a full kernel's blocks are large, and each new one is memory to allocate and fill."""
+    total = blocks[0]
+    for block in blocks[1:]:
+        total += block
+    return total
 
 
 def _zeros(kind: str, n: int, m: int, n_outputs: int, like: torch.Tensor) -> torch.Tensor:
@@ -802,7 +824,9 @@ def _assemble(source, x1, x2, kind, n_outputs, chunk, layerwise, keep_columns) -
             fc = fr if symmetric and j == i else column_features(j)
             blocks = source.blocks(fr, fc, kind)
             if not layerwise:
-                blocks = {"total": sum(blocks.values())}
+                blocks = {"total": _summed(list(blocks.values()))}
+            if len(rows) == len(cols) == 1:  # the one block is the whole kernel
+                return {name: block.contiguous() for name, block in blocks.items()}
             for name, block in blocks.items():
                 kernel = kernels.setdefault(name, _zeros(kind, len(x1), len(x2), n_outputs, block))
                 _put(kernel, block, kind, r, c)

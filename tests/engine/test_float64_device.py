@@ -119,3 +119,12 @@ def test_kernel_and_weight_changes_are_computed_where_float64_is(monkeypatch):
 
     usual, fallback, asked = with_and_without_float64(compute, monkeypatch)
     assert "cpu" in asked and fallback == usual
+
+
+def test_an_ntk_asked_for_in_float64_on_a_device_without_it_is_a_sentence(monkeypatch):
+    from engine.ntk import empirical_ntk
+
+    monkeypatch.setattr(device, "supports_float64", lambda where: False)
+    with pytest.raises(ValueError, match=r"The model's device \(cpu\) has no float64: compute the NTK in float32"):
+        empirical_ntk(classifier(), data(6)[0], kind="trace", dtype=torch.float64)
+    assert empirical_ntk(classifier(), data(6)[0], kind="trace").dtype == torch.float32  # float32 still runs

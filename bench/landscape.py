@@ -23,6 +23,9 @@ slow down 10-20x (at load 6: the lean loop of part 1 took 12.8 s with 2 threads,
 one), which makes the 2-thread ratios meaningless.
 The packages are optional, imported only here:
     .venv/bin/pip install loss-landscapes==3.0.6 pyhessian
+or, leaving the project's venv as it is, into a folder put on the path for the benchmark only:
+    .venv/bin/pip install --no-deps --target /tmp/pyhessian-site pyhessian
+    PYTHONPATH=/tmp/pyhessian-site .venv/bin/python bench/landscape.py --parts 3
 
     python bench/landscape.py [--quick] [--threads N] [--rounds 3] [--clock wall|cpu]
                               [--budget-mb 8] [--parts 1 2 3 4]
@@ -315,14 +318,15 @@ def bench_hessian(args, dataset, model) -> dict:
             per_hvp[name]["trace"].append(t_trace / n)
     print(f"(3) Hessian of MLP 40-256-256-256-10 on {len(x)} MNIST-1D samples "
           f"({sum(p.numel() for p in model.parameters()):,} parameters); median of "
-          f"{args.rounds} rounds of {n} HVPs each")
+          f"{args.rounds} rounds of {n} HVPs each; {load()}")
     median = {name: {k: statistics.median(t) for k, t in d.items()} for name, d in per_hvp.items()}
     converged = {}
     for name, run in methods.items():
         top, estimate, _, _ = run(200, 1e-4, 2 * n)
         converged[name] = top
         print(f"    {name:15s} power iteration {1000 * median[name]['eigenvalue']:6.0f} ms/HVP "
-              f"(incl. setup), Hutchinson {1000 * median[name]['trace']:6.0f} ms/HVP; "
+              f"({1 / median[name]['eigenvalue']:5.1f} HVP/s, incl. setup), "
+              f"Hutchinson {1000 * median[name]['trace']:6.0f} ms/HVP; "
               f"top eigenvalue {top:.4f}, trace {estimate:.1f} ({2 * n} vectors)")
     if ph is None:
         print(f"    pyhessian: {why}")
@@ -332,7 +336,7 @@ def bench_hessian(args, dataset, model) -> dict:
     top_ours, top_theirs = converged["engine.hessian"], converged["pyhessian"]
     agreement = abs(top_ours - top_theirs) / abs(top_theirs)
     print(f"    time per HVP, pyhessian / ours: power iteration {ratios['eigenvalue']:.2f}, "
-          f"Hutchinson {ratios['trace']:.2f}; top eigenvalues differ by {100 * agreement:.3f}%")
+          f"Hutchinson {ratios['trace']:.2f}; top eigenvalues differ by {100 * agreement:.3f}%; {load()}")
     return {**ratios, "eigenvalue difference": agreement}
 
 

@@ -10,6 +10,7 @@ it (`is_mine`).
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 import streamlit as st
 
@@ -176,12 +177,15 @@ def prediction_at(run_id: str, step: int):
 # ---------------------------------------------------------------- analyses as jobs
 
 
-def analysis_result(lens: str, run_id: str, settings: dict, recipe, *, label: str = ""):
+def analysis_result(lens: str, run_id: str, settings: dict, recipe, *, label: str = "",
+                    cells: Optional[list[str]] = None, cells_title: str = "Cells"):
     """The result of an analysis of a run: from the store if computed before, else as a job.
 
     While the job runs this draws a progress bar that polls (only this fragment reruns) and
     returns None; when it ends the page reruns and the result comes back. A failure shows
-    its sentence. `recipe(ctx, store, run_id, **settings)` is one of `engine.recipes`.
+    its sentence. `recipe(ctx, store, run_id, **settings)` is one of `engine.recipes`. An
+    analysis that runs as a sweep (`engine.sweep`) names its `cells` (labels, in the sweep's
+    order): the bar then says where each stands.
     """
     from engine import analysis  # torch-heavy; imported where used
 
@@ -201,17 +205,25 @@ def analysis_result(lens: str, run_id: str, settings: dict, recipe, *, label: st
     if state.status in (Status.FAILED, Status.CANCELLED):
         if state.status == Status.FAILED:
             st.error(state.error or "The computation failed.")
+        elif cells:
+            st.info("Cancelled. The cells that had finished are kept: compute again to resume.")
         if st.button("Compute again", key=f"again:{job_key}"):
             del st.session_state[job_key]
             st.rerun()
         return None
-    st.fragment(run_every=POLL_S)(job_progress)(job_id)
+    st.fragment(run_every=POLL_S)(job_progress)(job_id, cells, cells_title)
     return None
 
 
-def job_progress(job_id: str) -> None:
+CELL_STATES = {"pending": "to do", "done": "done", "diverged": "diverged", "failed": "failed",
+               "cancelled": "cancelled"}
+
+
+def job_progress(job_id: str, cells: Optional[list[str]] = None, cells_title: str = "Cells") -> None:
     """A job's progress bar with a Cancel button; reruns the whole page when the job ends.
-    Drawn as a polling fragment: `st.fragment(run_every=POLL_S)(job_progress)(job_id)`."""
+    Drawn as a polling fragment: `st.fragment(run_every=POLL_S)(job_progress)(job_id)`. For a
+    sweep's job, `cells` labels its cells (in order), and a caption says where each stands:
+    "Widths: 16 done (found) · 64 to do"."""
     state = jobs().get(job_id, owner())
     if state is None:
         return
@@ -221,6 +233,12 @@ def job_progress(job_id: str) -> None:
     left.progress(min(max(state.progress, 0.0), 1.0), text=state.message or f"{state.label}…")
     if right.button("Cancel", key=f"cancel:{job_id}"):
         jobs().cancel(job_id, owner())
+    reported = state.partial.get("cells")
+    if cells and reported and len(reported) == len(cells):
+        st.caption(f"{cells_title}: " + " · ".join(
+            f"{label} {CELL_STATES.get(cell['status'], cell['status'])}"
+            + (" (found)" if cell["status"] == "done" and not cell["trained"] else "")
+            for label, cell in zip(cells, reported)))
 
 
 # ---------------------------------------------------------------- export

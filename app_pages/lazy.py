@@ -396,19 +396,9 @@ def sweep_result() -> None:
     draw_phase_diagram(state.result)
 
 
-WIDTH_STATES = {"pending": "to do", "done": "done", "failed": "failed", "cancelled": "cancelled"}
-
-
 def sweep_progress(job_id: str) -> None:
     """The sweep's bar with its Cancel button, and where each width (a cell) stands."""
-    job_progress(job_id)
-    state = jobs().get(job_id, owner())
-    cells, widths = state.partial.get("cells") if state else None, st.session_state.get("sweep_widths", [])
-    if cells and len(cells) == len(widths):
-        st.caption("Widths: " + " · ".join(
-            f"{width} {WIDTH_STATES.get(cell['status'], cell['status'])}"
-            + (" (found)" if cell["status"] == "done" and not cell["trained"] else "")
-            for width, cell in zip(widths, cells)))
+    job_progress(job_id, [str(width) for width in st.session_state.get("sweep_widths", [])], "Widths")
 
 
 def draw_phase_diagram(diagram) -> None:

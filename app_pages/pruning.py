@@ -7,6 +7,7 @@ import streamlit as st
 
 from app_pages.lab import analysis_result, chart, run_picker, store
 from engine import pruning, recipes
+from engine.sweep import configured_backend, where
 from viz import pruning as figures
 
 SPARSITIES = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998]
@@ -57,7 +58,11 @@ def pruning_page() -> None:
         st.info("Choose at least one method and one sparsity in the sidebar.")
         return
     method_notes(options["methods"], options["at_init"])
-    sweep = analysis_result("pruning-sweep", run_id, options, recipes.pruning_sweep, label="Pruning sweep")
+    st.caption(f"Run on: {run_on()}. Each method at each sparsity is one task, and each pruned model is kept "
+               "as a run, so a cancelled sweep resumes where it stopped.")
+    cells = [f"{method} {sparsity * 100:g}%" for method in options["methods"] for sparsity in options["sparsities"]]
+    sweep = analysis_result("pruning-sweep", run_id, options, recipes.pruning_sweep, label="Pruning sweep",
+                            cells=cells)
     if sweep is None:
         return
     left, right = st.columns(2)
@@ -86,6 +91,12 @@ def pruning_page() -> None:
         gallery(run_id, {k: v for k, v in options.items() if k != "methods"} | {"method": method})
     channels(run_id)
     lottery(run_id)
+
+
+def run_on() -> str:
+    """Where the page's sweeps run, in words: "this machine", or "Ray at ADDRESS" when the lab
+    is configured with a Ray cluster (`engine.sweep.configured_backend`)."""
+    return where(*configured_backend())
 
 
 def method_notes(methods: tuple, at_init: bool) -> None:
@@ -181,10 +192,13 @@ def lottery(run_id: str) -> None:
     left, right = st.columns(2)
     rounds = left.select_slider("Rounds", [2, 3, 4, 6, 8], value=4, key="pr:rounds")
     steps = right.select_slider("Training steps per round", [100, 200, 500, 1000, 2000], value=500, key="pr:steps")
+    st.caption(f"Run on: {run_on()}. Each round is one task once the round before has finished, its control "
+               "beside it; every network is kept as a run, so a cancelled chain resumes from its last round.")
     if not st.toggle("Find tickets (trains 2 x rounds + 1 networks)", key="pr:lottery"):
         return
+    cells = ["round 0"] + [f"round {r} {network}" for r in range(1, rounds + 1) for network in ("ticket", "control")]
     tickets = analysis_result("lottery", run_id, dict(rounds=rounds, steps=steps), recipes.lottery_tickets,
-                              label="Lottery tickets")
+                              label="Lottery tickets", cells=cells, cells_title="Rounds")
     if tickets is not None:
         chart(figures.lottery_curves(tickets), "pr-lottery", result=tickets)
 

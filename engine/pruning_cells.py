@@ -187,8 +187,14 @@ def compute_pruned(settings: dict[str, str], root: str, device: Optional[str] = 
                 lambda staging: _prune_staged(settings, key, store, staging, device, ctx))
 
 
+def _cancelled(key: str, seconds: float = 0.0) -> CellResult:
+    return CellResult(key, status="cancelled", message="The sweep was cancelled.", trained=seconds > 0, seconds=seconds)
+
+
 def _prune_staged(settings, key: str, store: RunStore, staging, device, ctx) -> CellResult:
     cell = read_pruning_cell(settings)
+    if _stopper(ctx)():  # cancelled before it began (a cell without fine-tuning never looks again)
+        return _cancelled(key)
     started = time.perf_counter()
     try:
         setup = _setup(store, cell, _device(device))
@@ -201,7 +207,7 @@ def _prune_staged(settings, key: str, store: RunStore, staging, device, ctx) -> 
         return CellResult(key, status="failed", message=str(exc), trained=True)
     seconds = time.perf_counter() - started
     if pruned is None:
-        return CellResult(key, status="cancelled", message="The sweep was cancelled.", trained=True, seconds=seconds)
+        return _cancelled(key, seconds)
     name = f"{store.settings(cell.run)['name']} pruned by {cell.method} to {cell.sparsity:.1%}"[:100]
     summary = _losses(float(out.accuracy[0, 0]), float(out.loss[0, 0])) | {"steps": cell.finetune_steps}
     _publish_run(store, staging, key, cell.run, name, pruning.plain_copy(pruned).state_dict(), cell.finetune_steps,
@@ -391,6 +397,8 @@ def compute_round(settings: dict[str, str], root: str, device: Optional[str] = N
 
 def _round_staged(settings, key: str, store: RunStore, staging, device, ctx) -> CellResult:
     cell, device = read_lottery_cell(settings), _device(device)
+    if _stopper(ctx)():
+        return _cancelled(key)
     started = time.perf_counter()
     try:
         data, config = load_dataset(store, cell.run).to(device), _config(store, cell)
@@ -399,7 +407,7 @@ def _round_staged(settings, key: str, store: RunStore, staging, device, ctx) -> 
         return CellResult(key, status="failed", message=str(exc), trained=True)
     seconds = time.perf_counter() - started
     if network is None:
-        return CellResult(key, status="cancelled", message="The sweep was cancelled.", trained=True, seconds=seconds)
+        return _cancelled(key, seconds)
     accuracy, loss = pruning.evaluate(network, data.x_test, data.y_test, loss_for_task(config.loss, data.task))
     density = 1 - pruning.sparsity_of(network)["total"] if cell.round > 0 else 1.0
     summary = _losses(accuracy, loss) | {"steps": cell.steps,

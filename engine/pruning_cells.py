@@ -18,6 +18,11 @@ side. The curves assembled from the runs equal `pruning.iterative_magnitude`'s.
 
 Both are resumable like every sweep: a cancelled, failed or killed sweep keeps its finished
 cells, and running it again computes only the others.
+
+Where the cells' runs go: a run store of their own inside the run store, `<store>/.cells/`
+(`cells_store`). They are ordinary runs there (`RunStore(root / ".cells")` lists and opens
+them), but the lab's run list shows the runs people trained, not the dozens of pruned copies
+an analysis makes of each (the Overview alone prunes every run it shows).
 """
 from __future__ import annotations
 
@@ -41,12 +46,13 @@ from engine.sweep import CellKind, CellResult, Sweep, cell_run_id, existing_resu
 __all__ = ["PruningCell", "pruning_cells", "read_pruning_cell", "pruning_key", "compute_pruned", "pruning_errors",
            "pruning_kind", "pruning_sweep_job", "assemble_pruning_sweep", "LotteryCell", "lottery_cells",
            "read_lottery_cell", "lottery_key", "lottery_needs", "compute_round", "lottery_errors", "lottery_kind",
-           "lottery_job", "assemble_lottery", "find_cell_run", "PER_CELL", "CELL_VERSION"]
+           "lottery_job", "assemble_lottery", "cells_store", "find_cell_run", "PER_CELL", "CELL_VERSION", "CELLS_FOLDER"]
 
 CELL_VERSION = 1  # part of every cell's key: bump it when a cell's computation changes its numbers
 MEASURES = "pruning-cell"  # the artifact of a pruning cell's run: its 1 x 1 PruningSweep
 MASKS = "masks"  # the artifact of a cell's run: the masks its network was pruned to
 REWIND = "lottery-rewind"  # the artifact of lottery round 0's run: the weights every round rewinds to
+CELLS_FOLDER = ".cells"  # inside the run store; a dot-name is never listed as a run
 DATA = "dataset"  # a source run's data artifact (uploaded or imported data), copied into each cell's run
 
 # The fields of a PruningSweep that are one value (or one row) per (method, sparsity) cell.
@@ -61,9 +67,14 @@ def _key(described: dict) -> str:
     return hashlib.sha256(json.dumps({"version": CELL_VERSION} | described, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def cells_store(store: RunStore) -> RunStore:
+    """The run store of the cells' runs, inside `store` (made when first needed)."""
+    return RunStore(store.root / CELLS_FOLDER)
+
+
 def find_cell_run(store: RunStore, settings: dict, key: str) -> Optional[CellResult]:
-    """The cell's `CellResult` when its run is in the store, else None (the kinds' `find`)."""
-    return existing_result(store, key)
+    """The cell's `CellResult` when its run is in the cells' store, else None (the kinds' `find`)."""
+    return existing_result(cells_store(store), key)
 
 
 def _stopper(ctx):
@@ -74,7 +85,7 @@ def _publish_run(store: RunStore, staging, key: str, source: str, name: str, sta
                  summary: dict, artifacts: dict, cell: dict) -> None:
     """Publish a cell's network as the run `cell-<key>`: the source run's settings (so it
     rebuilds and opens like the source, its data too), one checkpoint, the artifacts, and the
-    summary; made in `staging` and renamed into the store whole."""
+    summary; made in `staging` and renamed into the cells' store whole."""
     staged = RunStore(staging)
     settings = {k: v for k, v in store.settings(source).items() if k not in RESERVED_KEYS}
     run_id = staged.create(name, settings | {"sweep_cell": key, "cell_of": cell})
@@ -85,7 +96,7 @@ def _publish_run(store: RunStore, staging, key: str, source: str, name: str, sta
     for artifact, (arrays, meta) in artifacts.items():
         staged.save_artifact(run_id, artifact, arrays, meta)
     staged.finish(run_id, "done", summary, "Computed as a cell of a sweep.")
-    publish(staging / run_id, store.root / cell_run_id(key))
+    publish(staging / run_id, cells_store(store).root / cell_run_id(key))
 
 
 def _losses(accuracy: float, loss: float) -> dict:
@@ -183,7 +194,7 @@ def compute_pruned(settings: dict[str, str], root: str, device: Optional[str] = 
     """Prune, fine-tune and measure one cell into the store at `root`, on any worker (the kind's
     `compute`); does nothing when its run is there. Returns its `CellResult` as a dict."""
     store, key = RunStore(root), pruning_key(settings)
-    return once(store, key, lambda: existing_result(store, key),
+    return once(store, key, lambda: find_cell_run(store, settings, key),
                 lambda staging: _prune_staged(settings, key, store, staging, device, ctx))
 
 
@@ -212,7 +223,7 @@ def _prune_staged(settings, key: str, store: RunStore, staging, device, ctx) -> 
     summary = _losses(float(out.accuracy[0, 0]), float(out.loss[0, 0])) | {"steps": cell.finetune_steps}
     _publish_run(store, staging, key, cell.run, name, pruning.plain_copy(pruned).state_dict(), cell.finetune_steps,
                  summary, {MEASURES: to_arrays(out), MASKS: _mask_arrays(kept)}, dataclasses.asdict(cell))
-    result = existing_result(store, key)
+    result = find_cell_run(store, settings, key)
     result.trained, result.seconds = True, seconds
     return result
 
@@ -266,17 +277,17 @@ def assemble_pruning_sweep(store: RunStore, run_id: str, methods: Sequence[str],
     """The `PruningSweep` from its finished cells' runs (`keys`, method by method): each
     cell's measures, then the mask overlaps and the dense model's measures (`finish_sweep`)."""
     cell = PruningCell(run_id, methods[0] if methods else "magnitude", 0.0, finetune_steps, scope, at_init)
-    setup = _setup(store, cell, _device(device))
+    setup, cells = _setup(store, cell, _device(device)), cells_store(store)
     out = setup.empty(methods, sparsities)
     all_masks = [[None] * len(methods) for _ in sparsities]
     for n, key in enumerate(keys):
         i, j = divmod(n, len(sparsities))
-        one = from_arrays(PruningSweep, *store.load_artifact(cell_run_id(key), MEASURES))
+        one = from_arrays(PruningSweep, *cells.load_artifact(cell_run_id(key), MEASURES))
         for field in PER_CELL:
             getattr(out, field)[i, j] = getattr(one, field)[0, 0]
         for name, values in one.corruptions.items():
             out.corruptions[name][i, j] = values[0, 0]
-        all_masks[j][i] = _masks_of(store, cell_run_id(key), setup.device)
+        all_masks[j][i] = _masks_of(cells, cell_run_id(key), setup.device)
     result = pruning.finish_sweep(setup, out, all_masks)
     result.settings["at_init"] = at_init
     return result
@@ -377,10 +388,10 @@ def _config(store: RunStore, cell: LotteryCell):
 
 def _ticket_after(store: RunStore, cell: LotteryCell, r: int, device) -> torch.nn.Module:
     """Round r's trained ticket, rebuilt from its run: the weights and the masks in force."""
-    run_id = cell_run_id(lottery_key(_round_settings(_lottery_settings(cell), r)))
+    cells, run_id = cells_store(store), cell_run_id(lottery_key(_round_settings(_lottery_settings(cell), r)))
     ticket = load_model(store, cell.run, step=0, device=device)
-    ticket.load_state_dict(store.load_checkpoint(run_id, device=device))
-    return pruning.apply(ticket, _masks_of(store, run_id, device)) if r > 0 else ticket
+    ticket.load_state_dict(cells.load_checkpoint(run_id, device=device))
+    return pruning.apply(ticket, _masks_of(cells, run_id, device)) if r > 0 else ticket
 
 
 def _lottery_settings(cell: LotteryCell) -> dict[str, str]:
@@ -391,7 +402,7 @@ def compute_round(settings: dict[str, str], root: str, device: Optional[str] = N
     """Train one lottery cell (a round's ticket or control) into the store at `root`, on any
     worker (the kind's `compute`); does nothing when its run is there."""
     store, key = RunStore(root), lottery_key(settings)
-    return once(store, key, lambda: existing_result(store, key),
+    return once(store, key, lambda: find_cell_run(store, settings, key),
                 lambda staging: _round_staged(settings, key, store, staging, device, ctx))
 
 
@@ -415,7 +426,7 @@ def _round_staged(settings, key: str, store: RunStore, staging, device, ctx) -> 
     name = f"{store.settings(cell.run)['name']} lottery round {cell.round} {cell.network}"[:100]
     _publish_run(store, staging, key, cell.run, name, pruning.plain_copy(network).state_dict(), cell.steps, summary,
                  artifacts, dataclasses.asdict(cell))
-    result = existing_result(store, key)
+    result = find_cell_run(store, settings, key)
     result.trained, result.seconds = True, seconds
     return result
 
@@ -435,7 +446,8 @@ def _train_round(store: RunStore, cell: LotteryCell, data, config, device, ctx):
         network = pruning.train_control(model, kept, data, config, cell.rewind_step, cell.seed + cell.round, stop)
     else:
         first = cell_run_id(lottery_key(_round_settings(_lottery_settings(cell), 0)))
-        rewind = {n: torch.from_numpy(a).to(device) for n, a in store.load_artifact(first, REWIND)[0].items()}
+        saved, _ = cells_store(store).load_artifact(first, REWIND)
+        rewind = {n: torch.from_numpy(a).to(device) for n, a in saved.items()}
         network = pruning.train_ticket(before, kept, rewind, data, config, cell.rewind_step, stop)
     return network, {MASKS: _mask_arrays(kept)}
 
@@ -475,7 +487,8 @@ def assemble_lottery(store: RunStore, cells: Sequence[LotteryCell], keys: Sequen
                      control: bool = True) -> LotteryTickets:
     """The `LotteryTickets` curves from the finished rounds' runs (the cells in `lottery_cells`'
     order)."""
-    measured = {(c.round, c.network): store.settings(cell_run_id(k))["summary"]["lottery"] for c, k in zip(cells, keys)}
+    runs = cells_store(store)
+    measured = {(c.round, c.network): runs.settings(cell_run_id(k))["summary"]["lottery"] for c, k in zip(cells, keys)}
     rounds = max(c.round for c in cells)
     dense = measured[(0, "ticket")]
     curves = {"density": [1.0], "ticket_accuracy": [dense["accuracy"]], "ticket_loss": [dense["loss"]],

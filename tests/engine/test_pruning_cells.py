@@ -13,6 +13,7 @@ from engine import pruning, recipes
 from engine.experiment import Experiment, load_dataset, load_model, train_job
 from engine.models import ModelSpec
 from engine.pruning_cells import (
+    cells_store,
     compute_round,
     lottery_cells,
     lottery_job,
@@ -84,16 +85,17 @@ def test_a_pruning_sweep_in_cells_equals_the_sweep_in_one_process(run_store, tra
     assert got.settings["at_init"] is at_init
 
 
-def test_each_cell_is_a_run_holding_the_pruned_model(run_store, trained_run, one_thread):
+def test_each_cell_is_a_run_holding_the_pruned_model_in_the_cells_own_store(run_store, trained_run, one_thread):
     run_id = trained_run[1]
     cells = pruning_cells(run_id, ["magnitude"], [0.8], finetune_steps=5)
     sweep = pruning_sweep_job(None, run_store, run_id, ["magnitude"], [0.8], finetune_steps=5, device="cpu")
-    cell_run = cell_run_id(pruning_key(cells[0]))
-    pruned = load_model(run_store, cell_run)  # opens like any run: the pruned weights are zeros
+    cell_run, runs = cell_run_id(pruning_key(cells[0])), cells_store(run_store)
+    pruned = load_model(runs, cell_run)  # opens like any run: the pruned weights are zeros
     assert pruning.sparsity_of(pruned)["total"] == pytest.approx(0.8, abs=0.01)
-    data = load_dataset(run_store, cell_run)
+    data = load_dataset(runs, cell_run)
     assert pruning.evaluate(pruned, data.x_test, data.y_test, "ce")[0] == sweep.accuracy[0, 0]
-    assert {r.id for r in run_store.list()} == {run_id, cell_run} and run_store.settings(cell_run)["status"] == "done"
+    assert [r.id for r in runs.list()] == [cell_run] and runs.settings(cell_run)["status"] == "done"
+    assert [r.id for r in run_store.list()] == [run_id]  # the lab's run list shows the trained run only
 
 
 class CancelOnceACellIsStored(QuietContext):
@@ -115,15 +117,16 @@ def test_a_cancelled_pruning_sweep_keeps_its_finished_cells_and_a_rerun_computes
     run_id = trained_run[1]
     sweep = Sweep(pruning_cells(run_id, METHODS[:1], SPARSITIES, finetune_steps=5), kind=pruning_kind())
     first = cell_run_id(sweep.keys[0])
+    runs = cells_store(run_store)
 
     def cell(settings, root, device, ctx=None):
         if pruning_key(settings) != sweep.keys[0]:
             assert ctx.stop.wait(timeout=120)  # the cancel
         return pruning_kind().compute(settings, root, device, ctx)
 
-    record = run_sweep(sweep, run_store, device="cpu", ctx=CancelOnceACellIsStored(run_store, first), cell_fn=cell)
+    record = run_sweep(sweep, run_store, device="cpu", ctx=CancelOnceACellIsStored(runs, first), cell_fn=cell)
     assert [r.status for r in record.results] == ["done", "cancelled"]
-    assert {r.id for r in run_store.list()} == {run_id, first}
+    assert [r.id for r in runs.list()] == [first]
     assert [p for p in (run_store.root / STAGING_FOLDER).iterdir() if p.is_dir()] == []
     again = run_sweep(sweep, run_store, device="cpu")
     assert [(r.status, r.trained) for r in again.results] == [("done", False), ("done", True)]
@@ -134,7 +137,7 @@ def test_bad_cells_are_refused_with_a_sentence_before_any_work(run_store, traine
         pruning_sweep_job(None, run_store, trained_run[1], ["magnitude"], [0.5], finetune_steps=0, at_init=True)
     with pytest.raises(ValueError, match="Unknown pruning method 'nope'"):
         pruning_sweep_job(None, run_store, trained_run[1], ["nope"], [0.5])
-    assert len(run_store.list()) == 1
+    assert run_store.list()[0].id == trained_run[1] and cells_store(run_store).list() == []
 
 
 # ---------------------------------------------------------------- lottery rounds
@@ -152,7 +155,7 @@ def test_lottery_rounds_in_cells_equal_iterative_magnitude_in_one_process(run_st
     for name in ("density", "ticket_accuracy", "ticket_loss", "control_accuracy", "control_loss"):
         np.testing.assert_array_equal(getattr(got, name), getattr(alone, name), err_msg=name)
     assert got.settings == alone.settings
-    assert len(run_store.list()) == 1 + 5  # round 0, and each round's ticket and control
+    assert len(cells_store(run_store).list()) == 5  # round 0, and each round's ticket and control
 
 
 def test_a_round_needs_the_ticket_before_it_and_its_control_only_that():

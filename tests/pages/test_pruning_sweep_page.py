@@ -8,7 +8,7 @@ from apptest_helpers import button
 
 import app_pages.lab as lab
 import engine.pruning_cells
-from engine.pruning_cells import pruning_cells, pruning_key
+from engine.pruning_cells import cells_store, pruning_cells, pruning_key
 from engine.sweep import cell_run_id
 
 
@@ -75,7 +75,7 @@ def test_a_running_sweep_shows_each_cell_and_cancel_keeps_the_finished_ones_for_
     button(at, "Cancel").click().run()
     rerun_until(at, lambda at: any("cells that had finished are kept" in i.value for i in at.info), "the cancel")
     ours = [cell_run_id(pruning_key(c)) for c in pruning_cells(stored_run, ["magnitude"], [0.5, 0.9])]
-    stored = {run.id: run for run in lab.store().list()}  # (the page's earlier settings made cells too)
+    stored = {run.id: run for run in cells_store(lab.store()).list()}  # (the page's earlier settings made some too)
     assert ours[0] in stored and ours[1] not in stored
 
     held["on"] = False
@@ -86,5 +86,6 @@ def test_a_running_sweep_shows_each_cell_and_cancel_keeps_the_finished_ones_for_
     button(at, "Compute again").click().run()
     rerun_until(at, lambda at: has(at.select_slider, "pr:closer"), "the sweep's charts")
     assert reports == ["0.9"]  # the 50% cell was found, not computed again
-    again = {run.id: run for run in lab.store().list()}
+    again = {run.id: run for run in cells_store(lab.store()).list()}
     assert ours[1] in again and again[ours[0]].created == stored[ours[0]].created
+    assert [run.id for run in lab.store().list()] == [stored_run]  # the pickers list the trained run alone

@@ -28,7 +28,9 @@ applied so that the pruned weights stay zero through any later training.
 - Schedules: `one_shot` (score, mask, fine-tune), `iterative_magnitude` (lottery tickets,
   Frankle & Carbin 2019) and `sweep` (methods x sparsities -> `PruningSweep`, its settings a
   `SweepSettings`); pruning at initialisation is `sweep` of the untrained model with a
-  trained `reference`.
+  trained `reference`. `sweep` is `sweep_setup`, `prune_cell` per cell and `finish_sweep`,
+  and a lottery round `ticket_masks` with `train_ticket` and `train_control`: the steps
+  `engine.pruning_cells` runs as cells of the sweep mechanism, here or on Ray.
 - `structured_remove` turns an MLP with dead units into a smaller dense one, same outputs.
 - Conv channels: `channel_scores` (filter norms), `channel_masks`, `mask_channels` (the removed
   channels output zero) and `remove_channels` (a smaller model, same outputs as the masked one;

@@ -20,6 +20,9 @@ from engine.status import TRAINING_OUTCOME, WITH_WEIGHTS, Status
 from engine.store import RunStore
 
 POLL_S = 0.5  # how often live views refresh
+# The NTK spectrum's settings on the NTK page and on the overview's panel: the same run and step
+# give one stored spectrum and one fit on both (the fitted ranks depend on the number of points).
+NTK_SPECTRUM = {"samples": 300, "kind": "trace"}
 
 
 @st.cache_resource

@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages.lab import analysis_result, chart, checkpoint_picker, run_picker, store
+from app_pages.lab import NTK_SPECTRUM, analysis_result, chart, checkpoint_picker, run_picker, store
 from engine import ntk, recipes
 from viz import ntk as figures
 
 KINDS = {"trace": "trace (sum over outputs)", "pseudo": "pseudo-NTK (sum of logits)"}
-# The spectrum's defaults, shared with the overview's panel: the same run and step give the same
-# stored spectrum and fit on both pages (the fitted ranks depend on the number of points).
-SPECTRUM_DEFAULTS = {"samples": 300, "kind": "trace"}
+SPECTRUM_DEFAULTS = NTK_SPECTRUM  # shared with the overview's panel (see lab.NTK_SPECTRUM)
 MAX_SAMPLE_ROWS = 6  # eigenvectors whose extreme samples are shown (images or signals)
 
 

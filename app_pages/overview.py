@@ -14,8 +14,7 @@ from typing import Callable, Optional
 
 import streamlit as st
 
-from app_pages import ntk as ntk_page
-from app_pages.lab import error_sentence, jobs, owner, prediction_at, store, training_of_run
+from app_pages.lab import NTK_SPECTRUM, error_sentence, jobs, owner, prediction_at, store, training_of_run
 from engine import recipes
 from engine.experiment import load_watched
 from engine.status import Status
@@ -32,6 +31,14 @@ from viz.training import training_curves
 LIVE_SHARE = 0.15  # while a run trains, the panels' jobs take at most about this share of the time
 LIVE_POLL_S = 5.0  # how often the page looks for new checkpoints (each look redraws every panel)
 HEIGHT = 320
+GRID_KEY = "overview-grid"
+# Each poll reruns the grid, and Streamlit marks every element of it stale until the rerun has
+# drawn it again, fading it from half a second on. Under load (the training, the panels' jobs
+# and the browser share the CPU) a rerun and the browser's drawing take longer than that, so
+# panels whose picture had not changed faded out and back on every poll. A panel keeps its
+# picture until a newer one replaces it: in the grid, stale elements are drawn as they are.
+KEEP_PANELS_CLEAR = (f"<style>.st-key-{GRID_KEY} [data-stale='true'] "
+                     "{opacity: 1 !important; transition: none !important;}</style>")
 
 
 @dataclass
@@ -88,7 +95,7 @@ def _levelset(run: dict, step: int) -> Optional[dict]:
 
 PANELS = [
     Panel("ntk-spectrum", "NTK spectrum", "app_pages/ntk.py", recipes.ntk_spectrum,
-          lambda run, step: dict(step=step, **ntk_page.SPECTRUM_DEFAULTS),  # the NTK page's: one fit
+          lambda run, step: dict(step=step, **NTK_SPECTRUM),  # the NTK page's: one fit
           lambda r: ntk_figures.spectrum_figure(r)),
     Panel("embedding", "Last hidden layer (PCA)", "app_pages/geometry.py", recipes.embedding,
           lambda run, step: dict(step=step, method="pca", samples=500),
@@ -357,7 +364,9 @@ def overview_page() -> None:
     live = any(run_info(r)["running"] for r in chosen)
     # The grid polls while a run trains or a panel computes; it reruns the page to stop.
     st.session_state["overview:polling"] = polling = live or computing()
-    st.fragment(run_every=LIVE_POLL_S if polling else None)(_grid)(chosen)
+    st.html(KEEP_PANELS_CLEAR)
+    with st.container(key=GRID_KEY):
+        st.fragment(run_every=LIVE_POLL_S if polling else None)(_grid)(chosen)
 
 
 def computing() -> bool:

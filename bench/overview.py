@@ -92,10 +92,18 @@ def render(run_id: str) -> float:
 
 TRAIN_LINK = ("/train?data=moons&data.n=1000&model.width=64&model.depth=2&train.optimizer=adam"
               "&train.steps=10000000&train.checkpoint_every=100&train.eval_every=100")
+# Streamlit marks an element stale (data-stale) from the start of a rerun until the rerun draws
+# it again, and fades it (opacity 0.33, from 0.5 s on, over 1 s) while it stays stale: an element
+# is seen greyed when its opacity is below 0.9.
 STALE_PROBE = """() => {
     const stale = document.querySelectorAll("[data-stale='true']").length;
+    const grey = [...document.querySelectorAll("[data-testid='stElementContainer']")]
+        .filter(el => parseFloat(getComputedStyle(el).opacity) < 0.9).length;
     const charts = document.querySelectorAll("[data-testid='stPlotlyChart']").length;
-    return {stale, charts};
+    const caption = [...document.querySelectorAll("[data-testid='stCaptionContainer']")]
+        .map(el => el.innerText).find(text => text.includes("· training")) || "";
+    const step = caption.match(/step ([\\d,]+)/);
+    return {stale, grey, charts, step: step ? parseInt(step[1].replaceAll(",", "")) : null};
 }"""
 
 
@@ -126,20 +134,20 @@ def rate_between(home: Path, start: float, end: float) -> float:
 
 
 def watch(page, seconds: float) -> dict:
-    """Sample the page every 0.25 s for `seconds`: the most charts drawn, the share of samples
-    in which some element was stale (Streamlit marks it at once, and fades it only when it stays
-    stale a while: from 0.5 s on, over 1 s), and the share in which one had been stale for three
-    samples running (at least 0.5 s: seen greying)."""
-    samples, stale, greyed, running, charts = 0, 0, 0, 0, 0
+    """Sample the page every 0.1 s for `seconds`: the most charts drawn, the share of samples in
+    which some element was stale (marked; not yet visible), the share in which some element was
+    seen greyed, and the checkpoints the followed run's caption named (first and last: the
+    columns are live when they differ)."""
+    samples, stale, greyed, charts, steps = 0, 0, 0, 0, []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         seen = page.evaluate(STALE_PROBE)
-        now = seen["stale"] > 0
-        running = running + 1 if now else 0
-        samples, stale, greyed = samples + 1, stale + now, greyed + (running >= 3)
+        samples, stale, greyed = samples + 1, stale + (seen["stale"] > 0), greyed + (seen["grey"] > 0)
         charts = max(charts, seen["charts"])
-        page.wait_for_timeout(250)
-    return {"charts": charts, "stale": round(stale / max(samples, 1), 2), "greyed": round(greyed / max(samples, 1), 2)}
+        steps += [seen["step"]] if seen["step"] is not None else []
+        page.wait_for_timeout(100)
+    return {"charts": charts, "stale": round(stale / max(samples, 1), 3), "greyed": round(greyed / max(samples, 1), 3),
+            "steps": f"{steps[0]:,}->{steps[-1]:,}" if steps else "none", "samples": samples}
 
 
 def browser_main(rounds: int, window: float) -> None:

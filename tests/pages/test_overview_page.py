@@ -1,7 +1,11 @@
 """The overview page in AppTest: every panel of a stored run, a live run followed, two runs."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from apptest_helpers import plotly_specs, second_run
 
@@ -9,6 +13,8 @@ import app_pages.lab as lab
 from engine.experiment import Experiment, train_job
 from engine.models import ModelSpec
 from engine.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def rerun_until(at, until, timeout: float = 180.0):
@@ -76,3 +82,15 @@ def test_the_curves_of_a_run_another_session_trains_are_live(open_page, lab_home
         assert not any("appear" in c.value for c in at.caption)
     finally:
         lab.jobs().cancel(job, "another browser")
+
+
+
+def test_the_overview_imports_no_other_page(tmp_path):
+    """Importing a page module runs that page: the NTK page, imported for its defaults, drew
+    itself above the first overview of every server."""
+    code = ("import sys, app_pages.overview; "
+            "print(sorted(m for m in sys.modules if m.startswith('app_pages.')))")
+    env = dict(os.environ, DYNAMICS_LAB_HOME=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "['app_pages.lab', 'app_pages.overview', 'app_pages.owner']"

@@ -15,7 +15,9 @@
    or on the Overview following that run. Steps per second in a window come from the run's
    checkpoint files (their steps and times), so the same process and the same run give both
    figures; the ratio is watched / away. The page's own state is sampled too: how many panels
-   drew, whether the curves are live, and how often an element was seen greyed (stale).
+   drew, which checkpoints it followed (live when the first and last differ), the share of
+   samples in which an element waited for a rerun to redraw it (marked stale), and the share
+   in which one was seen greyed (its computed opacity below 0.9).
 
     python bench/overview.py [--steps 3000] [--rounds 3]
     python bench/overview.py --browser [--rounds 3] [--window 30]

@@ -1,8 +1,9 @@
 """Li et al. 2018's contrast, measured: a ResNet with and without skip connections.
 
-Trains the zoo's ResNet (`model.kind` "resnet") and the same network without its shortcuts
-("resnet-noskip") alike on the 8x8 digits, then measures both on filter-normalized random
-planes (seeds 0 and 1, as the landscape lens draws them) over `--samples` training digits:
+Trains the two runs of a skip-connection preset (`--preset`, by default the ResNet-56 one:
+the zoo's "resnet" and "resnet-noskip", the same network but for its shortcuts) exactly as
+the app does, on the 8x8 digits, then measures both on the landscape lens's filter-normalized
+random plane (direction seeds 0 and 1) over `--samples` training digits (the lens's subset):
 
 | measure            | what it is                                                             |
 |--------------------|------------------------------------------------------------------------|
@@ -14,19 +15,24 @@ planes (seeds 0 and 1, as the landscape lens draws them) over `--samples` traini
 | ratio median/share | Li et al.'s convexity map, |lambda_min / lambda_max| of the Hessian at   |
 |                    | `--cgrid` x `--cgrid` points of the same plane: its median, and the    |
 |                    | share of points above 0.1 (Li et al.'s colour scale runs 0 to 0.5)     |
+| lambda_min < 0     | share of the map's points with any negative curvature at all           |
 | ... in the basin   | the same over the map's points whose loss is below 1                   |
 
-`--hessian all` takes the Hessian over every parameter (the lab's convexity map);
+`--hessian all` takes the Hessian over every parameter (the lens's convexity map);
 `--hessian weights` over the conv and linear weights only, the parameters the random
 directions move (Li et al.'s code does this: BatchNorm's scales and the biases stay out).
+`--set key=value ...` changes flat settings of both runs (to explore depth, width, the
+optimizer); trained models are cached in `--cache` by their settings.
 
-    python bench/skip_contrast.py [--depth 3] [--width 16] [--steps 1000] [--lr 0.1]
-                                  [--samples 500] [--grid 21] [--cgrid 7] [--span 1]
-                                  [--hessian all|weights] [--cache DIR]
+    python bench/skip_contrast.py [--preset resnet56-skip-connections] [--set model.depth=3 ...]
+                                  [--samples 500] [--grid 21] [--cgrid 7] [--span 0.25]
+                                  [--hessian all|weights] [--plane-seed 0] [--show-map]
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import sys
 import time
@@ -39,9 +45,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine import data as datasets  # noqa: E402
-from engine import hessian, landscape  # noqa: E402
-from engine.models import ModelSpec, build, count_parameters  # noqa: E402
-from engine.train import TrainConfig, Trainer  # noqa: E402
+from engine import hessian, landscape, presets  # noqa: E402
+from engine.experiment import Experiment, build_experiment  # noqa: E402
+from engine.models import count_parameters  # noqa: E402
+from engine.train import Trainer  # noqa: E402
 
 BASIN_LOSS = 1.0
 RATIO_THRESHOLD = 0.1
@@ -51,25 +58,39 @@ def load_average() -> str:
     return "load average " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def trained(kind: str, args, data: datasets.Dataset) -> tuple[torch.nn.Module, dict, float]:
-    """The model of `kind` trained as the preset does (or loaded from the cache), its last
-    evaluation and the seconds training took."""
-    spec = ModelSpec(kind=kind, width=args.width, depth=args.depth)
-    model = build(spec, data.input_shape, data.n_outputs)
-    config = TrainConfig(optimizer="sgd", lr=args.lr, momentum=0.9, weight_decay=args.weight_decay,
-                         batch_size=128, steps=args.steps)
-    cache = Path(args.cache) / f"{kind}-d{args.depth}-w{args.width}-s{args.steps}-lr{args.lr}-wd{args.weight_decay}.pt"
-    trainer = Trainer(model, data, config, device="cpu", keep_checkpoints=False)
+def preset_runs(key: str, changes: dict[str, str]) -> list[tuple[str, Experiment]]:
+    """(name, experiment) of each run of preset `key`, with the flat settings `changes`."""
+    preset = next((p for p in presets.all_presets() if p.key == key), None)
+    if preset is None:
+        raise SystemExit(f"There is no preset '{key}' in {presets.FOLDER}.")
+    runs = []
+    for run in preset.runs:
+        experiment, errors = Experiment.from_flat(run.experiment.to_flat() | changes)
+        errors |= experiment.errors()
+        if errors:
+            raise SystemExit(" ".join(errors.values()))
+        runs.append((run.name, experiment))
+    return runs
+
+
+def trained(experiment: Experiment, cache: Path):
+    """The experiment's dataset and model trained as the app trains it (or loaded from the
+    cache), its last evaluation and the seconds training took."""
+    data, model = build_experiment(experiment)
+    trainer = Trainer(model, data, experiment.train, device="cpu", base_width=experiment.model.base_width,
+                      keep_checkpoints=False)
+    flat = json.dumps(experiment.to_flat(), sort_keys=True)
+    path = cache / f"{hashlib.sha1(flat.encode()).hexdigest()[:16]}.pt"
     start = time.perf_counter()
-    if cache.exists():
-        model.load_state_dict(torch.load(cache, weights_only=True))
+    if path.exists():
+        model.load_state_dict(torch.load(path, weights_only=True))
     else:
-        for _ in range(args.steps):
+        for _ in range(experiment.train.steps):
             trainer.step()
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), cache)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), path)
     seconds = time.perf_counter() - start
-    return model.eval(), trainer.evaluate(), seconds
+    return data, model.eval(), trainer.evaluate(), seconds
 
 
 def training_subset(data: datasets.Dataset, samples: int):
@@ -117,7 +138,7 @@ def convexity(model, x, y, d1, d2, xs, args) -> tuple[np.ndarray, np.ndarray, np
 
 
 def measure(model, x, y, args) -> dict:
-    d1, d2 = (landscape.random_direction(model, seed=s) for s in (0, 1))
+    d1, d2 = (landscape.random_direction(model, seed=s) for s in (args.plane_seed, args.plane_seed + 1))
     xs = np.linspace(-args.span, args.span, args.grid)
     surface = landscape.surface(model, "ce", x, y, d1, d2, xs=xs).loss
     result = roughness(surface)
@@ -141,37 +162,38 @@ def measure(model, x, y, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--depth", type=int, default=3, help="blocks per stage (3: ResNet-20, 9: ResNet-56)")
-    parser.add_argument("--width", type=int, default=16, help="channels of the first stage")
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--lr", type=float, default=0.1)
-    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--preset", default="resnet56-skip-connections", help="a preset's key (its file name)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="flat settings for both runs")
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--grid", type=int, default=21)
-    parser.add_argument("--cgrid", type=int, default=7)
-    parser.add_argument("--span", type=float, default=1.0)
+    parser.add_argument("--cgrid", type=int, default=7, help="odd, so that the map has the centre")
+    parser.add_argument("--span", type=float, default=0.25)
+    parser.add_argument("--plane-seed", type=int, default=0, help="the directions' seeds are this and the next")
     parser.add_argument("--iters", type=int, default=50, help="Lanczos steps per convexity point")
     parser.add_argument("--hessian", choices=("all", "weights"), default="all")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache", default="/tmp/skip-contrast-models")
     parser.add_argument("--show-map", action="store_true")
     args = parser.parse_args()
+    if args.cgrid < 3 or args.cgrid % 2 == 0:
+        parser.error("--cgrid must be odd and at least 3, so that the map has the minimum at its centre.")
+    changes = dict(item.split("=", 1) for item in args.set)
     torch.set_num_threads(args.threads)
     print(f"{load_average()} before; {args.threads} thread(s)")
-    data = datasets.load("digits")
-    x, y = training_subset(data, args.samples)
     rows = {}
-    for kind in ("resnet", "resnet-noskip"):
-        model, evaluation, seconds = trained(kind, args, data)
-        print(f"{kind}: depth {6 * args.depth + 2}, width {args.width}, {count_parameters(model):,} parameters; "
-              f"{args.steps} steps in {seconds:.0f} s: train acc {evaluation['train_accuracy']:.3f}, "
-              f"test acc {evaluation['test_accuracy']:.3f}, train loss {evaluation['train_loss']:.3g}")
+    for name, experiment in preset_runs(args.preset, changes):
+        data, model, evaluation, seconds = trained(experiment, Path(args.cache))
+        print(f"{name}: {count_parameters(model):,} parameters; {experiment.train.steps} steps in {seconds:.0f} s: "
+              f"train acc {evaluation['train_accuracy']:.3f}, test acc {evaluation['test_accuracy']:.3f}, "
+              f"train loss {evaluation['train_loss']:.3g}")
+        x, y = training_subset(data, args.samples)
         start = time.perf_counter()
-        rows[kind] = measure(model, x, y, args)
+        rows[experiment.model.kind] = measure(model, x, y, args)
         print(f"  measured in {time.perf_counter() - start:.0f} s")
-    print(f"\n{'measure':<22}{'skip':>12}{'no skip':>12}")
-    for key in rows["resnet"]:
-        print(f"{key:<22}{rows['resnet'][key]:>12.3g}{rows['resnet-noskip'][key]:>12.3g}")
+    print(f"\nspan {args.span}, {args.samples} samples, Hessian over {args.hessian} parameters")
+    print(f"{'measure':<22}" + "".join(f"{kind:>15}" for kind in rows))
+    for key in next(iter(rows.values())):
+        print(f"{key:<22}" + "".join(f"{row[key]:>15.3g}" for row in rows.values()))
     print(f"\n{load_average()} after")
 
 

@@ -210,6 +210,17 @@ def test_resnet20_on_cifar_shapes_has_027m_parameters():
     assert resnet_parameter_count(3, 16, 3, 10, 9) == 269_722  # He et al. 2016, Table 6: 0.27M
 
 
+def test_resnet56_on_cifar_shapes_has_085m_parameters():
+    assert resnet_parameter_count(3, 16, 9, 10, 9) == 853_018  # He et al. 2016, Table 6: 0.85M
+
+
+@pytest.mark.parametrize("kind", ["resnet", "resnet-noskip"])
+def test_a_narrow_resnet56_parameter_count_is_the_closed_form(kind):
+    """ResNet-56 (9 blocks per stage) at width 8, as the deep skip-connection preset builds it."""
+    model = build(ModelSpec(kind=kind, width=8, depth=9), (1, 8, 8), 10)
+    assert count_parameters(model) == resnet_parameter_count(1, 8, 9, 10, 9)
+
+
 def test_vgg_parameter_count_is_the_closed_form():
     """Two conv-bn layers per stage (3x3, no bias) of 8, 16, 32 channels, then 32 -> 10."""
     convs = (9 * 1 * 8 + 9 * 8 * 8) + (9 * 8 * 16 + 9 * 16 * 16) + (9 * 16 * 32 + 9 * 32 * 32)

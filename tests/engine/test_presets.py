@@ -48,9 +48,10 @@ def step_named(steps, key):
     return next(s for s in steps if s.key == key)
 
 
-def test_the_resnet_skip_preset_differs_only_in_the_shortcuts():
+@pytest.mark.parametrize("key", ["resnet-skip-connections", "resnet56-skip-connections"])
+def test_the_resnet_skip_preset_differs_only_in_the_shortcuts(key):
     """Li et al. 2018's contrast: the same ResNet with and without skip connections."""
-    preset = next(p for p in presets.all_presets() if p.key == "resnet-skip-connections")
+    preset = next(p for p in presets.all_presets() if p.key == key)
     assert preset.lens == "landscape" and len(preset.runs) == 2
     skip, noskip = (run.experiment.to_flat() for run in preset.runs)
     assert (skip.pop("model.kind"), noskip.pop("model.kind")) == ("resnet", "resnet-noskip")

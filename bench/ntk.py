@@ -13,14 +13,18 @@ and the median of all timed calls of a method is reported with its ratio to the 
 path's median (above 1: the structured path is faster). --threads T pins every worker to the
 same T CPUs (sched_setaffinity, before torch or JAX start; torch.set_num_threads(T); XLA sizes
 its thread pool from the affinity mask), so the methods compare at equal thread counts; the
-default is all CPUs. Peak memory: after the set-up and the warm-up the resident-set
+default is all CPUs. --omp-passive starts the workers with OMP_WAIT_POLICY=PASSIVE (torch's
+OpenMP threads sleep at the end of each parallel operation instead of spinning; JAX has no
+OpenMP): where another process holds one of the 2 cores, torch's 2 threads otherwise wait for
+that core at every operation (pseudo at N=500 then took 0.45 s against 0.013 s passive, and
+0.013-0.017 s with 1 thread). Peak memory: after the set-up and the warm-up the resident-set
 high-water mark is reset (/proc/self/clear_refs); the peak is its largest growth over the
 resident set then, so it counts everything the computation held at once, on the CPU (torch and
 XLA allocations alike; tracemalloc sees neither). Kernels are checked against the structured
 path's (relative Frobenius error). The load average is printed before and after.
 
     python bench/ntk.py [--n 500] [--kinds trace pseudo full] [--methods structured neural-tangents]
-                        [--rounds 3] [--repeats 3] [--threads T]
+                        [--rounds 3] [--repeats 3] [--threads T] [--omp-passive]
                         [--nt-python /tmp/nt-venv/bin/python] [--no-nt]
     python bench/ntk.py --conv [--n 200] [--kinds trace]
 
@@ -253,13 +257,14 @@ def worker(method: str, kind: str, problem: str, out: str, repeats: int, threads
 
 
 def measure(python: str, method: str, kind: str, problem: Path, folder: Path, repeats: int,
-            threads: int | None) -> dict | None:
+            threads: int | None, omp_passive: bool = False) -> dict | None:
     out = folder / f"{method}-{kind}.npy"
     command = [python, str(Path(__file__).resolve()), "--worker", method, "--kind", kind,
                "--problem", str(problem), "--out", str(out), "--repeats", str(repeats)]
     if threads:
         command += ["--threads", str(threads)]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    env = os.environ | ({"OMP_WAIT_POLICY": "PASSIVE"} if omp_passive else {})
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
     if done.returncode != 0:
         print(f"  {method} {kind} failed:\n{done.stderr[-2000:]}")
         return None
@@ -364,6 +369,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of subprocesses")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per subprocess")
     parser.add_argument("--threads", type=int, help="pin every method to this many CPUs (default all)")
+    parser.add_argument("--omp-passive", action="store_true",
+                        help="OMP_WAIT_POLICY=PASSIVE for the workers (torch's threads sleep between operations)")
     parser.add_argument("--conv", action="store_true", help="the ResNet-20 section (structured vs contraction)")
     parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--kind", help=argparse.SUPPRESS)
@@ -386,7 +393,8 @@ def main() -> None:
         sizes = export_problem(args.n, folder / "problem.npz")
         n, p = sizes["n"], sizes["parameters"]
         print(f"MLP 40-{WIDTH}x{DEPTH}-{N_OUTPUTS}, {p:,} parameters, N = {n} MNIST-1D inputs, float32, CPU, "
-              f"{args.threads or len(os.sched_getaffinity(0))} threads (CPUs) per method")
+              f"{args.threads or len(os.sched_getaffinity(0))} threads (CPUs) per method"
+              f"{', OMP_WAIT_POLICY=PASSIVE' if args.omp_passive else ''}")
         print(f"one Jacobian J(x): N*O*P*4 bytes = {n * N_OUTPUTS * p * 4 / 1e9:.2f} GB; "
               f"full kernel (N*O)^2*4 bytes = {(n * N_OUTPUTS) ** 2 * 4 / 1e9:.2f} GB")
         print(f"median of {args.rounds} interleaved rounds x {args.repeats} calls; {load()}", flush=True)
@@ -400,7 +408,8 @@ def bench_kind(kind: str, pythons: dict, folder: Path, args) -> None:
     results: dict[str, list] = {method: [] for method in pythons}
     for _ in range(args.rounds):
         for method, python in pythons.items():
-            result = measure(python, method, kind, folder / "problem.npz", folder, args.repeats, args.threads)
+            result = measure(python, method, kind, folder / "problem.npz", folder, args.repeats, args.threads,
+                             args.omp_passive)
             if result is not None:
                 result["kernel"] = np.load(result["kernel"])
                 results[method].append(result)

@@ -300,3 +300,26 @@ def test_the_app_runs_sweeps_on_the_ray_cluster_its_environment_names(monkeypatc
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     assert configured_backend() == backend and where(*backend) == words
+
+
+def test_cells_that_need_each_other_fail_with_a_sentence_instead_of_waiting_forever(store):
+    """A kind whose cells name each other as needs (a loop): neither can start."""
+    from engine.sweep import RUNS, CellKind
+
+    sweep = tiny_sweep(model_width="4,8")
+    keys = sweep.keys
+    sweep.kind = CellKind(compute=RUNS.compute, key=RUNS.key, find=RUNS.find, errors=RUNS.errors,
+                          needs=lambda cell: [keys[1]] if cell["model.width"] == "4" else [keys[0]])
+    record = run_sweep(sweep, store, device="cpu")
+    assert [r.status for r in record.results] == ["failed", "failed"] and store.list() == []
+    assert "go round in a loop" in record.results[0].message
+
+
+def test_a_cell_that_needs_a_cell_outside_its_sweep_is_refused_before_any_work(store):
+    from engine.sweep import RUNS, CellKind
+
+    sweep = tiny_sweep(model_width="4")
+    sweep.kind = CellKind(compute=RUNS.compute, key=RUNS.key, find=RUNS.find, errors=RUNS.errors,
+                          needs=lambda cell: ["elsewhere"])
+    with pytest.raises(ValueError, match="needs the cell elsewhere, which is not in this sweep"):
+        run_sweep(sweep, store, device="cpu")

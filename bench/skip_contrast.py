@@ -122,7 +122,7 @@ def convexity(model, x, y, d1, d2, xs, args) -> tuple[np.ndarray, np.ndarray, np
     """(ratio, lambda_min, lambda_max) at every point of the plane grid xs x xs."""
     if args.hessian == "all":
         result = hessian.convexity_map(model, "ce", x, y, d1, d2,
-                                       hessian.ConvexitySettings(xs=tuple(xs), iters=args.iters))
+                                       hessian.ConvexitySettings(xs=tuple(xs), iters=args.iters, tol=args.tol))
         return result.ratio, result.lambda_min, result.lambda_max
     origin = landscape.parameters(model)
     generator = torch.Generator().manual_seed(0)
@@ -133,7 +133,7 @@ def convexity(model, x, y, d1, d2, xs, args) -> tuple[np.ndarray, np.ndarray, np
             hvp, w = hessian.hvp_function(model, "ce", x, y, weights)
             hvp, mask = weights_only(model, hvp)
             start = torch.randn(int(mask.numel()), generator=generator) * mask
-            highs[j, i], lows[j, i] = hessian._extreme_eigenvalues(hvp, start, args.iters, 1e-3)
+            highs[j, i], lows[j, i] = hessian._extreme_eigenvalues(hvp, start, args.iters, args.tol)
     return np.abs(lows) / np.maximum(np.abs(highs), 1e-30), lows, highs
 
 
@@ -149,6 +149,8 @@ def measure(model, x, y, args) -> dict:
     result.update({"ratio median": float(np.median(ratio)),
                    f"ratio > {RATIO_THRESHOLD}": float(np.mean(ratio > RATIO_THRESHOLD)),
                    "lambda_min < 0": float(np.mean(low < 0)),
+                   "lambda_min median": float(np.median(low)),
+                   "lambda_max median": float(np.median(high)),
                    "basin points": int(inside.sum()),
                    "basin ratio median": float(np.median(ratio[inside])) if inside.any() else float("nan"),
                    f"basin ratio > {RATIO_THRESHOLD}": float(np.mean(ratio[inside] > RATIO_THRESHOLD))
@@ -170,6 +172,9 @@ def main() -> None:
     parser.add_argument("--span", type=float, default=0.25)
     parser.add_argument("--plane-seed", type=int, default=0, help="the directions' seeds are this and the next")
     parser.add_argument("--iters", type=int, default=50, help="Lanczos steps per convexity point")
+    parser.add_argument("--tol", type=float, default=1e-3,
+                        help="stop a point's Lanczos run when its extreme Ritz values change by less than "
+                             "tol times the spectrum's size (the lens's 1e-3); 0 runs all --iters steps")
     parser.add_argument("--hessian", choices=("all", "weights"), default="all")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache", default="/tmp/skip-contrast-models")

@@ -63,6 +63,7 @@ UMAP_EPOCHS = 200
 # the same neighbours from `nearest_neighbors` instead. At and above it umap uses
 # nearest-neighbour descent (pynndescent), which is fast. The limit is umap's own.
 EXACT_KNN_LIMIT = 4096
+CDIST_DIRECT = 25  # torch.cdist takes differences, not a matrix product, up to this many rows and columns
 
 # ---------------------------------------------------------------- arrays
 
@@ -510,9 +511,10 @@ def nearest_neighbors(X: Array, k: int, batch_size: int = 1024) -> tuple[np.ndar
     """
     X = as_float64(X)
     k = min(k, len(X))
+    samples = _with_squared_norms(X, first=False)
     indices, distances = [], []
     for start in range(0, len(X), batch_size):
-        block = torch.cdist(X[start:start + batch_size], X)
+        block = _euclidean_distances(X[start:start + batch_size], X, samples)
         rows = torch.arange(len(block), device=X.device)
         block[rows, rows + start] = -1.0  # the sample itself comes first (cdist may give it 1e-8)
         nearest, index = block.topk(k, dim=1, largest=False)
@@ -520,6 +522,28 @@ def nearest_neighbors(X: Array, k: int, batch_size: int = 1024) -> tuple[np.ndar
         distances.append(nearest.clamp_min(0.0))
     return (torch.cat(indices).to(torch.int32).cpu().numpy(),
             torch.cat(distances).to(torch.float32).cpu().numpy())
+
+
+def _with_squared_norms(X: torch.Tensor, first: bool) -> torch.Tensor:
+    """(N, features + 2): X and columns of ones and squared norms, the two sides of
+    `_euclidean_distances`' product (for the rows, `first`: -2 X, norms, ones)."""
+    norms = X.pow(2).sum(dim=-1, keepdim=True)
+    if first:
+        return torch.cat([X.mul(-2), norms, torch.ones_like(norms)], dim=-1)
+    return torch.cat([X, torch.ones_like(norms), norms], dim=-1)
+
+
+def _euclidean_distances(rows: torch.Tensor, X: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+    """torch.cdist(rows, X), given `samples` = _with_squared_norms(X, first=False).
+
+    |x - y|^2 = -2 x.y + |x|^2 + |y|^2 as one matrix product, clamped and rooted: cdist's own
+    formula (ATen's _euclidean_dist), hence its distances bit for bit, but the samples' side is
+    built once instead of once per block (cdist: 1.3-1.5x the time for 4000 x 256 in blocks).
+    Up to CDIST_DIRECT rows and samples cdist subtracts coordinates instead, and so does this.
+    """
+    if len(rows) <= CDIST_DIRECT and len(X) <= CDIST_DIRECT:
+        return torch.cdist(rows, X)
+    return (_with_squared_norms(rows, first=True) @ samples.mT).clamp_min_(0.0).sqrt_()
 
 
 def _as_numpy32(X: Array) -> np.ndarray:

@@ -285,6 +285,25 @@ def test_aligned_pca_undoes_a_rotation_between_frames():
     np.testing.assert_allclose(second, first, atol=1e-9)
 
 
+@pytest.mark.parametrize("n", [20, 130])  # cdist's direct route (up to 25) and its matrix product
+def test_nearest_neighbours_are_those_of_scipys_distances(n):
+    X = gaussian(n, 6)
+    indices, distances = geometry.nearest_neighbors(X, k=5, batch_size=32)
+    reference = squareform(pdist(X))
+    np.fill_diagonal(reference, -1.0)  # each sample first among its own
+    np.testing.assert_array_equal(indices, np.argsort(reference, axis=1, kind="stable")[:, :5])
+    np.testing.assert_allclose(distances[:, 1:], np.sort(reference, axis=1)[:, 1:5], rtol=1e-6)
+    assert (distances[:, 0] == 0).all()
+
+
+@pytest.mark.parametrize("rows, n", [(20, 20), (32, 130)])  # cdist by differences (up to 25), by a product
+def test_distances_are_torch_cdists_bit_for_bit(rows, n):
+    # What umap was given before, so embeddings stay as they were.
+    X = torch.from_numpy(gaussian(n, 6))
+    ours = geometry._euclidean_distances(X[:rows], X, geometry._with_squared_norms(X, first=False))
+    assert torch.equal(ours, torch.cdist(X[:rows], X))
+
+
 def test_umap_is_deterministic_with_a_seed():
     # Compiled code comes from geometry.numba_cache_dir(): slow only on a machine's first run.
     X = gaussian(200, 10)

@@ -128,6 +128,17 @@ def test_centered_model_structured_equals_contraction_and_alpha_squared_inner():
     assert relative_error(structured, 9.0 * empirical_ntk(inner, x, kind="full")) < 1e-12
 
 
+@pytest.mark.parametrize("kind", ["full", "trace", "diagonal"])
+def test_blocks_summed_in_place_over_chunks_equal_the_contraction(kind):
+    """The structured blocks are scaled and summed in place: over several chunks (kept
+    column features reused) and with an output scale alpha, the kernel is still alpha^2 times
+    the explicit products of the inner model's Jacobians."""
+    inner, x = tiny_model(), inputs(7)
+    J = explicit_jacobians(inner, x)
+    structured = empirical_ntk(Centered(inner, alpha=3.0), x, kind=kind, method="structured", chunk=3)
+    assert relative_error(structured, 9.0 * reference_kernel(J, J, kind)) < 1e-6
+
+
 def test_pseudo_is_the_block_sum_over_o():
     """pNTK = (1/O) sum_ab Theta_ab: O times the mean of each O x O block of the full kernel."""
     model, x = tiny_model(), inputs(5)

@@ -107,7 +107,7 @@ def main(argv=None) -> int:
 
     import ray
     started = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray_start = time.perf_counter() - started
     try:
         row = measure("Ray, 2 workers", sweep, "ray", 2)

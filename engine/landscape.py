@@ -694,11 +694,14 @@ def _chain_plane(loss_fn, chain: Chain, classify: bool, plane: PlanePoints, x: t
         parts, rest = _first_layer_parts(chain, plane, xb)
         chosen = strategy if strategy != "auto" else choose_strategy(chain_flops(rest, len(xb)),
                                                                       x.device)
-        per_chunk = (_outputs_chunk(parts, rest, n_points) if chosen == "per point"
-                     else _chain_chunk(parts, rest, n_points))
+        if chosen == "per point":
+            per_chunk, per_pass = _outputs_chunk(parts, rest, n_points), 1
+        else:
+            margin = _two_class_margin(loss_fn, classify, rest)
+            per_chunk, per_pass = _chain_chunks(parts, rest, n_points, margin)
         evaluate = _chain_points_in_place if chosen == "per point" else _chain_points_batched
-        routes.append((chosen, per_chunk))
-        state = {}  # buffers that the per-point route reuses from point to point
+        routes.append((chosen, per_chunk, per_pass))
+        state = {"per_pass": per_pass}  # and the buffers a route reuses from chunk to chunk
         for start in range(0, n_points, per_chunk):
             stop = min(start + per_chunk, n_points)
             loss, correct = evaluate(loss_fn, classify, plane, parts, rest, yb, start, stop, state)
@@ -707,20 +710,25 @@ def _chain_plane(loss_fn, chain: Chain, classify: bool, plane: PlanePoints, x: t
             done += stop - start
             if progress is not None:
                 progress(done / (n_points * len(batches)))
-    chosen, per_chunk = routes[0]  # the first batch's: a last, smaller one may differ
+    chosen, per_chunk, per_pass = routes[0]  # the first batch's: a last, smaller one may differ
     how = "one point at a time in place" if chosen == "per point" else "batched"
-    route = {"points_at_once": f"chain, first layer once per grid, {how}", "points_per_chunk": per_chunk}
+    if chosen != "per point" and _two_class_margin(loss_fn, classify, rest):
+        how += ", two logits as their difference"
+    route = {"points_at_once": f"chain, first layer once per grid, {how}", "points_per_chunk": per_chunk,
+             "points_per_pass": per_pass}
     return losses / n, corrects / n, route
 
 
-# Bytes of the activations and weights of one chunk of a chain's points evaluated together on
-# the CPU. Larger than the generic CPU_MEMORY_BUDGET: a chain's steps are a few big products
-# and elementwise passes, each a parallel region whose start costs the same for any size, and
-# on a shared 2-core machine a thread waiting for its core makes small regions very slow.
-# Measured on the 51 x 51 moons surface (2-32-32-2, 500 samples, 2 threads): chunks of 32
-# points took 0.11-0.65 s, of 128-512 points 0.04-0.06 s, all 2601 at once 0.14 s (the
-# activations fall out of the caches); 32 MiB gives about 240 points there.
+# Bytes of the outputs of one chunk of a chain's points on the CPU: the loss is taken once per
+# chunk, over all of its points. Larger than the generic CPU_MEMORY_BUDGET: the loss's steps
+# are a few elementwise passes, each a parallel region whose start costs the same for any size.
 CHAIN_CHUNK_BYTES = 32 * 2**20
+# Bytes of the activations and weights of the points that go through the chain's layers
+# together (a part of a chunk): about the size of a core's L2 cache, so that each layer's
+# output is still there when the activation and the next layer read it. Measured on the
+# 51 x 51 moons surface (2-32-32-2, 500 samples, one thread; bench/landscape.py): a pass over
+# a few MiB of activations that fell out of the cache cost as much as the matrix products.
+CHAIN_CACHE_BYTES = 2 * 2**20
 
 
 def _outputs_chunk(parts: torch.Tensor, rest: list, n_points: int) -> int:
@@ -732,16 +740,22 @@ def _outputs_chunk(parts: torch.Tensor, rest: list, n_points: int) -> int:
     return int(max(1, min(n_points, memory.chunk_budget(parts.device, CPU_MEMORY_BUDGET) // point_bytes)))
 
 
-def _chain_chunk(parts: torch.Tensor, rest: list, n_points: int) -> int:
-    """Points per chunk of a chain's batched route: what fits CHAIN_CHUNK_BYTES (or the
-    device's chunk budget), counting every layer's output and the stacked weights."""
+def _chain_chunks(parts: torch.Tensor, rest: list, n_points: int, margin: bool) -> tuple[int, int]:
+    """(points per chunk, points per pass) of a chain's batched route. A pass takes its points
+    through all the layers at once and fits CHAIN_CACHE_BYTES, counting every layer's output
+    and the stacked weights; a chunk is a whole number of passes whose outputs fit
+    CHAIN_CHUNK_BYTES (on a GPU both are the device's chunk budget)."""
     samples = parts.shape[-1]
     linear = [m for _, m in rest if type(m) in (nn.Linear, Dense)]
-    widths = parts.shape[1] + sum(m.out_features for m in linear)
+    widths = parts.shape[1] + 1 + sum(m.out_features for m in linear)
     weights = sum(sum(p.numel() for p in m.parameters()) for m in linear)
-    point_bytes = (widths * samples + weights) * parts.element_size()
-    budget = memory.chunk_budget(parts.device, CHAIN_CHUNK_BYTES)
-    return int(max(1, min(n_points, budget // point_bytes)))
+    size = parts.element_size()
+    per_pass = memory.chunk_budget(parts.device, CHAIN_CACHE_BYTES) // ((widths * samples + weights) * size)
+    outputs = 1 if margin else (linear[-1].out_features if linear else parts.shape[1])
+    per_chunk = memory.chunk_budget(parts.device, CHAIN_CHUNK_BYTES) // (outputs * samples * size)
+    per_pass = int(max(1, min(n_points, per_pass, per_chunk)))
+    passes = max(1, min(-(-n_points // per_pass), per_chunk // per_pass))
+    return min(n_points, passes * per_pass), per_pass
 
 
 def _first_layer_parts(chain: Chain, plane: PlanePoints, x: torch.Tensor):
@@ -764,75 +778,137 @@ def _first_layer_parts(chain: Chain, plane: PlanePoints, x: torch.Tensor):
     return torch.stack(parts), layers[first + 1:]
 
 
+def _two_class_margin(loss_fn, classify: bool, rest: list) -> bool:
+    """Whether a chain's outputs are two logits under cross-entropy, straight from its last
+    linear layer: the loss and the prediction then depend on their difference alone."""
+    if loss_fn is not F.cross_entropy or not classify or not rest:
+        return False
+    last = rest[-1][1]
+    return type(last) in (nn.Linear, Dense) and last.out_features == 2
+
+
 def _chain_points_batched(loss_fn, classify, plane, parts, rest, y, start, stop, state):
-    """Points start..stop-1 at once, into buffers made once per batch of samples (`state`).
+    """Points start..stop-1 at once, into buffers made once per batch of samples (`state`,
+    which holds the points per pass).
 
     As in `_chain_points_in_place`, everything linear in the plane's coordinates (the first
-    layer's outputs and the later layers' augmented weights) is one row per plane vector, so
-    the chunk's all of them are one product [1, c_i] @ rows. The activations are kept
-    samples-first, (points, samples, features): a layer is then one batched product h @ W^T,
-    which on the CPU ran about 3x faster than W @ h for the narrow layers this route serves
-    (bench/landscape.py, moons: 32 x 32 weights on 500 samples, 245 points, one thread).
+    layer's outputs and the later layers' weights) is one row per plane vector, so a pass's
+    all of them are one product [1, c_i] @ rows. The activations are kept samples-first,
+    (points, samples, features): a layer is then one batched product h @ W^T, which on the CPU
+    ran about 3x faster than W @ h for the narrow layers this route serves (bench/landscape.py,
+    moons: 32 x 32 weights on 500 samples, 245 points, one thread). Two logits under
+    cross-entropy are computed as their difference only (`_margin_loss_and_correct`).
     """
-    if not state:
-        state["chain"] = _BatchedChain(plane, parts, rest, stop - start)
-    out = state["chain"].forward(start, stop)  # (points, outputs, samples)
+    if "chain" not in state:
+        margin = _two_class_margin(loss_fn, classify, rest)
+        state["chain"] = _BatchedChain(plane, parts, rest, stop - start, state["per_pass"], margin)
+    chain = state["chain"]
+    out = chain.forward(start, stop)  # (points, outputs, samples)
+    if chain.margin:
+        return _margin_loss_and_correct(out[:, 0], y)
     return _outputs_loss_and_correct(loss_fn, classify, out, y)
 
 
-class _BatchedChain:
-    """The buffers of `_chain_points_batched`: `rows` (1 + directions, N), `flat` (chunk, N)
-    the chunk's first-layer outputs and augmented weights, `hidden` each layer's outputs."""
+def _margin_loss_and_correct(margin: torch.Tensor, y: torch.Tensor):
+    """Mean cross-entropy and correct count per point from the logits' difference
+    m = z_1 - z_0, (points, samples).
 
-    def __init__(self, plane: PlanePoints, parts: torch.Tensor, rest: list, chunk: int):
-        self.samples, self.width = parts.shape[-1], parts.shape[1]
-        first = parts.transpose(1, 2).reshape(len(parts), -1)  # each (samples, features), flat
-        self.rows = _plane_rows(plane, rest, list(first), augmented=False)
+    A sample's cross-entropy is log(1 + exp(z_other - z_label)): softplus(m) for class 0 and
+    softplus(-m) for class 1. Class 1 is predicted where m > 0 (a tie goes to class 0, the
+    first largest, as with argmax), so the correct count is (class-0 samples) + sum over
+    samples of [m > 0] (2 y - 1): one matrix-vector product.
+    """
+    signs = 1.0 - 2.0 * y.to(margin.dtype)  # +1 for class 0, -1 for class 1
+    loss = F.softplus(margin * signs).mean(dim=1)
+    second = torch.gt(margin, 0).to(margin.dtype)
+    return loss, (y == 0).sum() + second @ -signs
+
+
+class _BatchedChain:
+    """The buffers of `_chain_points_batched`.
+
+    `rows` (1 + directions, N) holds, for the origin and each direction, the first layer's
+    outputs (samples, features) with a column of ones (zeros for a direction), then each later
+    linear layer's weights: [W | b] for the first of them (the column of ones brings in its
+    bias), W and then b for the others; for a two-class margin the last layer's second row
+    minus its first. `flat` (pass, N) holds a pass's points' all of them, `hidden` the layers'
+    outputs of a pass, `outputs` (chunk, outputs, samples) a chunk's outputs.
+    """
+
+    def __init__(self, plane: PlanePoints, parts: torch.Tensor, rest: list, chunk: int,
+                 per_pass: int, margin: bool):
+        self.samples, self.per_pass, self.margin = parts.shape[-1], per_pass, margin
+        linear = [i for i, (_, m) in enumerate(rest) if type(m) in (nn.Linear, Dense)]
+        self.last = linear[-1] if linear else -1
+        self.ones = bool(linear)  # a column of ones for the next layer's bias
+        first = parts.transpose(1, 2)  # (1 + directions, samples, features)
+        if self.ones:
+            ones = torch.zeros_like(first[:, :, :1])
+            ones[0] = 1.0
+            first = torch.cat([first, ones], dim=2)
+        self.leading = first[0].numel()
+
+        def layout(weights: Params, prefix: str, module: nn.Module) -> torch.Tensor:
+            index = next(i for i, (p, _) in enumerate(rest) if p == prefix)
+            return _layer_row(weights, prefix, module, augmented=index == linear[0],
+                              margin=margin and index == self.last)
+
+        self.rows = _plane_rows(plane, rest, list(first.reshape(len(parts), -1)), layout)
         self.coefficients = _with_ones(plane, parts)
-        self.flat = parts.new_empty(chunk, self.rows.shape[1])
-        self.layers, offset = [], self.samples * self.width
-        self.last = max((i for i, (_, m) in enumerate(rest) if type(m) in (nn.Linear, Dense)),
-                        default=-1)
+        self.flat = parts.new_empty(per_pass, self.rows.shape[1])
+        self.layers, offset = [], self.leading
         for index, (prefix, module) in enumerate(rest):
-            if type(module) not in (nn.Linear, Dense):
+            if index not in linear:
                 self.layers.append((module, None, None))
                 continue
-            shape = (self.samples, module.out_features)  # the last layer's: features-first
-            hidden = parts.new_empty(chunk, *(shape[::-1] if index == self.last else shape))
-            has_bias = prefix + "bias" in plane.origin
-            self.layers.append((module, (offset, module.out_features, module.in_features, has_bias),
-                                hidden))
-            offset += module.out_features * (module.in_features + has_bias)
+            n_out = 1 if margin and index == self.last else module.out_features
+            n_in = module.in_features + (index == linear[0])  # the column of ones is an input
+            bias = index != linear[0] and prefix + "bias" in plane.origin
+            shape = (n_out, self.samples) if index == self.last else (self.samples, n_out)
+            hidden = parts.new_empty(per_pass, *shape)
+            self.layers.append((module, (offset, n_out, n_in, bias), hidden))
+            offset += n_out * (n_in + bias)
+        width = self.layers[self.last][2].shape[1] if self.last >= 0 else parts.shape[1]
+        self.outputs = parts.new_empty(chunk, width, self.samples)
 
     def forward(self, start: int, stop: int) -> torch.Tensor:
         """The outputs of points start..stop-1, features-first: (points, outputs, samples)
-        (the layout the loss takes fastest)."""
+        (the layout the loss takes fastest), a pass of `per_pass` points at a time."""
+        for first in range(start, stop, self.per_pass):
+            last = min(first + self.per_pass, stop)
+            self._one_pass(first, last, self.outputs[first - start:last - start])
+        return self.outputs[:stop - start]
+
+    def _one_pass(self, start: int, stop: int, out: torch.Tensor) -> None:
+        """Points start..stop-1 through every layer, their outputs written into `out`."""
         count = stop - start
         flat = torch.mm(self.coefficients[start:stop], self.rows, out=self.flat[:count])
-        h = flat[:, :self.samples * self.width].view(count, self.samples, self.width)
+        h = flat[:, :self.leading].view(count, self.samples, -1)
+        ones = self.ones
         for index, (module, place, hidden) in enumerate(self.layers):
-            if place is None:
-                _activate_into(module, h)
+            if place is None:  # an activation, on the features, never on the column of ones
+                _activate_into(module, h[..., :-1] if ones else h)
                 continue
             offset, n_out, n_in, has_bias = place
             weight = flat[:, offset:offset + n_out * n_in].view(count, n_out, n_in)
             bias = flat[:, offset + n_out * n_in:offset + n_out * (n_in + 1)]  # right after it
             if index == self.last:  # W @ h^T: the outputs features-first
-                h = torch.bmm(weight, h.transpose(1, 2), out=hidden[:count])
+                h = torch.bmm(weight, h.transpose(1, 2), out=out)
                 bias = bias.unsqueeze(2)
             else:
                 h = torch.bmm(h, weight.transpose(1, 2), out=hidden[:count])
                 bias = bias.unsqueeze(1)
             if has_bias:
                 h.add_(bias)
-        return h if self.last >= 0 else h.transpose(1, 2)
+            ones = False
+        if self.last < 0:
+            out.copy_(h.transpose(1, 2))
 
 
-def _plane_rows(plane: PlanePoints, rest: list, leading: list, augmented: bool = True) -> torch.Tensor:
+def _plane_rows(plane: PlanePoints, rest: list, leading: list, layout: Callable) -> torch.Tensor:
     """(1 + directions, N): for the origin and each direction, `leading[k]` (a flat tensor)
-    followed by each linear layer's weights in `rest`: augmented, [multiplier * W | b] as one
-    matrix, or else multiplier * W and then b (when the layer has one)."""
-    layout = _augmented if augmented else _weight_then_bias
+    followed by each linear layer's weights in `rest` as `layout(weights, prefix, module)`
+    lays them out."""
     rows = []
     for k, weights in enumerate([plane.origin] + plane.directions):
         pieces = [leading[k]] + [layout(weights, prefix, module).reshape(-1)
@@ -858,7 +934,7 @@ def _chain_points_in_place(loss_fn, classify, plane, parts, rest, y, start, stop
     where each parallel operation may wait for its threads. The loss is taken once per chunk,
     over the outputs of its points.
     """
-    if not state:
+    if "chain" not in state:
         state["chain"] = _InPlaceChain(plane, parts, rest, stop - start)
     chain = state["chain"]
     outputs = chain.outputs[:stop - start]
@@ -878,7 +954,7 @@ class _InPlaceChain:
         ones = parts.new_ones(samples)
         leading = [torch.cat([parts[k].reshape(-1), ones if k == 0 else torch.zeros_like(ones)])
                    for k in range(len(parts))]  # each first-layer output, a row of ones below
-        self.rows = _plane_rows(plane, rest, leading)
+        self.rows = _plane_rows(plane, rest, leading, _layer_row)
         self.coefficients = _with_ones(plane, parts)
         self.flat = parts.new_empty(1, self.rows.shape[1])
         self.first = self.flat[0, :(first_width + 1) * samples].view(first_width + 1, samples)
@@ -915,20 +991,21 @@ class _InPlaceChain:
         return out
 
 
-def _augmented(weights: Params, prefix: str, module: nn.Module) -> torch.Tensor:
-    """[multiplier * W | b] of a linear layer (b zero when it has none): applied to a column
-    of inputs with a 1 below them it gives multiplier * W x + b."""
+def _layer_row(weights: Params, prefix: str, module: nn.Module, augmented: bool = True,
+               margin: bool = False) -> torch.Tensor:
+    """A linear layer's multiplier * W and b, flat: as one matrix [W | b] when `augmented` (b
+    zero when the layer has none; applied to a column of inputs with a 1 below them it gives
+    multiplier * W x + b), else W and then b when the layer has one. With `margin`, the layer's
+    second row minus its first: the difference of two logits."""
     weight = weights[prefix + "weight"] * getattr(module, "multiplier", 1.0)
     bias = weights.get(prefix + "bias")
-    bias = torch.zeros_like(weight[:, 0]) if bias is None else bias
-    return torch.cat([weight, bias.unsqueeze(1)], dim=1)
-
-
-def _weight_then_bias(weights: Params, prefix: str, module: nn.Module) -> torch.Tensor:
-    """multiplier * W, flat, followed by b when the layer has a bias."""
-    weight = (weights[prefix + "weight"] * getattr(module, "multiplier", 1.0)).reshape(-1)
-    bias = weights.get(prefix + "bias")
-    return weight if bias is None else torch.cat([weight, bias])
+    if margin:
+        weight = weight[1:] - weight[:1]
+        bias = None if bias is None else bias[1:] - bias[:1]
+    if augmented:
+        bias = torch.zeros_like(weight[:, 0]) if bias is None else bias
+        return torch.cat([weight, bias.unsqueeze(1)], dim=1).reshape(-1)
+    return weight.reshape(-1) if bias is None else torch.cat([weight.reshape(-1), bias])
 
 
 def _activate_into(module: nn.Module, h: torch.Tensor) -> None:

@@ -201,8 +201,9 @@ def test_small_batches_and_chunks_give_the_same_surface(problem, monkeypatch):
     whole = landscape.surface(model, "ce", x, y, d1, d2, xs=XS, ys=YS)
     monkeypatch.setattr(landscape, "CPU_MEMORY_BUDGET", 5_000)  # a few points per chunk
     monkeypatch.setattr(landscape, "CHAIN_CHUNK_BYTES", 5_000)  # a chain's, too
+    monkeypatch.setattr(landscape, "CHAIN_CACHE_BYTES", 5_000)  # and its passes through the layers
     pieces = landscape.surface(model, "ce", x, y, d1, d2, xs=XS, ys=YS, batch_size=7)
-    assert pieces.settings["points_per_chunk"] < 15 and pieces.settings["batch_size"] == 7
+    assert pieces.settings["points_per_pass"] < 15 and pieces.settings["batch_size"] == 7
     np.testing.assert_allclose(pieces.loss, whole.loss, atol=1e-6)
 
 

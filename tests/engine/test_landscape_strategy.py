@@ -115,8 +115,52 @@ def test_chains_take_the_first_layer_once_route(data, strategy):
 def test_batches_of_samples_and_small_chunks_give_the_reference(data, strategy, monkeypatch):
     monkeypatch.setattr(landscape, "CPU_MEMORY_BUDGET", 300)  # a few points per chunk
     monkeypatch.setattr(landscape, "CHAIN_CHUNK_BYTES", 300)  # a chain's, too
+    monkeypatch.setattr(landscape, "CHAIN_CACHE_BYTES", 300)
     result = assert_matches_reference(moved(CHAINS["mlp relu"]()), *data, strategy, batch_size=7)
     assert result.settings["batch_size"] == 7 and result.settings["points_per_chunk"] < 12
+
+
+def test_a_chunk_of_several_passes_gives_the_reference(data, monkeypatch):
+    monkeypatch.setattr(landscape, "CHAIN_CHUNK_BYTES", 600)  # 7 points of 3 outputs x 7 samples
+    monkeypatch.setattr(landscape, "CHAIN_CACHE_BYTES", 2000)  # 2 points (956 bytes each) at once
+    result = assert_matches_reference(moved(CHAINS["mlp relu"]()), *data, "batched", batch_size=7)
+    assert result.settings["points_per_pass"] == 2 and result.settings["points_per_chunk"] == 6
+
+
+TWO_CLASS_CHAINS = {
+    "mlp relu": lambda: build(ModelSpec(width=8, depth=2, seed=1), (5,), 2),
+    "mlp tanh, no bias": lambda: build(ModelSpec(width=8, depth=2, activation="tanh", bias=False,
+                                                 seed=2), (5,), 2),
+    "mlp ntk (Dense multipliers)": lambda: build(ModelSpec(width=8, depth=3, parametrization="ntk",
+                                                           seed=4), (5,), 2),
+    "one layer": lambda: nn.Sequential(nn.Linear(5, 2)),
+    "activation after the last layer": lambda: nn.Sequential(nn.Linear(5, 4), nn.ReLU(),
+                                                             nn.Linear(4, 2), nn.Sigmoid()),
+}
+
+
+@pytest.mark.parametrize("name", list(TWO_CLASS_CHAINS))
+def test_two_class_cross_entropy_equals_the_reference(data, name):
+    x, y = data
+    model = moved(TWO_CLASS_CHAINS[name]())
+    result = assert_matches_reference(model, x, (y > 0).long(), "batched")
+    takes_the_difference = name not in ("one layer", "activation after the last layer")
+    assert ("two logits as their difference" in result.settings["points_at_once"]) == takes_the_difference
+
+
+def test_two_class_ties_go_to_the_first_class_as_argmax(data):
+    x, y = data
+    y = (y > 0).long()
+    model = moved(TWO_CLASS_CHAINS["mlp relu"]())
+    with torch.no_grad():  # equal logits everywhere on the grid: the last layer's rows agree
+        last = model.layers.out
+        last.weight[1] = last.weight[0]
+        last.bias[1] = last.bias[0]
+    d = {k: torch.zeros_like(v) for k, v in model.named_parameters()}
+    d["layers.fc1.weight"] = torch.randn_like(d["layers.fc1.weight"])
+    result = landscape.surface(model, "ce", x, y, d, d, xs=XS, ys=YS, strategy="batched")
+    np.testing.assert_allclose(result.accuracy, (y == 0).float().mean().item(), atol=1e-6)
+    np.testing.assert_allclose(result.loss, np.log(2.0), rtol=1e-6)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

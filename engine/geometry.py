@@ -355,7 +355,10 @@ def _eager_jits_disk_cached():
 
     from engine.deferred_jit import DeferredDispatcher
 
-    numba_jit = decorators._jit
+    numba_jit = getattr(decorators, "_jit", None)
+    if numba_jit is None:  # a numba whose internals moved: import as numba would, compiling eagerly
+        yield
+        return
 
     def jit(sigs, locals, target, cache, targetoptions, **dispatcher_args):
         eager = numba_jit(sigs, locals, target, cache, targetoptions, **dispatcher_args)

@@ -40,7 +40,7 @@ from engine import pruning, recipes
 from engine.experiment import Experiment, load_dataset, load_model
 from engine.losses import loss_for_task
 from engine.results import LotteryTickets, PruningSweep, from_arrays, to_arrays
-from engine.store import RESERVED_KEYS, RunStore
+from engine.store import CELLS_FOLDER, RESERVED_KEYS, RunStore
 from engine.sweep import CellKind, CellResult, Sweep, cell_run_id, existing_result, once, publish, run_sweep
 
 __all__ = ["PruningCell", "pruning_cells", "read_pruning_cell", "pruning_key", "compute_pruned", "pruning_errors",
@@ -52,7 +52,6 @@ CELL_VERSION = 1  # part of every cell's key: bump it when a cell's computation 
 MEASURES = "pruning-cell"  # the artifact of a pruning cell's run: its 1 x 1 PruningSweep
 MASKS = "masks"  # the artifact of a cell's run: the masks its network was pruned to
 REWIND = "lottery-rewind"  # the artifact of lottery round 0's run: the weights every round rewinds to
-CELLS_FOLDER = ".cells"  # inside the run store; a dot-name is never listed as a run
 DATA = "dataset"  # a source run's data artifact (uploaded or imported data), copied into each cell's run
 
 # The fields of a PruningSweep that are one value (or one row) per (method, sparsity) cell.

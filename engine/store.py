@@ -51,7 +51,7 @@ import torch
 
 from engine.status import RUN_ENDINGS, STORED, Status
 
-__all__ = ["default_root", "RunInfo", "RunStore", "ENV_VAR", "SWEEPS_FOLDER", "RESERVED_KEYS"]
+__all__ = ["default_root", "RunInfo", "RunStore", "ENV_VAR", "SWEEPS_FOLDER", "CELLS_FOLDER", "RESERVED_KEYS"]
 
 try:  # POSIX; elsewhere a writer's death goes unnoticed and its run stays "running"
     import fcntl
@@ -63,6 +63,10 @@ STATUSES = STORED  # what a settings.json may say
 FINISHED_STATUSES = RUN_ENDINGS  # what `finish` may record
 WRITER_LOCK = ".writer.lock"
 # Keys that the store writes into settings.json itself; a run's own settings may not use them.
+# Runs computed from a run (the cells of its pruning sweep or lottery rounds) live in a store of
+# their own in this folder, each naming its source in settings["cell_of"]["run"]: they are
+# deleted with their source, as its cached analyses are.
+CELLS_FOLDER = ".cells"
 RESERVED_KEYS = frozenset({"name", "created", "status", "summary", "message", "finished", "imported"})
 MAX_NAME_LENGTH = 100
 MAX_IMPORT_BYTES = 2 * 1024**3  # refuse zips that unpack to more than this (zip bombs)
@@ -311,6 +315,20 @@ class RunStore:
         doomed = self.root / f".deleting-{run_id}-{secrets.token_hex(3)}"
         os.replace(folder, doomed)
         shutil.rmtree(doomed, ignore_errors=True)
+        self._delete_cells_of(run_id)
+
+    def _delete_cells_of(self, run_id: str) -> None:
+        """Delete the runs computed from `run_id` (see CELLS_FOLDER)."""
+        if not (self.root / CELLS_FOLDER).is_dir():
+            return
+        cells = RunStore(self.root / CELLS_FOLDER)
+        for run in cells.list(damaged=True):
+            try:
+                source = (cells.settings(run.id).get("cell_of") or {}).get("run")
+            except (ValueError, OSError):
+                continue
+            if source == run_id:
+                cells.delete(run.id)
 
     # ----- reading runs --------------------------------------------------------------
 

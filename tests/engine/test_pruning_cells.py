@@ -98,6 +98,16 @@ def test_each_cell_is_a_run_holding_the_pruned_model_in_the_cells_own_store(run_
     assert [r.id for r in run_store.list()] == [run_id]  # the lab's run list shows the trained run only
 
 
+def test_deleting_a_run_deletes_the_runs_of_its_cells_and_no_others(run_store, trained_run, one_thread):
+    run_id = trained_run[1]
+    pruning_sweep_job(None, run_store, run_id, ["magnitude"], [0.8], finetune_steps=0, device="cpu")
+    other = run_store.create("another run", {})
+    cells_store(run_store).create("a cell of another run", {"cell_of": {"run": other}})
+    run_store.delete(run_id)
+    cells = cells_store(run_store)
+    assert [cells.settings(r.id)["cell_of"]["run"] for r in cells.list(damaged=True)] == [other]
+
+
 class CancelOnceACellIsStored(QuietContext):
     """The driver's context: cancel as soon as one cell's run is in the store."""
 

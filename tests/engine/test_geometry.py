@@ -270,6 +270,26 @@ def test_pca_signs_make_each_largest_loading_positive(shape):
     np.testing.assert_allclose(geometry.pca(X, dim=3)[0], reference_pca(X, 3)[0], atol=1e-9)
 
 
+@pytest.mark.parametrize("shape", [(400, 300), (300, 400)])
+def test_pca_of_a_large_matrix_by_lobpcg_equals_numpy_svd_up_to_sign(shape):
+    X = gaussian(*shape, seed=5) * np.linspace(3, 1, shape[1])
+    assert min(shape) >= geometry.ITERATIVE_FROM  # the iterative route
+    scores, ratios = geometry.pca(X, dim=3)
+    reference_scores, reference_ratios = reference_pca(X, 3)
+    np.testing.assert_allclose(np.abs(scores), np.abs(reference_scores), atol=1e-9)
+    np.testing.assert_allclose(ratios, reference_ratios, atol=1e-12)
+
+
+def test_lobpcg_answers_only_within_its_tolerance():
+    C = torch.from_numpy(gaussian(300, 300, seed=6))
+    C = C @ C.T
+    values, vectors = geometry._iterative_top_eigenvectors(C, 2)
+    exact = torch.linalg.eigvalsh(C)[-2:].flip(0)
+    torch.testing.assert_close(values, exact, rtol=1e-10, atol=0)
+    residual = torch.linalg.vector_norm(C @ vectors - vectors * values, dim=0).max()
+    assert residual <= geometry.ITERATIVE_TOLERANCE * values[0]
+
+
 def test_pca_beyond_the_rank_gives_zero_components_not_nans():
     X = gaussian(5, 2) @ gaussian(2, 40, seed=1)  # 5 samples of rank 2 in 40 features
     scores, ratios = geometry.pca(X, dim=4)

@@ -475,17 +475,21 @@ def authenticate_with_token_if_any() -> None:
     """Join a cluster with Ray's token when this machine has one and RAY_AUTH_MODE is unset.
 
     Since Ray 2.59 `ray start --head` turns token authentication on when a token exists
-    (~/.ray/auth_token), but a process that joins by address sends the token only with
-    RAY_AUTH_MODE=token, and is refused otherwise. A server without authentication ignores the
-    token, so sending it is always safe. Ray reads the mode once, when it is imported: this
-    runs before that.
+    (~/.ray/auth_token), but a process that joins by address sends the token only in token
+    mode, and is refused otherwise. A server without authentication ignores the token, so
+    sending it is always safe. Ray's own switch is used because Ray caches the mode when it is
+    imported: setting RAY_AUTH_MODE alone would leave this process and the Ray it may start
+    later disagreeing.
     """
     if "RAY_AUTH_MODE" in os.environ:
         return  # the user's choice
-    has_token = (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
-                 or (Path.home() / ".ray" / "auth_token").is_file())
-    if has_token:
-        os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token authentication (before 2.52)
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:

@@ -41,7 +41,8 @@ from engine.modes import evaluating
 
 __all__ = ["ITERATIVE_FROM", "ITERATIVE_TOLERANCE", "as_float64", "layer_names", "module_names", "activations",
            "activations_over_checkpoints", "pca",
-           "procrustes_rotation", "numba_cache_dir", "import_umap", "nearest_neighbors", "embed", "aligned_embed",
+           "procrustes_rotation", "numba_cache_dir", "import_umap", "umap_epochs", "nearest_neighbors", "embed",
+           "aligned_embed",
            "linear_cka", "rbf_gram", "centre_gram", "rbf_cka", "MinibatchCKA", "minibatch_cka",
            "input_target_alignment", "target_matrix", "rdm", "compare_rdms", "classification_margin",
            "neural_collapse", "effective_rank", "participation_ratio", "unit_correlations", "match_units",
@@ -57,8 +58,14 @@ ACTIVATION_TYPES = (
 )
 EXACT_PCA_LIMIT = 2048  # above this many samples and features, PCA is randomized (pca_lowrank)
 # UMAP's layout epochs. umap picks 500 below 10,000 samples and 200 above; 200 gives a settled
-# picture in 40% of the time.
+# picture in 40% of the time. An epoch's work grows with the samples, so above
+# UMAP_EPOCH_SAMPLES the epochs shrink in proportion, to UMAP_MIN_EPOCHS at twice as many: a
+# first picture of 4,000 samples in a new process then takes about 4 s instead of 5. The cost
+# in trustworthiness (15 neighbours, 4,000 samples, two seeds) is 0.9705 at 100 epochs against
+# 0.9715 at 200 and 0.9725 at umap's 500.
 UMAP_EPOCHS = 200
+UMAP_MIN_EPOCHS = 100
+UMAP_EPOCH_SAMPLES = 2000
 # Below this many samples umap finds exact neighbours, but by calling a numba distance from
 # Python for every pair (8 million calls, about a minute, for 4000 samples); `embed` gives it
 # the same neighbours from `nearest_neighbors` instead. At and above it umap uses
@@ -524,10 +531,16 @@ def _numba_with_disk_cache():
     return stand_in
 
 
+def umap_epochs(n_samples: int) -> int:
+    """Layout epochs for `n_samples`: UMAP_EPOCHS up to UMAP_EPOCH_SAMPLES, then fewer in
+    proportion, never below UMAP_MIN_EPOCHS."""
+    return max(UMAP_MIN_EPOCHS, min(UMAP_EPOCHS, UMAP_EPOCHS * UMAP_EPOCH_SAMPLES // max(n_samples, 1)))
+
+
 def _umap_options(n_samples: int, dim: int, seed: int, options: dict) -> dict:
     """UMAP settings: seeded (hence single-threaded and reproducible), neighbours fewer than
-    the samples, UMAP_EPOCHS epochs, and whatever the caller gives on top."""
-    settings = {"n_components": dim, "random_state": seed, "n_jobs": 1, "n_epochs": UMAP_EPOCHS,
+    the samples, `umap_epochs` epochs, and whatever the caller gives on top."""
+    settings = {"n_components": dim, "random_state": seed, "n_jobs": 1, "n_epochs": umap_epochs(n_samples),
                 "n_neighbors": max(2, min(15, n_samples - 1))}
     settings.update(options)
     return settings

@@ -324,6 +324,11 @@ def test_distances_are_torch_cdists_bit_for_bit(rows, n):
     assert torch.equal(ours, torch.cdist(X[:rows], X))
 
 
+def test_umap_epochs_shrink_in_proportion_past_2000_samples_to_a_floor_of_100():
+    assert [geometry.umap_epochs(n) for n in (10, 2000, 3000, 4000, 10**6)] == [200, 200, 133, 100, 100]
+    assert geometry._umap_options(4000, 2, 0, {"n_epochs": 500})["n_epochs"] == 500  # the caller's word wins
+
+
 def test_umap_is_deterministic_with_a_seed():
     # Compiled code comes from geometry.numba_cache_dir(): slow only on a machine's first run.
     X = gaussian(200, 10)

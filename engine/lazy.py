@@ -674,13 +674,9 @@ def find_width(store, settings: dict[str, str], key: str):
 
 def width_errors(cells: list[dict[str, str]]) -> list[str]:
     """A sentence for each width cell that cannot be read (each sentence once)."""
-    sentences = {}
-    for cell in cells:
-        try:
-            read_width_cell(cell)
-        except ValueError as exc:
-            sentences.setdefault(str(exc), None)
-    return list(sentences)
+    from engine.sweep import read_errors
+
+    return read_errors(cells, read_width_cell)
 
 
 def compute_width(settings: dict[str, str], root: str, device: Optional[str] = None, ctx=None) -> dict:

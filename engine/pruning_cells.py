@@ -41,7 +41,7 @@ from engine.experiment import Experiment, load_dataset, load_model
 from engine.losses import loss_for_task
 from engine.results import LotteryTickets, PruningSweep, from_arrays, to_arrays
 from engine.store import CELLS_FOLDER, RESERVED_KEYS, RunStore
-from engine.sweep import CellKind, CellResult, Sweep, cell_run_id, existing_result, once, publish, run_sweep
+from engine.sweep import CellKind, CellResult, Sweep, cell_run_id, existing_result, once, publish, read_errors, run_sweep
 
 __all__ = ["PruningCell", "pruning_cells", "read_pruning_cell", "pruning_key", "compute_pruned", "pruning_errors",
            "pruning_kind", "pruning_sweep_job", "assemble_pruning_sweep", "LotteryCell", "lottery_cells",
@@ -168,17 +168,7 @@ def pruning_key(settings: dict[str, str]) -> str:
 
 def pruning_errors(cells: list[dict[str, str]]) -> list[str]:
     """A sentence for each pruning cell that cannot be read (each sentence once)."""
-    return _errors(cells, read_pruning_cell)
-
-
-def _errors(cells, read) -> list[str]:
-    sentences = {}
-    for cell in cells:
-        try:
-            read(cell)
-        except ValueError as exc:
-            sentences.setdefault(str(exc), None)
-    return list(sentences)
+    return read_errors(cells, read_pruning_cell)
 
 
 def _setup(store: RunStore, cell: PruningCell, device) -> pruning.SweepSetup:
@@ -376,7 +366,7 @@ def lottery_needs(settings: dict[str, str]) -> list[str]:
 
 def lottery_errors(cells: list[dict[str, str]]) -> list[str]:
     """A sentence for each lottery cell that cannot be read (each sentence once)."""
-    return _errors(cells, read_lottery_cell)
+    return read_errors(cells, read_lottery_cell)
 
 
 def _config(store: RunStore, cell: LotteryCell):

@@ -49,7 +49,7 @@ from typing import Callable, Optional
 
 __all__ = ["cell_key", "cell_run_id", "Sweep", "experiment_errors", "grid", "CellResult", "QuietContext",
            "train_cell", "once", "existing_result", "publish", "CellKind", "LocalBackend", "task_resources",
-           "RayBackend", "authenticate_with_token_if_any", "configured_backend", "where", "make_backend",
+           "read_errors", "RayBackend", "authenticate_with_token_if_any", "configured_backend", "where", "make_backend",
            "cell_device", "SweepRecord", "record_key",
            "save_record", "open_sweep", "list_sweeps", "run_sweep", "sweep_job", "summary_line", "command",
            "STAGING_FOLDER", "FINISHED"]
@@ -376,6 +376,17 @@ class CellKind:
     find: Callable[[RunStore, dict, str], Optional[CellResult]]
     errors: Callable[[list[dict]], list[str]]
     needs: Optional[Callable[[dict], list[str]]] = None
+
+
+def read_errors(cells: list[dict[str, str]], read: Callable[[dict], object]) -> list[str]:
+    """The sentences `read` raises (as ValueError) for `cells`, each once: a kind's `errors`."""
+    sentences = {}
+    for cell in cells:
+        try:
+            read(cell)
+        except ValueError as exc:
+            sentences.setdefault(str(exc), None)
+    return list(sentences)
 
 
 def _find_run(store: RunStore, settings: dict, key: str) -> Optional[CellResult]:

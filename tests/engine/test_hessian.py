@@ -145,6 +145,18 @@ def test_convexity_map_at_the_centre_is_the_eigenvalue_ratio(problem):
     np.testing.assert_allclose(result.ratio, abs(exact[0] / exact[-1]).item(), rtol=1e-4)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_the_maps_lanczos_finds_a_small_negative_eigenvalue_beside_a_steep_direction(seed):
+    """The spectrum of a steep point of a no-skip ResNet: lambda_max 47,000, a bulk in [0, 50]
+    and one eigenvalue -112. Stopping when the Ritz values stall missed it (10.4 at seed 0)."""
+    bulk = np.random.default_rng(0).uniform(0, 50, 2997)
+    spectrum = torch.tensor(np.concatenate([[47000.0, 30000.0], bulk, [-112.0]]), dtype=torch.float64)
+    start = torch.randn(3000, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    tridiagonal = hessian.lanczos(lambda v: spectrum * v, start, 50, hessian.ConvexitySettings().tol)
+    ritz = np.linalg.eigvalsh(hessian._tridiagonal(*tridiagonal))
+    assert ritz[0] == pytest.approx(-112.0, abs=0.1) and ritz[-1] == pytest.approx(47000.0)
+
+
 def test_sharpness_gives_each_checkpoints_top_eigenvalue(problem):
     model, x, y = problem
     start = {k: v.detach() * 0.5 for k, v in model.named_parameters()}

@@ -172,9 +172,9 @@ def main() -> None:
     parser.add_argument("--span", type=float, default=0.25)
     parser.add_argument("--plane-seed", type=int, default=0, help="the directions' seeds are this and the next")
     parser.add_argument("--iters", type=int, default=50, help="Lanczos steps per convexity point")
-    parser.add_argument("--tol", type=float, default=1e-3,
-                        help="stop a point's Lanczos run when its extreme Ritz values change by less than "
-                             "tol times the spectrum's size (the lens's 1e-3); 0 runs all --iters steps")
+    parser.add_argument("--tol", type=float, default=hessian.ConvexitySettings().tol,
+                        help="stop a point's Lanczos run when its extreme Ritz values are within tol times the "
+                             "spectrum's size of an eigenvalue (the lens's default); 0 runs all --iters steps")
     parser.add_argument("--hessian", choices=("all", "weights"), default="all")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache", default="/tmp/skip-contrast-models")

@@ -156,7 +156,12 @@ def test_a_pruned_conv_net_keeps_its_zeros_through_training_on_images():
 def lab_model(kind, seed=0):
     """One of the lab's conv nets on digits-shaped images, its BatchNorms moved off their defaults."""
     torch.manual_seed(seed)
-    model = build(ModelSpec(kind=kind, width=4, depth=2), SHAPE, 3).double()
+    return with_batchnorm_off_defaults(build(ModelSpec(kind=kind, width=4, depth=2), SHAPE, 3).double())
+
+
+def with_batchnorm_off_defaults(model):
+    """Random BatchNorm scales and shifts, and running statistics from one training-mode pass,
+    so that a removal that mishandles them shows; the model comes back in eval mode."""
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):
@@ -297,14 +302,7 @@ class UserResNet(nn.Module):
 
 def user_resnet():
     torch.manual_seed(0)
-    model = UserResNet().double()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.5, 0.5)
-        model.train()(images(32, seed=9) * 2)
-    return model.eval()
+    return with_batchnorm_off_defaults(UserResNet().double())
 
 
 def test_a_user_resnet_can_lose_the_inner_channels_of_every_block_and_nothing_on_a_shortcut():

@@ -22,8 +22,10 @@ def rerun_until(at, done, timeout: float = 180.0) -> None:
         at.run()
 
 
-def test_the_pruning_page_shows_a_vgg_with_half_its_channels_removed(open_page, lab_home):
-    experiment = Experiment("digits", {}, ModelSpec(kind="vgg", width=4, depth=1),
+def with_half_the_channels_removed(open_page, kind: str):
+    """The pruning page of a freshly trained `kind` net, pruned by magnitude to 50% without
+    fine-tuning, with "remove the channels" on and its job done."""
+    experiment = Experiment("digits", {}, ModelSpec(kind=kind, width=4, depth=1),
                             TrainConfig(steps=10, eval_every=10, checkpoint_every=10))
     train_job(Quiet(), experiment, store=lab.store(), device="cpu")
     at = open_page("pruning")
@@ -33,6 +35,11 @@ def test_the_pruning_page_shows_a_vgg_with_half_its_channels_removed(open_page, 
     rerun_until(at, lambda: any(t.key == "pr:channels" for t in at.toggle))  # after the sweep's job
     at.toggle(key="pr:channels").set_value(True).run()
     rerun_until(at, lambda: len(at.metric) >= 3)  # after the removal's job
+    return at
+
+
+def test_the_pruning_page_shows_a_vgg_with_half_its_channels_removed(open_page, lab_home):
+    at = with_half_the_channels_removed(open_page, "vgg")
     parameters = next(m for m in at.metric if m.label == "Parameters")
     masked = next(m for m in at.metric if m.label == "Test accuracy, masked")
     smaller = next(m for m in at.metric if m.label == "Test accuracy, smaller model")
@@ -42,16 +49,7 @@ def test_the_pruning_page_shows_a_vgg_with_half_its_channels_removed(open_page, 
 
 
 def test_the_pruning_page_removes_the_inner_channels_of_every_resnet_block(open_page, lab_home):
-    experiment = Experiment("digits", {}, ModelSpec(kind="resnet", width=4, depth=1),
-                            TrainConfig(steps=10, eval_every=10, checkpoint_every=10))
-    train_job(Quiet(), experiment, store=lab.store(), device="cpu")
-    at = open_page("pruning")
-    at.multiselect(key="pr:methods").set_value(["magnitude"]).run()
-    at.multiselect(key="pr:sparsities").set_value([0.5]).run()
-    at.select_slider(key="pr:finetune").set_value(0).run()
-    rerun_until(at, lambda: any(t.key == "pr:channels" for t in at.toggle))
-    at.toggle(key="pr:channels").set_value(True).run()
-    rerun_until(at, lambda: len(at.metric) >= 3)
+    at = with_half_the_channels_removed(open_page, "resnet")
     masked = next(m for m in at.metric if m.label == "Test accuracy, masked")
     smaller = next(m for m in at.metric if m.label == "Test accuracy, smaller model")
     assert masked.value == smaller.value

@@ -9,7 +9,20 @@ imported (with torch) only when first used:
 - `engine.load_model(store, run_id)` and `engine.load_dataset(store, run_id)` read any run
   back, the lab's or an imported one (see `engine.experiment`);
 - `engine.RunStore()` is the run store (`$DYNAMICS_LAB_HOME/runs` by default).
+
+Importing it before torch also sets OpenMP's wait policy for the process (below).
 """
+import os as _os
+import sys as _sys
+
+# torch's OpenMP threads spin at every barrier before they sleep. When another process holds
+# a core, every parallel operation then waits for a thread that is not running: a 51 x 51
+# moons surface took 6.4 s instead of 0.085 s with a `nice 19` job beside it (2 threads,
+# bench/landscape.py). Passive threads sleep at once. OpenMP reads the policy when torch
+# loads it, so this holds only where the engine is imported first (the app, `python -m
+# engine`, the tests); a policy the user has set wins.
+if "torch" not in _sys.modules:
+    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # The notebook API: name -> the module that defines it, imported when the name is first asked for.
 _LAZY = {"import_run": "engine.external", "load_model": "engine.experiment",

@@ -484,6 +484,9 @@ def _chain_input(chain: Chain, x: torch.Tensor) -> torch.Tensor:
 # Activations with an in-place form: applied to a buffer of ours, they allocate nothing.
 IN_PLACE = {nn.ReLU: torch.relu_, nn.Tanh: torch.tanh_, nn.Sigmoid: torch.sigmoid_,
             nn.Identity: lambda h: h, nn.Dropout: lambda h: h}
+# Activations that leave 1 as it is: a column of ones (a bias's input) may go through them,
+# so that they run over a whole contiguous buffer rather than a strided view of it.
+KEEP_ONE = (nn.ReLU, nn.Identity, nn.Dropout)
 
 
 def _activate(module: nn.Module, h: torch.Tensor, owned: bool) -> torch.Tensor:
@@ -805,13 +808,14 @@ def _chain_points_batched(loss_fn, classify, plane, parts, rest, y, start, stop,
     chain = state["chain"]
     out = chain.forward(start, stop)  # (points, outputs, samples)
     if chain.margin:
-        return _margin_loss_and_correct(out[:, 0], y)
+        return _margin_loss_and_correct(out[:, 0], y, chain.scratch[:stop - start])
     return _outputs_loss_and_correct(loss_fn, classify, out, y)
 
 
-def _margin_loss_and_correct(margin: torch.Tensor, y: torch.Tensor):
+def _margin_loss_and_correct(margin: torch.Tensor, y: torch.Tensor, scratch: torch.Tensor):
     """Mean cross-entropy and correct count per point from the logits' difference
-    m = z_1 - z_0, (points, samples).
+    m = z_1 - z_0, (points, samples), each pass written into `scratch` (a buffer of that
+    shape: fresh tensors of a whole chunk's size cost more in page faults than the passes).
 
     A sample's cross-entropy is log(1 + exp(z_other - z_label)): softplus(m) for class 0 and
     softplus(-m) for class 1. Class 1 is predicted where m > 0 (a tie goes to class 0, the
@@ -819,8 +823,8 @@ def _margin_loss_and_correct(margin: torch.Tensor, y: torch.Tensor):
     samples of [m > 0] (2 y - 1): one matrix-vector product.
     """
     signs = 1.0 - 2.0 * y.to(margin.dtype)  # +1 for class 0, -1 for class 1
-    loss = F.softplus(margin * signs).mean(dim=1)
-    second = torch.gt(margin, 0).to(margin.dtype)
+    loss = F.softplus(torch.mul(margin, signs, out=scratch), out=scratch).mean(dim=1)
+    second = torch.gt(margin, 0, out=scratch)  # 1.0 where class 1 is predicted
     return loss, (y == 0).sum() + second @ -signs
 
 
@@ -870,6 +874,7 @@ class _BatchedChain:
             offset += n_out * (n_in + bias)
         width = self.layers[self.last][2].shape[1] if self.last >= 0 else parts.shape[1]
         self.outputs = parts.new_empty(chunk, width, self.samples)
+        self.scratch = parts.new_empty(chunk, self.samples) if margin else None
 
     def forward(self, start: int, stop: int) -> torch.Tensor:
         """The outputs of points start..stop-1, features-first: (points, outputs, samples)
@@ -886,8 +891,8 @@ class _BatchedChain:
         h = flat[:, :self.leading].view(count, self.samples, -1)
         ones = self.ones
         for index, (module, place, hidden) in enumerate(self.layers):
-            if place is None:  # an activation, on the features, never on the column of ones
-                _activate_into(module, h[..., :-1] if ones else h)
+            if place is None:  # an activation, on the features; on the ones only if it keeps them
+                _activate_into(module, h[..., :-1] if ones and type(module) not in KEEP_ONE else h)
                 continue
             offset, n_out, n_in, has_bias = place
             weight = flat[:, offset:offset + n_out * n_in].view(count, n_out, n_in)
@@ -898,7 +903,7 @@ class _BatchedChain:
             else:
                 h = torch.bmm(h, weight.transpose(1, 2), out=hidden[:count])
                 bias = bias.unsqueeze(1)
-            if has_bias:
+            if has_bias:  # as an addition: baddbmm's copy of the bias first took longer
                 h.add_(bias)
             ones = False
         if self.last < 0:

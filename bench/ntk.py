@@ -13,18 +13,19 @@ and the median of all timed calls of a method is reported with its ratio to the 
 path's median (above 1: the structured path is faster). --threads T pins every worker to the
 same T CPUs (sched_setaffinity, before torch or JAX start; torch.set_num_threads(T); XLA sizes
 its thread pool from the affinity mask), so the methods compare at equal thread counts; the
-default is all CPUs. --omp-passive starts the workers with OMP_WAIT_POLICY=PASSIVE (torch's
-OpenMP threads sleep at the end of each parallel operation instead of spinning; JAX has no
-OpenMP): where another process holds one of the 2 cores, torch's 2 threads otherwise wait for
-that core at every operation (pseudo at N=500 then took 0.45 s against 0.013 s passive, and
-0.013-0.017 s with 1 thread). Peak memory: after the set-up and the warm-up the resident-set
+default is all CPUs. The workers run under the lab's OpenMP policy, OMP_WAIT_POLICY=PASSIVE
+(set by importing `engine`; torch's OpenMP threads sleep at the end of each parallel operation
+instead of spinning; JAX has no OpenMP) unless the environment sets one; --omp-spin runs them
+with OpenMP's default instead: where another process holds one of the 2 cores, torch's 2
+threads then wait for that core at every operation (pseudo at N=500 took 0.45 s against
+0.013 s passive, and 0.013-0.017 s with 1 thread). Peak memory: after the set-up and the warm-up the resident-set
 high-water mark is reset (/proc/self/clear_refs); the peak is its largest growth over the
 resident set then, so it counts everything the computation held at once, on the CPU (torch and
 XLA allocations alike; tracemalloc sees neither). Kernels are checked against the structured
 path's (relative Frobenius error). The load average is printed before and after.
 
     python bench/ntk.py [--n 500] [--kinds trace pseudo full] [--methods structured neural-tangents]
-                        [--rounds 3] [--repeats 3] [--threads T] [--omp-passive]
+                        [--rounds 3] [--repeats 3] [--threads T] [--omp-spin]
                         [--nt-python /tmp/nt-venv/bin/python] [--no-nt]
     python bench/ntk.py --conv [--n 200] [--kinds trace]
 
@@ -257,13 +258,17 @@ def worker(method: str, kind: str, problem: str, out: str, repeats: int, threads
 
 
 def measure(python: str, method: str, kind: str, problem: Path, folder: Path, repeats: int,
-            threads: int | None, omp_passive: bool = False) -> dict | None:
+            threads: int | None, omp_spin: bool = False) -> dict | None:
     out = folder / f"{method}-{kind}.npy"
     command = [python, str(Path(__file__).resolve()), "--worker", method, "--kind", kind,
                "--problem", str(problem), "--out", str(out), "--repeats", str(repeats)]
     if threads:
         command += ["--threads", str(threads)]
-    env = os.environ | ({"OMP_WAIT_POLICY": "PASSIVE"} if omp_passive else {})
+    env = dict(os.environ)
+    if omp_spin:  # OpenMP's default: spin, then sleep
+        env.pop("OMP_WAIT_POLICY", None)
+    else:  # the lab's policy (engine/__init__.py), whatever imports the worker does first
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
     if done.returncode != 0:
         print(f"  {method} {kind} failed:\n{done.stderr[-2000:]}")
@@ -369,8 +374,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of subprocesses")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per subprocess")
     parser.add_argument("--threads", type=int, help="pin every method to this many CPUs (default all)")
-    parser.add_argument("--omp-passive", action="store_true",
-                        help="OMP_WAIT_POLICY=PASSIVE for the workers (torch's threads sleep between operations)")
+    parser.add_argument("--omp-spin", action="store_true",
+                        help="OpenMP's default wait policy for the workers (threads spin between operations) "
+                             "instead of the lab's PASSIVE")
     parser.add_argument("--conv", action="store_true", help="the ResNet-20 section (structured vs contraction)")
     parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--kind", help=argparse.SUPPRESS)
@@ -392,9 +398,9 @@ def main() -> None:
         folder = Path(tmp)
         sizes = export_problem(args.n, folder / "problem.npz")
         n, p = sizes["n"], sizes["parameters"]
+        policy = "OpenMP's default (spin)" if args.omp_spin else os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
         print(f"MLP 40-{WIDTH}x{DEPTH}-{N_OUTPUTS}, {p:,} parameters, N = {n} MNIST-1D inputs, float32, CPU, "
-              f"{args.threads or len(os.sched_getaffinity(0))} threads (CPUs) per method"
-              f"{', OMP_WAIT_POLICY=PASSIVE' if args.omp_passive else ''}")
+              f"{args.threads or len(os.sched_getaffinity(0))} threads (CPUs) per method, OpenMP wait policy {policy}")
         print(f"one Jacobian J(x): N*O*P*4 bytes = {n * N_OUTPUTS * p * 4 / 1e9:.2f} GB; "
               f"full kernel (N*O)^2*4 bytes = {(n * N_OUTPUTS) ** 2 * 4 / 1e9:.2f} GB")
         print(f"median of {args.rounds} interleaved rounds x {args.repeats} calls; {load()}", flush=True)
@@ -409,7 +415,7 @@ def bench_kind(kind: str, pythons: dict, folder: Path, args) -> None:
     for _ in range(args.rounds):
         for method, python in pythons.items():
             result = measure(python, method, kind, folder / "problem.npz", folder, args.repeats, args.threads,
-                             args.omp_passive)
+                             args.omp_spin)
             if result is not None:
                 result["kernel"] = np.load(result["kernel"])
                 results[method].append(result)

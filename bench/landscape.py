@@ -20,7 +20,9 @@ several rounds, the median is reported, and the load average is printed with eac
 When the load is above the 2 cores, compare with --threads 1: torch's two threads then wait
 for each other's core at every operation, and the many small operations of a per-point loop
 slow down 10-20x (at load 6: the lean loop of part 1 took 12.8 s with 2 threads, 0.83 s with
-one), which makes the 2-thread ratios meaningless.
+one), which makes the 2-thread ratios meaningless. That is OpenMP's default policy, which this
+script keeps (it imports torch before the engine): run it with OMP_WAIT_POLICY=PASSIVE, as the
+lab runs, to measure what the app does (engine/__init__.py).
 The packages are optional, imported only here:
     .venv/bin/pip install loss-landscapes==3.0.6 pyhessian
 or, leaving the project's venv as it is, into a folder put on the path for the benchmark only:
@@ -362,8 +364,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     parts = set(args.parts)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {args.clock} clock, "
-          f"{landscape.CPU_MEMORY_BUDGET / 2**20:g} MiB chunks{', quick' if args.quick else ''}",
-          flush=True)
+          f"{landscape.CPU_MEMORY_BUDGET / 2**20:g} MiB chunks{', quick' if args.quick else ''}, OpenMP wait "
+          f"policy {os.environ.get('OMP_WAIT_POLICY', 'default (spin)')}", flush=True)
     if 1 in parts:
         bench_moons(args)
     if parts & {2, 3}:

@@ -18,6 +18,8 @@
    drew, which checkpoints it followed (live when the first and last differ), the share of
    samples in which an element waited for a rerun to redraw it (marked stale), and the share
    in which one was seen greyed (its computed opacity below 0.9).
+   Each window also prints where the CPU went (CPU seconds per second, from /proc): the
+   server's training thread, its other threads, chromium, and the rest of the machine.
 
     python bench/overview.py [--steps 3000] [--rounds 3]
     python bench/overview.py --browser [--rounds 3] [--window 30]
@@ -152,6 +154,69 @@ def watch(page, seconds: float) -> dict:
             "steps": f"{steps[0]:,}->{steps[-1]:,}" if steps else "none", "samples": samples}
 
 
+TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of(stat_path: str) -> float:
+    """CPU seconds (user + system) of a process or thread, from its /proc stat file; 0 once gone."""
+    try:
+        fields = Path(stat_path).read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) * TICK_S  # utime, stime (fields 14, 15 of stat)
+
+
+def descendants() -> dict[int, str]:
+    """This process's descendants (the streamlit server, Playwright's driver, chromium): pid -> command."""
+    parents, commands = {}, {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                commands[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+    ours, grew = {os.getpid()}, True
+    while grew:
+        found = {pid for pid, parent in parents.items() if parent in ours} - ours
+        ours, grew = ours | found, bool(found)
+    return {pid: commands[pid] for pid in ours - {os.getpid()}}
+
+
+class CpuSplit:
+    """Where the CPU went in a window: the training thread of the server, the server's other
+    threads (the page's reruns, the panels' jobs, the websocket), chromium, and the rest of the
+    machine. Counted from /proc at the window's start and end, in CPU seconds per second."""
+
+    def __init__(self, training_tid: int):
+        self.server = next(pid for pid, command in descendants().items() if "streamlit run" in command)
+        self.training = f"/proc/{self.server}/task/{training_tid}/stat"
+
+    def sample(self) -> dict[str, float]:
+        chromium = [pid for pid, command in descendants().items() if "chromium" in command]
+        total = sum(int(x) for x in Path("/proc/stat").read_text().split()[1:8]) * TICK_S  # all cores
+        idle = sum(int(x) for x in Path("/proc/stat").read_text().split()[4:6]) * TICK_S
+        return {"time": time.time(), "training": cpu_of(self.training),
+                "server": cpu_of(f"/proc/{self.server}/stat"),
+                "chromium": sum(cpu_of(f"/proc/{pid}/stat") for pid in chromium), "busy": total - idle}
+
+    @staticmethod
+    def between(start: dict, end: dict) -> dict[str, float]:
+        rate = {k: (end[k] - start[k]) / (end["time"] - start["time"]) for k in start if k != "time"}
+        rate["server other"] = rate.pop("server") - rate["training"]
+        rate["machine rest"] = rate.pop("busy") - rate["training"] - rate["server other"] - rate["chromium"]
+        return {k: round(v, 2) for k, v in rate.items()}
+
+
+def training_thread(server: int, seconds: float = 3.0) -> int:
+    """The server's thread that used the most CPU over a few seconds while only the run works."""
+    tasks = lambda: {int(t.name): cpu_of(str(t / "stat")) for t in Path(f"/proc/{server}/task").iterdir()}  # noqa: E731
+    before = tasks()
+    time.sleep(seconds)
+    after = tasks()
+    return max(after, key=lambda tid: after[tid] - before.get(tid, 0.0))
+
+
 def browser_main(rounds: int, window: float) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -169,6 +234,9 @@ def browser_main(rounds: int, window: float) -> None:
         from engine.store import RunStore
 
         run_id = RunStore(home / "runs").list()[0].id
+        page.goto("about:blank")
+        server = next(pid for pid, command in descendants().items() if "streamlit run" in command)
+        split = CpuSplit(training_thread(server))
         ratios = []
         for r in range(rounds):
             rates = {}
@@ -176,15 +244,16 @@ def browser_main(rounds: int, window: float) -> None:
                 load = os.getloadavg()[0]
                 if where == "away":
                     page.goto("about:blank")
-                    start = time.time()
+                    start, cpu = time.time(), split.sample()
                     time.sleep(window)
                     seen = {}
                 else:
                     page.goto(f"{url}/overview?run={run_id}")
-                    start = time.time()
+                    start, cpu = time.time(), split.sample()
                     seen = watch(page, window)
                 rates[where] = rate_between(home, start + 2, time.time())  # the page's start-up left out
-                print(f"round {r + 1} {where:8s}: {rates[where]:7.0f} steps/s (load {load:.2f}) {seen}", flush=True)
+                print(f"round {r + 1} {where:8s}: {rates[where]:7.0f} steps/s (load {load:.2f}) {seen}\n"
+                      f"    CPU s/s {CpuSplit.between(cpu, split.sample())}", flush=True)
             ratios.append(rates["overview"] / rates["away"])
             print(f"round {r + 1}: overview / away {ratios[-1]:.2f}", flush=True)
         print(f"overview open / away: median {statistics.median(ratios):.2f} "

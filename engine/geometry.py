@@ -40,9 +40,8 @@ from engine.models import Square
 from engine.modes import evaluating
 
 __all__ = ["ITERATIVE_FROM", "ITERATIVE_TOLERANCE", "as_float64", "layer_names", "module_names", "activations",
-           "activations_over_checkpoints", "pca",
-           "procrustes_rotation", "numba_cache_dir", "import_umap", "umap_epochs", "nearest_neighbors", "embed",
-           "aligned_embed",
+           "activations_over_checkpoints", "pca", "procrustes_rotation", "numba_cache_dir", "import_umap",
+           "umap_epochs", "nearest_neighbors", "embed", "aligned_embed",
            "linear_cka", "rbf_gram", "centre_gram", "rbf_cka", "MinibatchCKA", "minibatch_cka",
            "input_target_alignment", "target_matrix", "rdm", "compare_rdms", "classification_margin",
            "neural_collapse", "effective_rank", "participation_ratio", "unit_correlations", "match_units",

@@ -697,14 +697,14 @@ def _chain_plane(loss_fn, chain: Chain, classify: bool, plane: PlanePoints, x: t
         parts, rest = _first_layer_parts(chain, plane, xb)
         chosen = strategy if strategy != "auto" else choose_strategy(chain_flops(rest, len(xb)),
                                                                       x.device)
+        margin = chosen != "per point" and _two_class_margin(loss_fn, classify, rest)
         if chosen == "per point":
             per_chunk, per_pass = _outputs_chunk(parts, rest, n_points), 1
         else:
-            margin = _two_class_margin(loss_fn, classify, rest)
             per_chunk, per_pass = _chain_chunks(parts, rest, n_points, margin)
         evaluate = _chain_points_in_place if chosen == "per point" else _chain_points_batched
-        routes.append((chosen, per_chunk, per_pass))
-        state = {"per_pass": per_pass}  # and the buffers a route reuses from chunk to chunk
+        routes.append((chosen, per_chunk, per_pass, margin))
+        state = {"per_pass": per_pass, "margin": margin}  # and the buffers a route reuses
         for start in range(0, n_points, per_chunk):
             stop = min(start + per_chunk, n_points)
             loss, correct = evaluate(loss_fn, classify, plane, parts, rest, yb, start, stop, state)
@@ -713,9 +713,9 @@ def _chain_plane(loss_fn, chain: Chain, classify: bool, plane: PlanePoints, x: t
             done += stop - start
             if progress is not None:
                 progress(done / (n_points * len(batches)))
-    chosen, per_chunk, per_pass = routes[0]  # the first batch's: a last, smaller one may differ
+    chosen, per_chunk, per_pass, margin = routes[0]  # the first batch's: a last, smaller one may differ
     how = "one point at a time in place" if chosen == "per point" else "batched"
-    if chosen != "per point" and _two_class_margin(loss_fn, classify, rest):
+    if margin:
         how += ", two logits as their difference"
     route = {"points_at_once": f"chain, first layer once per grid, {how}", "points_per_chunk": per_chunk,
              "points_per_pass": per_pass}
@@ -792,7 +792,7 @@ def _two_class_margin(loss_fn, classify: bool, rest: list) -> bool:
 
 def _chain_points_batched(loss_fn, classify, plane, parts, rest, y, start, stop, state):
     """Points start..stop-1 at once, into buffers made once per batch of samples (`state`,
-    which holds the points per pass).
+    which holds the points per pass and whether to take two logits' difference).
 
     As in `_chain_points_in_place`, everything linear in the plane's coordinates (the first
     layer's outputs and the later layers' weights) is one row per plane vector, so a pass's
@@ -803,8 +803,7 @@ def _chain_points_batched(loss_fn, classify, plane, parts, rest, y, start, stop,
     cross-entropy are computed as their difference only (`_margin_loss_and_correct`).
     """
     if "chain" not in state:
-        margin = _two_class_margin(loss_fn, classify, rest)
-        state["chain"] = _BatchedChain(plane, parts, rest, stop - start, state["per_pass"], margin)
+        state["chain"] = _BatchedChain(plane, parts, rest, stop - start, state["per_pass"], state["margin"])
     chain = state["chain"]
     out = chain.forward(start, stop)  # (points, outputs, samples)
     if chain.margin:

@@ -62,11 +62,11 @@ ENV_VAR = "DYNAMICS_LAB_HOME"
 STATUSES = STORED  # what a settings.json may say
 FINISHED_STATUSES = RUN_ENDINGS  # what `finish` may record
 WRITER_LOCK = ".writer.lock"
-# Keys that the store writes into settings.json itself; a run's own settings may not use them.
 # Runs computed from a run (the cells of its pruning sweep or lottery rounds) live in a store of
 # their own in this folder, each naming its source in settings["cell_of"]["run"]: they are
 # deleted with their source, as its cached analyses are.
 CELLS_FOLDER = ".cells"
+# Keys that the store writes into settings.json itself; a run's own settings may not use them.
 RESERVED_KEYS = frozenset({"name", "created", "status", "summary", "message", "finished", "imported"})
 MAX_NAME_LENGTH = 100
 MAX_IMPORT_BYTES = 2 * 1024**3  # refuse zips that unpack to more than this (zip bombs)

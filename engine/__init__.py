@@ -10,7 +10,9 @@ imported (with torch) only when first used:
   back, the lab's or an imported one (see `engine.experiment`);
 - `engine.RunStore()` is the run store (`$DYNAMICS_LAB_HOME/runs` by default).
 
-Importing it before torch also sets OpenMP's wait policy for the process (below).
+Importing it before torch also sets OpenMP's wait policy for the process (below), and
+importing it at all makes `ast.parse` safe to call from several threads at once
+(`engine.threadsafe_ast`: the lab's jobs parse while Streamlit or IPython does).
 """
 import os as _os
 import sys as _sys
@@ -23,6 +25,10 @@ import sys as _sys
 # engine`, the tests); a policy the user has set wins.
 if "torch" not in _sys.modules:
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from engine import threadsafe_ast as _threadsafe_ast  # noqa: E402 (after the policy: it sets no env)
+
+_threadsafe_ast.install()
 
 # The notebook API: name -> the module that defines it, imported when the name is first asked for.
 _LAZY = {"import_run": "engine.external", "load_model": "engine.experiment",

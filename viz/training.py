@@ -8,11 +8,16 @@ from plotly.subplots import make_subplots
 from engine.results import History
 from viz.style import SPLIT_COLORS, axis_scale, base_layout, class_color, no_data
 
-__all__ = ["series", "block_means", "has_finite", "format_accuracy_axis", "line", "training_curves", "compare_curves",
-           "MAX_LINE_POINTS"]
+__all__ = ["series", "block_means", "curve", "has_finite", "format_accuracy_axis", "line", "training_curves",
+           "compare_curves", "MAX_LINE_POINTS", "MAX_EVAL_POINTS"]
 
 # The minibatch loss is shown as at most this many points (block means, see `block_means`).
 MAX_LINE_POINTS = 2000
+# Evaluations get a marker each while there are at most this many; a longer run's are thinned
+# to this many by block means too and drawn as a line. (A live page redraws its curves every
+# few seconds: an endless run evaluated every 100 steps otherwise sends the browser thousands
+# of markers per trace, more with every redraw.)
+MAX_EVAL_POINTS = 400
 
 # metric name -> (History field of the steps, History field of the values, readable name)
 METRICS = {
@@ -58,6 +63,21 @@ def block_means(steps: np.ndarray, values: np.ndarray, max_points: int = MAX_LIN
         return np.add.reduceat(steps, starts) / counts, np.add.reduceat(values, starts) / counts
 
 
+def curve(history: History, step_field: str, value_field: str) -> tuple[np.ndarray, np.ndarray, bool]:
+    """One metric as it is drawn: its steps, its values, and whether each value is a single
+    evaluation (drawn with a marker) rather than a block mean.
+
+    The minibatch loss (`step_field` "step") is thinned to MAX_LINE_POINTS; evaluations are kept
+    while there are at most MAX_EVAL_POINTS and thinned to that many otherwise.
+    """
+    steps, values = series(history, step_field, value_field)
+    if step_field == "step":
+        return (*block_means(steps, values), False)
+    if len(values) <= MAX_EVAL_POINTS:
+        return steps, values, True
+    return (*block_means(steps, values, MAX_EVAL_POINTS), False)
+
+
 def has_finite(values: np.ndarray) -> bool:
     """Whether any entry is a finite number (accuracies are all NaN for regression)."""
     return bool(np.isfinite(values).any())
@@ -90,20 +110,21 @@ def training_curves(history: History, *, title: str | None = None, log_y: bool =
 
     The left panel shows the minibatch train loss at every step (thinned to at most
     MAX_LINE_POINTS points by block means, see `block_means`) as a thin line, and the
-    evaluated train and test losses as lines with markers. The right panel shows the
-    evaluated train and test accuracies; it is left out when they are all NaN (regression).
-    Train and test share a legend entry across the two panels.
+    evaluated train and test losses as lines with markers (thinned too past MAX_EVAL_POINTS
+    evaluations, see `curve`). The right panel shows the evaluated train and test
+    accuracies; it is left out when they are all NaN (regression). Train and test share a
+    legend entry across the two panels.
 
     Args:
         history: what the run measured so far (may be empty).
         title: the figure's title.
         log_y: a logarithmic loss axis.
     """
-    step, train_loss = block_means(*series(history, "step", "train_loss"))
-    eval_step, eval_train_loss = series(history, "eval_step", "eval_train_loss")
-    test_step, test_loss = series(history, "eval_step", "test_loss")
-    train_acc_step, train_acc = series(history, "eval_step", "eval_train_accuracy")
-    test_acc_step, test_acc = series(history, "eval_step", "test_accuracy")
+    step, train_loss, _ = curve(history, "step", "train_loss")
+    eval_step, eval_train_loss, each = curve(history, "eval_step", "eval_train_loss")
+    test_step, test_loss, _ = curve(history, "eval_step", "test_loss")
+    train_acc_step, train_acc, _ = curve(history, "eval_step", "eval_train_accuracy")
+    test_acc_step, test_acc, _ = curve(history, "eval_step", "test_accuracy")
     accuracies = np.concatenate([train_acc, test_acc])
 
     if not (len(step) or len(eval_step) or len(test_step)):
@@ -118,17 +139,17 @@ def training_curves(history: History, *, title: str | None = None, log_y: bool =
     train, test = SPLIT_COLORS["train"], SPLIT_COLORS["test"]
     fig.add_trace(line(step, train_loss, name="minibatch loss", color=train, markers=False,
                        opacity=0.4), row=1, col=1)
-    fig.add_trace(line(eval_step, eval_train_loss, name="train", color=train,
+    fig.add_trace(line(eval_step, eval_train_loss, name="train", color=train, markers=each,
                        legendgroup="train"), row=1, col=1)
-    fig.add_trace(line(test_step, test_loss, name="test", color=test,
+    fig.add_trace(line(test_step, test_loss, name="test", color=test, markers=each,
                        legendgroup="test"), row=1, col=1)
     fig.update_xaxes(title_text="step")
     fig.update_yaxes(**axis_scale(log_y), row=1, col=1)
 
     if show_accuracy:
-        fig.add_trace(line(train_acc_step, train_acc, name="train", color=train,
+        fig.add_trace(line(train_acc_step, train_acc, name="train", color=train, markers=each,
                            legendgroup="train", showlegend=False), row=1, col=2)
-        fig.add_trace(line(test_acc_step, test_acc, name="test", color=test,
+        fig.add_trace(line(test_acc_step, test_acc, name="test", color=test, markers=each,
                            legendgroup="test", showlegend=False), row=1, col=2)
         format_accuracy_axis(fig, accuracies, row=1, col=2)
     return base_layout(fig, title)
@@ -145,8 +166,9 @@ def compare_curves(
 
     Args:
         histories: run name -> its history; the names label the legend.
-        metric: one of METRICS: "test_loss", "train_loss" (the minibatch loss, thinned by
-            block means), "eval_train_loss", "test_accuracy", "eval_train_accuracy".
+        metric: one of METRICS: "test_loss", "train_loss" (the minibatch loss),
+            "eval_train_loss", "test_accuracy", "eval_train_accuracy"; long series are
+            thinned by block means (see `curve`).
         log_y: a logarithmic y axis; None means yes for losses and no for accuracies.
         title: the figure's title; None names the metric.
     """
@@ -161,11 +183,8 @@ def compare_curves(
     fig = go.Figure()
     plotted = []
     for i, (name, history) in enumerate(histories.items()):
-        steps, values = series(history, step_field, value_field)
-        if step_field == "step":
-            steps, values = block_means(steps, values)
-        fig.add_trace(line(steps, values, name=name, color=class_color(i),
-                           markers=step_field == "eval_step"))
+        steps, values, each = curve(history, step_field, value_field)
+        fig.add_trace(line(steps, values, name=name, color=class_color(i), markers=each))
         plotted.append(values)
 
     values = np.concatenate(plotted) if plotted else np.array([])

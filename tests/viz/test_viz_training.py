@@ -5,7 +5,7 @@ from viz_samples import assert_valid, make_history
 
 from engine.results import History
 from viz.style import SPLIT_COLORS, UIREVISION, class_color
-from viz.training import MAX_LINE_POINTS, block_means, compare_curves, training_curves
+from viz.training import MAX_EVAL_POINTS, MAX_LINE_POINTS, block_means, compare_curves, training_curves
 
 
 def test_training_curves_is_valid_with_five_traces():
@@ -44,6 +44,28 @@ def test_empty_history_says_no_data_yet():
 def test_long_minibatch_loss_is_thinned():
     fig = training_curves(make_history(n_steps=10_000, eval_every=1000))
     assert len(fig.data[0].y) <= MAX_LINE_POINTS
+
+
+def test_a_few_evaluations_each_get_a_marker():
+    fig = training_curves(make_history(n_steps=100, eval_every=10))
+    assert [t.mode for t in fig.data[1:]] == ["lines+markers"] * 4 and len(fig.data[2].y) == 11
+
+
+def test_many_evaluations_are_thinned_to_block_means_drawn_as_lines():
+    """An endless run evaluated every 10 steps: 5,001 evaluations become at most MAX_EVAL_POINTS
+    block means, the last block ending at the newest evaluation."""
+    history = make_history(n_steps=50_000, eval_every=10)
+    fig = training_curves(history)
+    for trace in fig.data[1:]:
+        assert len(trace.y) <= MAX_EVAL_POINTS and trace.mode == "lines"
+    block = int(np.ceil(len(history.test_loss) / MAX_EVAL_POINTS))
+    assert fig.data[2].y[0] == pytest.approx(np.mean(history.test_loss[:block]))
+    assert fig.data[2].x[-1] > history.eval_step[-1] - block * 10
+
+
+def test_compare_curves_thins_evaluations_the_same_way():
+    fig = compare_curves({"long": make_history(n_steps=50_000, eval_every=10)}, "test_accuracy")
+    assert len(fig.data[0].y) <= MAX_EVAL_POINTS and fig.data[0].mode == "lines"
 
 
 def test_block_means_average_consecutive_blocks():

@@ -454,10 +454,7 @@ class RayBackend:
                 _check_reachable(address)
                 ray.init(address=address, log_to_driver=False)
             else:
-                # "local" always starts a Ray of our own: with no address Ray would join a
-                # cluster that `ray start` left running on this machine, which nobody named.
-                ray.init(address="local", num_cpus=workers or os.cpu_count() or 2, include_dashboard=False,
-                         log_to_driver=False, configure_logging=False)
+                start_local_ray(workers or os.cpu_count() or 2)
         self.name = f"Ray at {address}" if address else "Ray on this machine"
         self.remote = {}
 
@@ -480,6 +477,25 @@ class RayBackend:
     def close(self) -> None:
         if self.started_here:
             self.ray.shutdown()
+
+
+# Ray starts its workers at nice 15, to keep them behind its own processes. On the lab's
+# machine the cells are the work the user asked for, and the local backend's threads run at
+# the lab's own priority; at nice 15 they crawl behind any other busy process (beside two
+# busy loops a Ray sweep of four 20-step cells took minutes instead of seconds). So the Ray the
+# lab starts runs them at the driver's priority. A cluster someone started keeps its own.
+LOCAL_RAY_CONFIG = {"worker_niceness": 0}
+
+
+def start_local_ray(cpus: int) -> None:
+    """Start a Ray of this process's own on this machine, with `cpus` CPUs for cells.
+
+    "local" always starts a new one: with no address Ray would join a cluster that `ray start`
+    left running on this machine, which nobody named."""
+    import ray
+
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+             configure_logging=False, _system_config=LOCAL_RAY_CONFIG)
 
 
 def authenticate_with_token_if_any() -> None:

@@ -32,7 +32,16 @@ from engine.lazy import sweep_job
 from engine.models import ModelSpec
 from engine.pruning_cells import lottery_job, pruning_sweep_job
 from engine.store import RunStore
-from engine.sweep import STAGING_FOLDER, QuietContext, cell_key, cell_run_id, grid, run_sweep, train_cell
+from engine.sweep import (
+    STAGING_FOLDER,
+    QuietContext,
+    cell_key,
+    cell_run_id,
+    grid,
+    run_sweep,
+    start_local_ray,
+    train_cell,
+)
 from engine.train import TrainConfig
 
 ray = pytest.importorskip("ray")
@@ -43,9 +52,13 @@ TINY = {"data": "moons", "data.n": "100", "model.width": "4,8", "model.depth": "
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    start_local_ray(2)  # as a sweep starts it
     yield
     ray.shutdown()
+
+
+def test_the_lab_s_own_ray_runs_cells_at_the_driver_s_priority_not_ray_s_nice_15():
+    assert ray.get(ray.remote(lambda: os.nice(0)).remote()) == os.nice(0)
 
 
 def test_a_cell_gives_the_same_numbers_on_ray_as_on_this_machine(tmp_path, one_thread):

@@ -35,9 +35,11 @@ def answers(port: int) -> bool:
 
 @pytest.fixture
 def ray_head(tmp_path):
-    """A one-node cluster as a user starts it; `--block` ties its processes to this one."""
+    """A one-node cluster as a user starts it; `--block` ties its processes to this one. Its
+    workers run at nice 0, as the lab's own Ray runs them (engine.sweep.LOCAL_RAY_CONFIG):
+    at Ray's default nice 15 the cells crawl when the machine is busy."""
     port = free_port()
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    env = os.environ | {"OMP_NUM_THREADS": "1", "RAY_worker_niceness": "0"}
     head = subprocess.Popen([str(RAY), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
                              "--include-dashboard=false", "--disable-usage-stats"],
                             env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "head.log").open("w"))

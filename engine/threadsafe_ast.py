@@ -20,6 +20,8 @@ import ast
 import functools
 import threading
 
+__all__ = ["install"]
+
 _GUARDED = "_dynamics_lab_one_at_a_time"
 
 

@@ -17,6 +17,8 @@ importing it at all makes `ast.parse` safe to call from several threads at once
 import os as _os
 import sys as _sys
 
+from engine import threadsafe_ast as _threadsafe_ast
+
 # torch's OpenMP threads spin at every barrier before they sleep. When another process holds
 # a core, every parallel operation then waits for a thread that is not running: a 51 x 51
 # moons surface took 6.4 s instead of 0.085 s with a `nice 19` job beside it (2 threads,
@@ -25,8 +27,6 @@ import sys as _sys
 # engine`, the tests); a policy the user has set wins.
 if "torch" not in _sys.modules:
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from engine import threadsafe_ast as _threadsafe_ast  # noqa: E402 (after the policy: it sets no env)
 
 _threadsafe_ast.install()
 

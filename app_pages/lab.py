@@ -10,7 +10,7 @@ it (`is_mine`).
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 import streamlit as st
 
@@ -242,6 +242,40 @@ def job_progress(job_id: str, cells: Optional[list[str]] = None, cells_title: st
             f"{label} {CELL_STATES.get(cell['status'], cell['status'])}"
             + (" (found)" if cell["status"] == "done" and not cell["trained"] else "")
             for label, cell in zip(cells, reported)))
+
+
+# ---------------------------------------------------------------- live views
+
+
+def steady(key: str):
+    """A container (keyed `key`) whose elements keep their look while a rerun redraws them.
+
+    Streamlit marks every element of a rerunning script or fragment stale until the rerun has
+    drawn it again, and fades it from half a second on. A live view reruns every few seconds
+    or faster; when a rerun and the browser's drawing take longer than half a second (under
+    load, or beside a training), pictures that had not changed faded out and back on every
+    poll. Inside this container stale elements are drawn as they are.
+    """
+    st.html(f"<style>.st-key-{key} [data-stale='true'] {{opacity: 1 !important; transition: none !important;}}</style>")
+    return st.container(key=key)
+
+
+def kept_figure(slot: str, version, build: Callable):
+    """The figure of `slot` at `version`, built by `build()` only when the version changes.
+
+    A live view reruns every half second, while what it draws changes about once a second
+    (the job's view reports), and building a figure takes tens of milliseconds of the GIL that
+    a training in the same process needs. One figure per slot is kept, in the session.
+    """
+    kept = st.session_state.setdefault("lab:kept-figures", {})
+    if slot not in kept or kept[slot][0] != version:
+        kept[slot] = (version, build())
+    return kept[slot][1]
+
+
+def history_version(history) -> tuple[int, int]:
+    """What changes when a history grows: the number of steps and of evaluations it holds."""
+    return len(history.step), len(history.eval_step)
 
 
 # ---------------------------------------------------------------- export

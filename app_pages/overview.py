@@ -14,7 +14,18 @@ from typing import Callable, Optional
 
 import streamlit as st
 
-from app_pages.lab import NTK_SPECTRUM, error_sentence, jobs, owner, prediction_at, store, training_of_run
+from app_pages.lab import (
+    NTK_SPECTRUM,
+    error_sentence,
+    history_version,
+    jobs,
+    kept_figure,
+    owner,
+    prediction_at,
+    steady,
+    store,
+    training_of_run,
+)
 from engine import recipes
 from engine.experiment import load_watched
 from engine.status import Status
@@ -31,14 +42,7 @@ from viz.training import training_curves
 LIVE_SHARE = 0.15  # while a run trains, the panels' jobs take at most about this share of the time
 LIVE_POLL_S = 5.0  # how often the page looks for new checkpoints (each look redraws every panel)
 HEIGHT = 320
-GRID_KEY = "overview-grid"
-# Each poll reruns the grid, and Streamlit marks every element of it stale until the rerun has
-# drawn it again, fading it from half a second on. Under load (the training, the panels' jobs
-# and the browser share the CPU) a rerun and the browser's drawing take longer than that, so
-# panels whose picture had not changed faded out and back on every poll. A panel keeps its
-# picture until a newer one replaces it: in the grid, stale elements are drawn as they are.
-KEEP_PANELS_CLEAR = (f"<style>.st-key-{GRID_KEY} [data-stale='true'] "
-                     "{opacity: 1 !important; transition: none !important;}</style>")
+GRID_KEY = "overview-grid"  # a `steady` container: a panel keeps its picture until a newer one replaces it
 
 
 @dataclass
@@ -281,17 +285,13 @@ def draw_panel(panel: Panel, run: dict, step: int, figures: list, wants: list) -
 
 
 def figure_of(panel: Panel, run_id: str, step: int, result):
-    """The panel's figure of a result, built once per (run, panel, step): a rerun only redraws it,
-    so the grid's rerun stays short (Streamlit greys a fragment's elements while it reruns)."""
-    kept = st.session_state.setdefault("overview:figures-of", {})
-    key = (run_id, panel.key, step)
-    if key not in kept:
-        figure = panel.figure(result)
-        figure.update_layout(height=HEIGHT)
-        for old in [k for k in kept if k[:2] == key[:2]]:
-            del kept[old]  # one figure per panel is enough
-        kept[key] = figure
-    return kept[key]
+    """The panel's figure of a result, built once per (run, panel, step): a rerun only redraws it."""
+    return kept_figure(f"overview:{run_id}:{panel.key}", step, lambda: sized(panel.figure(result)))
+
+
+def sized(figure):
+    figure.update_layout(height=HEIGHT)
+    return figure
 
 
 def training_panel(run: dict, step: int, figures: list) -> None:
@@ -305,15 +305,14 @@ def training_panel(run: dict, step: int, figures: list) -> None:
     with st.container(border=True):
         st.markdown("**Training**")
         if history is not None:
-            figure = training_curves(history)
-            figure.update_layout(height=HEIGHT)
+            figure = kept_figure(f"overview:{run['id']}:curves", history_version(history),
+                                 lambda: sized(training_curves(history)))
             st.plotly_chart(figure, key=f"overview-{run['id']}-curves", width="stretch")
             figures.append(("Training curves", figure))
         else:
             st.caption("The curves appear with the run's first report.")
         view, shown = prediction_of(run, step, state)
-        figure = prediction_figure(view)
-        figure.update_layout(height=HEIGHT)
+        figure = kept_figure(f"overview:{run['id']}:view", shown, lambda: sized(prediction_figure(view)))
         st.plotly_chart(figure, key=f"overview-{run['id']}-view", width="stretch")
         figures.append((f"Predictions (step {shown:,})", figure))
         watched = load_watched(store(), run["id"]) or (state.partial.get("watch", {}) if state else {})
@@ -364,8 +363,7 @@ def overview_page() -> None:
     live = any(run_info(r)["running"] for r in chosen)
     # The grid polls while a run trains or a panel computes; it reruns the page to stop.
     st.session_state["overview:polling"] = polling = live or computing()
-    st.html(KEEP_PANELS_CLEAR)
-    with st.container(key=GRID_KEY):
+    with steady(GRID_KEY):
         st.fragment(run_every=LIVE_POLL_S if polling else None)(_grid)(chosen)
 
 

@@ -13,11 +13,14 @@ import streamlit as st
 from app_pages.lab import (
     POLL_S,
     error_sentence,
+    history_version,
     is_mine,
     jobs,
+    kept_figure,
     outcome,
     owner,
     status_text,
+    steady,
     store,
     submit_training,
     training_of_run,
@@ -300,7 +303,8 @@ def live_panel() -> None:
     if state is None:
         linked_run()
         return
-    st.fragment(run_every=None if state.done else POLL_S)(_draw_job)()
+    with steady("train-live"):
+        st.fragment(run_every=None if state.done else POLL_S)(_draw_job)()
 
 
 def linked_run() -> None:
@@ -330,9 +334,11 @@ def _draw_job() -> None:
     history, view = partial.get("history"), partial.get("view")
     left, right = st.columns(2)
     if history is not None:
-        left.plotly_chart(training_curves(history), key="live-curves", width="stretch")
+        curves = kept_figure(f"train:{state.id}:curves", history_version(history), lambda: training_curves(history))
+        left.plotly_chart(curves, key="live-curves", width="stretch")
     if view is not None:
-        right.plotly_chart(prediction_figure(view), key="live-view", width="stretch")
+        predictions = kept_figure(f"train:{state.id}:view", partial.get("view_step"), lambda: prediction_figure(view))
+        right.plotly_chart(predictions, key="live-view", width="stretch")
     watched_charts(partial.get("watch", {}))
     if state.done and st.session_state.get("drawn_done") != state.id:
         st.session_state.drawn_done = state.id

@@ -12,7 +12,8 @@
 3. In a real browser (--browser): a streamlit server of its own, Debian's chromium (Playwright).
    One endless run is started on the Train page (as a user would, in the server's job runner);
    then, in interleaved windows of --window seconds, the tab is away from the lab (about:blank)
-   or on the Overview following that run. Steps per second in a window come from the run's
+   or on the Overview following that run (--page train: the Train page's live view of it,
+   which reruns every half second). Steps per second in a window come from the run's
    checkpoint files (their steps and times), so the same process and the same run give both
    figures; the ratio is watched / away. The page's own state is sampled too: how many panels
    drew, which checkpoints it followed (live when the first and last differ), the share of
@@ -22,7 +23,7 @@
    server's training thread, its other threads, chromium, and the rest of the machine.
 
     python bench/overview.py [--steps 3000] [--rounds 3]
-    python bench/overview.py --browser [--rounds 3] [--window 30]
+    python bench/overview.py --browser [--rounds 3] [--window 30] [--page overview|train]
 """
 from __future__ import annotations
 
@@ -217,7 +218,12 @@ def training_thread(server: int, seconds: float = 3.0) -> int:
     return max(after, key=lambda tid: after[tid] - before.get(tid, 0.0))
 
 
-def browser_main(rounds: int, window: float) -> None:
+# The pages the browser benchmark can open on the followed run: the overview, or the Train
+# page's live view of it (a link to a run shows it read-only, polling every POLL_S).
+WATCHED_PAGES = {"overview": "/overview?run={run_id}", "train": "/train?run={run_id}"}
+
+
+def browser_main(rounds: int, window: float, watched: str = "overview") -> None:
     from playwright.sync_api import sync_playwright
 
     sys.path.insert(0, str(ROOT / "tests" / "e2e"))
@@ -240,7 +246,7 @@ def browser_main(rounds: int, window: float) -> None:
         ratios = []
         for r in range(rounds):
             rates = {}
-            for where in ("away", "overview"):
+            for where in ("away", watched):
                 load = os.getloadavg()[0]
                 if where == "away":
                     page.goto("about:blank")
@@ -248,15 +254,15 @@ def browser_main(rounds: int, window: float) -> None:
                     time.sleep(window)
                     seen = {}
                 else:
-                    page.goto(f"{url}/overview?run={run_id}")
+                    page.goto(url + WATCHED_PAGES[watched].format(run_id=run_id))
                     start, cpu = time.time(), split.sample()
                     seen = watch(page, window)
                 rates[where] = rate_between(home, start + 2, time.time())  # the page's start-up left out
                 print(f"round {r + 1} {where:8s}: {rates[where]:7.0f} steps/s (load {load:.2f}) {seen}\n"
                       f"    CPU s/s {CpuSplit.between(cpu, split.sample())}", flush=True)
-            ratios.append(rates["overview"] / rates["away"])
-            print(f"round {r + 1}: overview / away {ratios[-1]:.2f}", flush=True)
-        print(f"overview open / away: median {statistics.median(ratios):.2f} "
+            ratios.append(rates[watched] / rates["away"])
+            print(f"round {r + 1}: {watched} / away {ratios[-1]:.2f}", flush=True)
+        print(f"{watched} open / away: median {statistics.median(ratios):.2f} "
               f"(slowdown {1 - statistics.median(ratios):.0%}; goal at most 25%); load {os.getloadavg()}")
         browser.close()
 
@@ -267,9 +273,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--browser", action="store_true", help="the page open in chromium (see 3. above)")
     parser.add_argument("--window", type=float, default=30.0, help="seconds per window with --browser")
+    parser.add_argument("--page", choices=sorted(WATCHED_PAGES), default="overview",
+                        help="with --browser: the page open on the run in its windows")
     args = parser.parse_args()
     if args.browser:
-        return browser_main(args.rounds, args.window)
+        return browser_main(args.rounds, args.window, args.page)
     st.cache_resource.clear()
     lab.jobs()  # the app's runner (and its thread count) before anything is timed
     train(500, watched=False)  # warm-up: imports and first-call costs stay out of the rounds

@@ -87,6 +87,18 @@ def set_steps(page, steps: int) -> None:
     wait_idle(page)
 
 
+def waiting_element(container_key: str) -> str:
+    """A script for the first element inside `st.container(key=container_key)` that waits for a
+    rerun to draw it again (Streamlit marks it stale): its opacity and the duration of its fade;
+    null while none waits."""
+    return f"""() => {{
+        const el = document.querySelector(".st-key-{container_key} [data-stale='true']");
+        if (!el) return null;
+        const style = getComputedStyle(el);
+        return {{opacity: style.opacity, fade: style.transitionDuration}};
+    }}"""
+
+
 def wait_for_progress(page, pattern: str, timeout=60_000) -> None:
     """Wait until the live progress bar's text matches the regular expression `pattern`."""
     page.wait_for_function(
@@ -95,7 +107,8 @@ def wait_for_progress(page, pattern: str, timeout=60_000) -> None:
 
 
 def test_training_updates_live_and_stops_on_request(page, app_url, artifacts):
-    """A run far too long to finish during the test: it moves on by itself, and Stop keeps it."""
+    """A run far too long to finish during the test: it moves on by itself, its live view never
+    fades while a poll redraws it, and Stop keeps it."""
     open_page(page, app_url, "/train")
     set_steps(page, LONG_RUN)
     page.get_by_role("button", name="Start").click()
@@ -109,6 +122,9 @@ def test_training_updates_live_and_stops_on_request(page, app_url, artifacts):
                       return m && parseInt(m[1].replace(/,/g, '')) > first; }""",
         arg=first_step, timeout=60_000)
     page.screenshot(path=str(artifacts / "train-running.png"), full_page=True)
+    # Streamlit fades a stale element from half a second on; the live view keeps full opacity.
+    waiting = page.wait_for_function(waiting_element("train-live"), timeout=60_000, polling="raf").json_value()
+    assert waiting == {"opacity": "1", "fade": "0s"}, waiting
 
     page.get_by_role("button", name="Stop").click()
     page.wait_for_selector("text=the run is saved", timeout=60_000)

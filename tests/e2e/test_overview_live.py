@@ -3,7 +3,7 @@ it to newer checkpoints without fading the panels that wait for their redraw, an
 widgets, which also rerun only the grid, choose what the panels show."""
 import re
 
-from test_browser import LONG_RUN, open_page, wait_for_charts, wait_for_progress, wait_idle
+from test_browser import LONG_RUN, open_page, wait_for_charts, wait_for_progress, wait_idle, waiting_element
 
 # The checkpoint the followed run's caption names ("name · step 1,200 · training"), or -1.
 CAPTION_STEP = """() => {
@@ -11,16 +11,6 @@ CAPTION_STEP = """() => {
         .map(el => el.innerText).find(text => text.includes("· training")) || "";
     const step = caption.match(/step ([\\d,]+)/);
     return step ? parseInt(step[1].replaceAll(",", "")) : -1;
-}"""
-
-
-# The first element of the grid that waits for a rerun to draw it again (Streamlit marks it
-# stale), with its opacity and the duration of its fade; null while none waits.
-WAITING_ELEMENT = """() => {
-    const el = document.querySelector(".st-key-overview-grid [data-stale='true']");
-    if (!el) return null;
-    const style = getComputedStyle(el);
-    return {opacity: style.opacity, fade: style.transitionDuration};
 }"""
 
 
@@ -53,7 +43,7 @@ def test_the_overview_polls_move_it_on_and_its_panels_never_fade(page, fresh_app
     page.wait_for_function(f"() => ({CAPTION_STEP})() > {first}", timeout=120_000)
     # Streamlit fades a stale element from half a second on (opacity 0.33, over 1 s): in the
     # grid a waiting element keeps full opacity, with no fade at all.
-    waiting = page.wait_for_function(WAITING_ELEMENT, timeout=120_000, polling="raf").json_value()
+    waiting = page.wait_for_function(waiting_element("overview-grid"), timeout=120_000, polling="raf").json_value()
     assert waiting == {"opacity": "1", "fade": "0s"}, waiting
     assert page.locator("[data-testid='stException']").count() == 0
     stop_the_training(page)

@@ -99,11 +99,12 @@ TRAIN_LINK = ("/train?data=moons&data.n=1000&model.width=64&model.depth=2&train.
               "&train.steps=10000000&train.checkpoint_every=100&train.eval_every=100")
 # Streamlit marks an element stale (data-stale) from the start of a rerun until the rerun draws
 # it again, and fades it (opacity 0.33, from 0.5 s on, over 1 s) while it stays stale: an element
-# is seen greyed when its opacity is below 0.9.
+# is seen greyed when its opacity is below 0.9 (and it takes up room: an empty placeholder,
+# which cannot be seen, may stay stale).
 STALE_PROBE = """() => {
     const stale = document.querySelectorAll("[data-stale='true']").length;
     const grey = [...document.querySelectorAll("[data-testid='stElementContainer']")]
-        .filter(el => parseFloat(getComputedStyle(el).opacity) < 0.9).length;
+        .filter(el => el.offsetHeight > 0 && parseFloat(getComputedStyle(el).opacity) < 0.9).length;
     const charts = document.querySelectorAll("[data-testid='stPlotlyChart']").length;
     const caption = [...document.querySelectorAll("[data-testid='stCaptionContainer']")]
         .map(el => el.innerText).find(text => text.includes("· training")) || "";

@@ -18,8 +18,10 @@ from app_pages.lab import (
     finished_runs,
     job_progress,
     jobs,
+    kept_figure,
     owner,
     status_text,
+    steady,
     store,
     submit_training,
     training_of_run,
@@ -127,7 +129,8 @@ def live_comparison(scope: str, step_runs: list[tuple[str, Experiment]] = ()) ->
             draw_results([saved_result(name, run_id) for name, run_id in saved])
         return
     running = any(not state.done for _, state in followed)
-    st.fragment(run_every=POLL_S if running else None)(_draw_live)(scope)
+    with steady("lazy-live"):  # (one live comparison per page: the lesson's step or the free one)
+        st.fragment(run_every=POLL_S if running else None)(_draw_live)(scope)
 
 
 def _draw_live(scope: str) -> None:
@@ -194,12 +197,21 @@ def _run_name(name: str) -> str:
     return f"lazy/rich: {name}"
 
 
+def shown_version(shown: list[Shown]) -> tuple:
+    """What changes when any shown result does: each one's key and the step of its job's last
+    report (history, view and measures are reported together); a saved run never changes."""
+    return tuple((s.key, s.state.partial.get("view_step") if s.state is not None else None) for s in shown)
+
+
 def draw_results(shown: list[Shown]) -> None:
-    """The deciding measures first, then each configuration's fit, then the curves and measures."""
+    """The deciding measures first, then each configuration's fit, then the curves and measures.
+    Each figure is built again only when a result it shows has changed (`kept_figure`)."""
+    version = shown_version(shown)
     measures = {s.name: s.measures for s in shown if s.measures is not None}
     if measures:
-        st.plotly_chart(figures.deciding_figure(measures, title=DECIDING_TITLE), key="lazy-deciding", width="stretch")
-    for s, column in zip(shown, st.columns(len(shown))):
+        deciding = kept_figure("lazy:deciding", version, lambda: figures.deciding_figure(measures, title=DECIDING_TITLE))
+        st.plotly_chart(deciding, key="lazy-deciding", width="stretch")
+    for i, (s, column) in enumerate(zip(shown, st.columns(len(shown)))):
         if s.state is not None:
             state = s.state
             column.progress(min(max(state.progress, 0.0), 1.0), text=status_text(state, s.name))
@@ -208,28 +220,32 @@ def draw_results(shown: list[Shown]) -> None:
             elif state.result and state.result.get("status") == "diverged":
                 column.warning(state.result["message"])
         if s.view is not None:
-            column.plotly_chart(prediction_figure(s.view, title=s.name), key=f"lazy-view-{s.key}", width="stretch")
+            view = kept_figure(f"lazy:view:{i}", version, lambda s=s: prediction_figure(s.view, title=s.name))
+            column.plotly_chart(view, key=f"lazy-view-{s.key}", width="stretch")
     histories = {s.name: s.history for s in shown if s.history is not None}
-    comparison_figures(histories, measures, key="live")
+    comparison_figures(histories, measures, key="live", version=version)
 
 
-def comparison_figures(histories: dict, measures: dict, *, key: str) -> None:
-    """Training curves, the measures on shared axes, the twins and each layer's change."""
+def comparison_figures(histories: dict, measures: dict, *, key: str, version) -> None:
+    """Training curves, the measures on shared axes, the twins and each layer's change; each
+    figure is built again only when `version` changes."""
+
+    def chart(place, name: str, build) -> None:
+        place.plotly_chart(kept_figure(f"lazy:{key}-{name}", version, build), key=f"{key}-{name}", width="stretch")
+
     if histories:
         classified = any(not np.isnan(h.test_accuracy).all() for h in histories.values() if h.test_accuracy)
         metrics = [("eval_train_loss", "Training loss"), ("test_loss", "Test loss")]
         if classified:  # grokking shows in accuracy: train at 100% long before test
             metrics = [("eval_train_accuracy", "Training accuracy"), ("test_accuracy", "Test accuracy")] + metrics
         for (metric, title), column in zip(metrics, st.columns(len(metrics))):
-            column.plotly_chart(compare_curves(histories, metric, title=title), key=f"{key}-{metric}",
-                                width="stretch")
+            chart(column, metric, lambda metric=metric, title=title: compare_curves(histories, metric, title=title))
     if measures:
-        st.plotly_chart(figures.measures_figure(measures), key=f"{key}-measures", width="stretch")
+        chart(st, "measures", lambda: figures.measures_figure(measures))
         left, right = st.columns(2)
-        left.plotly_chart(figures.twin_figure(measures, title="The network against its linearized twin"),
-                          key=f"{key}-twin", width="stretch")
-        right.plotly_chart(figures.layer_change_figure(measures, title="Weight change by layer (last checkpoint)"),
-                           key=f"{key}-layers", width="stretch")
+        chart(left, "twin", lambda: figures.twin_figure(measures, title="The network against its linearized twin"))
+        chart(right, "layers",
+              lambda: figures.layer_change_figure(measures, title="Weight change by layer (last checkpoint)"))
 
 
 # ---------------------------------------------------------------- lesson
@@ -440,7 +456,7 @@ def saved_runs() -> None:
 
     histories = {watched[i].name: History.from_dict(store().metrics(i)) for i in chosen}
     measures = {watched[i].name: load_watched(store(), i)["lazy"] for i in chosen}
-    comparison_figures(histories, measures, key="saved")
+    comparison_figures(histories, measures, key="saved", version=tuple(chosen))
 
 
 def _watched_lazy(settings: dict) -> bool:

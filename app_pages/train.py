@@ -334,10 +334,10 @@ def _draw_job() -> None:
     history, view = partial.get("history"), partial.get("view")
     left, right = st.columns(2)
     if history is not None:
-        curves = kept_figure(f"train:{state.id}:curves", history_version(history), lambda: training_curves(history))
+        curves = kept_figure("train:curves", (state.id, history_version(history)), lambda: training_curves(history))
         left.plotly_chart(curves, key="live-curves", width="stretch")
     if view is not None:
-        predictions = kept_figure(f"train:{state.id}:view", partial.get("view_step"), lambda: prediction_figure(view))
+        predictions = kept_figure("train:view", (state.id, partial.get("view_step")), lambda: prediction_figure(view))
         right.plotly_chart(predictions, key="live-view", width="stretch")
     watched_charts(partial.get("watch", {}))
     if state.done and st.session_state.get("drawn_done") != state.id:

@@ -190,17 +190,17 @@ class CpuSplit:
     threads (the page's reruns, the panels' jobs, the websocket), chromium, and the rest of the
     machine. Counted from /proc at the window's start and end, in CPU seconds per second."""
 
-    def __init__(self, training_tid: int):
-        self.server = next(pid for pid, command in descendants().items() if "streamlit run" in command)
-        self.training = f"/proc/{self.server}/task/{training_tid}/stat"
+    def __init__(self, server: int, training_tid: int):
+        self.server = server
+        self.training = f"/proc/{server}/task/{training_tid}/stat"
 
     def sample(self) -> dict[str, float]:
         chromium = [pid for pid, command in descendants().items() if "chromium" in command]
-        total = sum(int(x) for x in Path("/proc/stat").read_text().split()[1:8]) * TICK_S  # all cores
-        idle = sum(int(x) for x in Path("/proc/stat").read_text().split()[4:6]) * TICK_S
+        cores = [int(x) * TICK_S for x in Path("/proc/stat").read_text().split()[1:8]]  # all cores
+        busy = sum(cores) - cores[3] - cores[4]  # less idle and iowait
         return {"time": time.time(), "training": cpu_of(self.training),
                 "server": cpu_of(f"/proc/{self.server}/stat"),
-                "chromium": sum(cpu_of(f"/proc/{pid}/stat") for pid in chromium), "busy": total - idle}
+                "chromium": sum(cpu_of(f"/proc/{pid}/stat") for pid in chromium), "busy": busy}
 
     @staticmethod
     def between(start: dict, end: dict) -> dict[str, float]:
@@ -243,7 +243,7 @@ def browser_main(rounds: int, window: float, watched: str = "overview") -> None:
         run_id = RunStore(home / "runs").list()[0].id
         page.goto("about:blank")
         server = next(pid for pid, command in descendants().items() if "streamlit run" in command)
-        split = CpuSplit(training_thread(server))
+        split = CpuSplit(server, training_thread(server))
         ratios = []
         for r in range(rounds):
             rates = {}
